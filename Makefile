@@ -1,0 +1,53 @@
+# Two commands do everything: `make demo` and `make test`. Both build the venv if it is missing.
+SHELL := /bin/bash
+PYTHON310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(shell command -v python3.10 2>/dev/null))
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SCALE ?= default
+SEED ?= 7
+MODEL ?= baseline
+WORK ?= $(CURDIR)/work
+PIPELINE_NAME ?= livestream_ranking
+PORT ?= 8500
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: venv demo test test-fast lint bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: constraints.txt setup.py
+	@test -n "$(PYTHON310)" || { echo "Python 3.10 not found (expected pyenv 3.10.x); set PYTHON310=/path/to/python3.10"; exit 1; }
+	$(PYTHON310) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip==24.2"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $@
+
+# Generate logs, run the pipeline through the TFX CLI, serve the pushed model, query it over gRPC.
+demo: venv
+	@mkdir -p $(WORK)
+	$(PY) -m data_gen.cli --scale $(SCALE) --seed $(SEED) --out_dir $(WORK)/logs
+	LOCAL_HOME=$(WORK)/tfx_home DEMO_WORK=$(WORK) DEMO_MODEL=$(MODEL) \
+	  $(VENV)/bin/tfx pipeline create --engine local --pipeline_path local_runner.py \
+	  || LOCAL_HOME=$(WORK)/tfx_home DEMO_WORK=$(WORK) DEMO_MODEL=$(MODEL) \
+	  $(VENV)/bin/tfx pipeline update --engine local --pipeline_path local_runner.py
+	LOCAL_HOME=$(WORK)/tfx_home DEMO_WORK=$(WORK) DEMO_MODEL=$(MODEL) \
+	  $(VENV)/bin/tfx run create --engine local --pipeline_name $(PIPELINE_NAME)
+	$(PY) -m bench.quality_report --work $(WORK) --pipeline_name $(PIPELINE_NAME)
+	$(PY) -m serving.demo --work $(WORK) --pipeline_name $(PIPELINE_NAME) --port $(PORT)
+
+test: venv
+	$(PY) -m pytest -q tests
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not e2e" tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+bench: venv
+	$(PY) -m bench.run_all --work $(WORK)/bench
+
+clean:
+	rm -rf $(WORK)

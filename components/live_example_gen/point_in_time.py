@@ -1,0 +1,187 @@
+"""Point-in-time feature computation, as pure functions over one user's or one host's events.
+
+Every function takes the impression time ``ts`` and uses only events strictly before it: a past
+impression's feedback counts once its ``leave`` event (the end of the stay) is before ``ts``; a host
+statistic counts actions whose own timestamp is before ``ts``; a display counts from its refresh time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from typing import Dict, List, Sequence, Tuple
+
+from components.live_example_gen import records as r
+from models import features as F
+
+
+@dataclasses.dataclass
+class ImpressionRecord:
+  """One impression joined with its own feedback events (its labels)."""
+  impression_id: int
+  session_id: int
+  user_id: int
+  host_id: int
+  ts: float
+  slot: int
+  trigger_item_id: int
+  propensity: float
+  leave_ts: float
+  stay_seconds: float
+  swipe_down: bool
+  actions: List[Tuple[str, float]]  # (event kind, ts)
+  gmv: float = 0.0
+
+  def has(self, kind: str) -> bool:
+    return any(k == kind for k, _ in self.actions)
+
+  @property
+  def interacted(self) -> bool:
+    return any(k in (r.LIKE, r.COMMENT, r.SHARE, r.FOLLOW) for k, _ in self.actions)
+
+
+def stay_bucket(stay_seconds: float) -> int:
+  """1-based stay-time bucket (0 is padding)."""
+  return bisect.bisect_right(F.STAY_BUCKET_BOUNDARIES, stay_seconds) + 1
+
+
+def is_positive(imp: ImpressionRecord) -> bool:
+  """High-pass filter: a long stay or any interaction."""
+  return imp.stay_seconds >= F.POSITIVE_STAY_SECONDS or imp.interacted
+
+
+def is_negative(imp: ImpressionRecord) -> bool:
+  """Low-pass filter: a quick swipe-away without interaction."""
+  return imp.stay_seconds < F.NEGATIVE_STAY_SECONDS and not imp.interacted
+
+
+def labels(imp: ImpressionRecord) -> Dict[str, float]:
+  cart, purchase = imp.has(r.ADD_TO_CART), imp.has(r.PURCHASE)
+  return {
+      F.STAY_SECONDS: imp.stay_seconds,
+      F.EFFECTIVE_VIEW: int(imp.stay_seconds >= F.EFFECTIVE_VIEW_SECONDS),
+      F.INTERACT: int(imp.interacted), F.LIKE: int(imp.has(r.LIKE)),
+      F.COMMENT: int(imp.has(r.COMMENT)), F.SHARE: int(imp.has(r.SHARE)),
+      F.FOLLOW: int(imp.has(r.FOLLOW)), F.ITEM_CLICK: int(imp.has(r.ITEM_CLICK)),
+      F.ADD_TO_CART: int(cart), F.PURCHASE: int(purchase), F.BUY: int(cart or purchase),
+      F.GMV: imp.gmv, F.SWIPE_DOWN: int(imp.swipe_down),
+  }
+
+
+def _pad(values: Sequence, length: int, pad=0) -> list:
+  values = list(values[:length])
+  return values + [pad] * (length - len(values))
+
+
+def realtime_sequences(history: Sequence[ImpressionRecord], ts: float, seq_len: int,
+                       host_info: Dict[int, dict]) -> Dict[str, list]:
+  """Positive and negative feedback sequences as of ``ts``, most recent first.
+
+  Args:
+    history: the user's impressions, any order.
+    ts: the impression time; only feedback completed strictly before it is used.
+    seq_len: maximum (and padded) length of each sequence.
+    host_info: host_id -> {"shop_id", "category_ids"}.
+  """
+  done = sorted((h for h in history if h.leave_ts < ts), key=lambda h: h.leave_ts, reverse=True)
+  out: Dict[str, list] = {}
+  for prefix, keep in ((F.RT_POS, is_positive), (F.RT_NEG, is_negative)):
+    seq = [h for h in done if keep(h)][:seq_len]
+    cols = {
+        "host_ids": [h.host_id for h in seq],
+        "category_ids": [host_info[h.host_id]["category_ids"][0] for h in seq],
+        "shop_ids": [host_info[h.host_id]["shop_id"] for h in seq],
+        "stay_buckets": [stay_bucket(h.stay_seconds) for h in seq],
+        "age_seconds": [int(ts - h.leave_ts) for h in seq],
+    }
+    for field in F.RT_FIELDS:
+      out[F.seq_key(prefix, field)] = _pad(cols[field], seq_len)
+    out[F.len_key(prefix)] = [len(seq)]
+  return out
+
+
+def session_hosts(history: Sequence[ImpressionRecord], session_id: int, ts: float) -> Dict[str, list]:
+  """Rooms already shown in this session before ``ts``, most recent first."""
+  shown = sorted((h for h in history if h.session_id == session_id and h.ts < ts),
+                 key=lambda h: h.ts, reverse=True)[:F.SESSION_HOSTS_LEN]
+  return {F.SESSION_HOSTS: _pad([h.host_id for h in shown], F.SESSION_HOSTS_LEN),
+          F.SESSION_HOSTS_LEN_KEY: [len(shown)]}
+
+
+def lifelong_sequence(purchases_desc: Sequence[dict], ts: float, seq_len: int) -> Dict[str, list]:
+  """Main-site purchases strictly before ``ts``, most recent first, truncated to ``seq_len``.
+
+  Args:
+    purchases_desc: the user's purchases sorted by ``ts`` descending.
+  """
+  # First purchase with p.ts < ts in a descending list.
+  keys = [-p["ts"] for p in purchases_desc]
+  start = bisect.bisect_right(keys, -ts)
+  seq = purchases_desc[start:start + seq_len]
+  out = {
+      F.seq_key(F.LL, "item_ids"): _pad([p["item_id"] for p in seq], seq_len),
+      F.seq_key(F.LL, "category_ids"): _pad([p["category_id"] for p in seq], seq_len),
+      F.seq_key(F.LL, "brand_ids"): _pad([p["brand_id"] for p in seq], seq_len),
+      F.seq_key(F.LL, "shop_ids"): _pad([p["shop_id"] for p in seq], seq_len),
+      F.seq_key(F.LL, "age_days"): _pad([int((ts - p["ts"]) // 86400) for p in seq], seq_len),
+      F.seq_key(F.LL, "prices"): _pad([p["price"] for p in seq], seq_len, 0.0),
+      F.seq_key(F.LL, "stay_seconds"): _pad([p["stay_seconds"] for p in seq], seq_len, 0.0),
+      F.seq_key(F.LL, "weights"): _pad([p["weight"] for p in seq], seq_len, 0.0),
+      F.len_key(F.LL): [len(seq)],
+  }
+  return out
+
+
+# Host action kinds counted per window, by statistic.
+_STAT_EVENT = {"likes": r.LIKE, "follows": r.FOLLOW, "comments": r.COMMENT, "shares": r.SHARE,
+               "item_clicks": r.ITEM_CLICK}
+
+
+class HostTimeline:
+  """All users' events on one host, indexed by time, for window statistics as of any ``ts``."""
+
+  def __init__(self, impressions: Sequence[ImpressionRecord], displays: Sequence[dict]):
+    views = sorted((imp.ts, imp.user_id) for imp in impressions)
+    self._view_ts = [t for t, _ in views]
+    self._view_user = [u for _, u in views]
+    self._action_ts: Dict[str, List[float]] = {k: [] for k in _STAT_EVENT.values()}
+    for imp in impressions:
+      for kind, t in imp.actions:
+        if kind in self._action_ts:
+          self._action_ts[kind].append(t)
+    for v in self._action_ts.values():
+      v.sort()
+    disp = sorted(displays, key=lambda d: d["ts"])
+    self._display_ts = [d["ts"] for d in disp]
+    self._display_items = [d["item_ids"] for d in disp]
+
+  @staticmethod
+  def _count(sorted_ts: List[float], lo: float, hi: float) -> int:
+    """Events with lo <= t < hi."""
+    return bisect.bisect_left(sorted_ts, hi) - bisect.bisect_left(sorted_ts, lo)
+
+  def stats(self, ts: float) -> Dict[str, list]:
+    out = {}
+    for window, seconds in F.HOST_STAT_WINDOWS:
+      lo = ts - seconds
+      a, b = bisect.bisect_left(self._view_ts, lo), bisect.bisect_left(self._view_ts, ts)
+      out[F.host_stat_key("uv", window)] = [float(len(set(self._view_user[a:b])))]
+      for kind, event in _STAT_EVENT.items():
+        out[F.host_stat_key(kind, window)] = [float(self._count(self._action_ts[event], lo, ts))]
+    return out
+
+  def displayed(self, ts: float) -> List[int]:
+    """Item ids on display as of ``ts`` (the latest refresh strictly before it)."""
+    i = bisect.bisect_left(self._display_ts, ts)
+    return list(self._display_items[i - 1]) if i > 0 else []
+
+
+def display_features(item_ids: Sequence[int], items: Dict[int, dict]) -> Dict[str, list]:
+  n = F.DISPLAY_TOP_N
+  ids = list(item_ids)[:n]
+  return {
+      F.DISPLAY_ITEM_IDS: _pad(ids, n),
+      F.DISPLAY_CATEGORY_IDS: _pad([items[i]["category_id"] for i in ids], n),
+      F.DISPLAY_BRAND_IDS: _pad([items[i]["brand_id"] for i in ids], n),
+      F.DISPLAY_LEN: [len(ids)],
+  }

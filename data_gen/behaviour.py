@@ -1,0 +1,277 @@
+"""How a user responds to a shown live room, and how a session of full-screen slots unfolds.
+
+The equations are stated in ``data_gen/README.md``. ``Behaviour.truth`` returns the exact
+probabilities / expected values of every objective for one (user state, room, time); sampling draws
+the outcome from those same numbers, so the logged ground truth is the Bayes-optimal predictor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from data_gen.world import World
+
+EFFECTIVE_VIEW_SECONDS = 10.0
+QUICK_SWIPE_SECONDS = 3.0
+APPETITE_DECAY_PER_SLOT = 0.85
+APPETITE_HALF_LIFE_SECONDS = 4 * 3600.0
+
+
+def sigmoid(x: float) -> float:
+  return 1.0 / (1.0 + math.exp(-x))
+
+
+@dataclasses.dataclass
+class UserState:
+  """Real-time state of one user: momentary category appetite and within-session fatigue."""
+  appetite: np.ndarray  # [C+1], moved by feedback, decays
+  last_ts: float = 0.0
+  shown_category_counts: Optional[np.ndarray] = None  # [C+1] in the current session
+
+
+@dataclasses.dataclass(frozen=True)
+class Truth:
+  """Exact probabilities / expected values of each objective for one impression."""
+  p_effective_view: float
+  p_interact: float
+  p_item_click: float
+  p_add_to_cart: float
+  p_purchase: float
+  p_buy: float
+  p_swipe_down: float
+  e_stay_seconds: float
+  e_gmv: float
+  # Conditional pieces the sampler uses.
+  p_interact_given_view: float
+  p_click_given_view: float
+  p_cart_given_click: float
+  p_direct_buy_given_click: float
+  p_purchase_given_cart: float
+  p_quick_given_no_view: float
+  p_leave: Dict[str, float]
+  mean_stay_view: float
+  expected_order_value: float
+
+
+@dataclasses.dataclass
+class Outcome:
+  """One sampled impression outcome; times are seconds after the impression."""
+  stay_seconds: float
+  effective_view: bool
+  like: bool
+  comment: bool
+  share: bool
+  follow: bool
+  item_click: bool
+  add_to_cart: bool
+  purchase: bool
+  gmv: float
+  purchased_item: int
+  swipe_down: bool  # True: the user swiped on to the next slot; False: left the session
+  action_offsets: Dict[str, float]
+
+
+class Behaviour:
+  """The user response model on top of a :class:`World`."""
+
+  def __init__(self, world: World):
+    self.world = world
+
+  def new_state(self) -> UserState:
+    c = self.world.config.n_categories
+    return UserState(appetite=np.zeros(c + 1), shown_category_counts=np.zeros(c + 1))
+
+  def start_session(self, state: UserState, t: float, trigger_category: int) -> None:
+    """Decay the appetite since the last activity; the trigger item's category raises it."""
+    if state.last_ts:
+      state.appetite *= 0.5 ** ((t - state.last_ts) / APPETITE_HALF_LIFE_SECONDS)
+    state.appetite[trigger_category] += 0.8
+    state.shown_category_counts = np.zeros_like(state.appetite)
+
+  # --- Utilities -----------------------------------------------------------------------------------
+  def _affinity(self, user: int, host: int) -> float:
+    w = self.world
+    return float(w.user_cat_pref[user] @ w.host_cat_matrix[host])
+
+  def truth(self, user: int, state: UserState, host: int, t: float, hot: bool, slot: int) -> Truth:
+    """Exact objective probabilities for showing ``host`` to ``user`` now."""
+    w = self.world
+    cats = w.host_cat_matrix[host]
+    aff = self._affinity(user, host)  # [0, 1]: long-term interest
+    appetite = float(state.appetite @ cats)  # real-time interest
+    fatigue = float(state.shown_category_counts @ cats)  # repeated categories this session
+    ent = w.host_entertain[host] * w.user_entertain_taste[user]
+    display = w.displayed_items(host, t)
+    pop = w.popularity(host, t)
+
+    z_view = (-1.3 + 3.0 * aff + 0.9 * appetite + 0.6 * w.host_quality[host] + 0.4 * pop
+              + 0.7 * hot + 1.6 * ent - 0.35 * fatigue - 0.02 * slot)
+    p_view = sigmoid(z_view)
+    p_int_v = sigmoid(-1.6 + 3.0 * ent + 1.0 * aff + 0.5 * w.host_quality[host]
+                      + 0.4 * appetite)
+    if display:
+      brand_aff = float(np.mean(w.user_brand_pref[user, w.item_brand[display]])
+                        * w.config.n_brands)
+      price_z = float(np.mean(w.log_price_z[display]))
+      ps = w.user_price_sensitivity[user]
+      p_click_v = sigmoid(-1.8 + 2.4 * w.host_sell[host] + 0.6 * min(brand_aff, 3.0)
+                          + 1.5 * aff + 0.9 * hot)
+      p_cart_c = sigmoid(-0.9 + 0.8 * w.host_sell[host] - 0.6 * ps * price_z + 0.5 * hot)
+      p_direct_c = sigmoid(-3.0 + 1.2 * hot - 0.4 * ps * price_z)
+      p_purchase_cart = sigmoid(-1.0 + 0.9 * hot - 0.5 * ps * price_z + 0.8 * aff)
+      order_value = float(np.mean(w.item_price[display]))
+    else:
+      p_click_v = p_cart_c = p_direct_c = p_purchase_cart = 0.0
+      order_value = 0.0
+    p_quick_nv = sigmoid(-z_view - 0.3)
+
+    p_click = p_view * p_click_v
+    p_cart = p_click * p_cart_c
+    p_purchase_c = p_cart_c * p_purchase_cart + (1 - p_cart_c) * p_direct_c
+    p_purchase = p_click * p_purchase_c
+    p_buy = p_click * (1 - (1 - p_cart_c) * (1 - p_direct_c))
+    # Leaving the session: a purchase often ends it, a quick swipe-away and fatigue push out, a
+    # good view keeps the user swiping.
+    base = -2.0 + 0.18 * fatigue + 0.04 * slot
+    p_leave = {"quick": sigmoid(base + 0.9), "no_view": sigmoid(base + 0.3),
+               "view": sigmoid(base - 0.7), "purchase": sigmoid(base + 2.2)}
+    p_no_view = 1 - p_view
+    leave = (p_no_view * (p_quick_nv * p_leave["quick"] + (1 - p_quick_nv) * p_leave["no_view"])
+             + (p_view - p_purchase) * p_leave["view"] + p_purchase * p_leave["purchase"])
+    mean_stay_view = 25.0 + 60.0 * ent + 40.0 * aff + 20.0 * w.host_quality[host]
+    mean_stay_view = max(mean_stay_view, 15.0)
+    e_stay = (p_no_view * (p_quick_nv * 1.75 + (1 - p_quick_nv) * 6.5)
+              + p_view * (EFFECTIVE_VIEW_SECONDS + mean_stay_view))
+    return Truth(
+        p_effective_view=p_view, p_interact=p_view * p_int_v, p_item_click=p_click,
+        p_add_to_cart=p_cart, p_purchase=p_purchase, p_buy=p_buy, p_swipe_down=1 - leave,
+        e_stay_seconds=e_stay, e_gmv=p_purchase * order_value,
+        p_interact_given_view=p_int_v, p_click_given_view=p_click_v, p_cart_given_click=p_cart_c,
+        p_direct_buy_given_click=p_direct_c, p_purchase_given_cart=p_purchase_cart,
+        p_quick_given_no_view=p_quick_nv, p_leave=p_leave, mean_stay_view=mean_stay_view,
+        expected_order_value=order_value)
+
+  def sample(self, rng: np.random.Generator, user: int, host: int, t: float,
+             truth: Truth) -> Outcome:
+    """Draw one outcome from ``truth``."""
+    view = rng.random() < truth.p_effective_view
+    offsets: Dict[str, float] = {}
+    like = comment = share = follow = click = cart = purchase = False
+    gmv, item = 0.0, 0
+    if view:
+      stay = EFFECTIVE_VIEW_SECONDS + float(rng.exponential(truth.mean_stay_view))
+      if rng.random() < truth.p_interact_given_view:
+        like = True
+        comment = rng.random() < 0.4
+        share = rng.random() < 0.2
+        follow = rng.random() < 0.3
+      if rng.random() < truth.p_click_given_view:
+        click = True
+        cart = rng.random() < truth.p_cart_given_click
+        p_buy = truth.p_purchase_given_cart if cart else truth.p_direct_buy_given_click
+        if rng.random() < p_buy:
+          purchase = True
+          display = self.world.displayed_items(host, t)
+          item = self.world.pick_item(rng, user, 0, candidates=np.array(display))
+          gmv = round(float(self.world.item_price[item]), 2)
+      for name, flag in (("like", like), ("comment", comment), ("share", share),
+                         ("follow", follow), ("item_click", click), ("add_to_cart", cart),
+                         ("purchase", purchase)):
+        if flag:
+          offsets[name] = float(rng.uniform(0.5, stay - 0.5))
+      # Funnel order in time: click before cart before purchase.
+      for a, b in (("item_click", "add_to_cart"), ("add_to_cart", "purchase"),
+                   ("item_click", "purchase")):
+        if a in offsets and b in offsets and offsets[b] < offsets[a]:
+          offsets[a], offsets[b] = offsets[b], offsets[a]
+      leave_p = truth.p_leave["purchase" if purchase else "view"]
+    else:
+      quick = rng.random() < truth.p_quick_given_no_view
+      stay = (float(rng.uniform(0.5, QUICK_SWIPE_SECONDS)) if quick
+              else float(rng.uniform(QUICK_SWIPE_SECONDS, EFFECTIVE_VIEW_SECONDS)))
+      leave_p = truth.p_leave["quick" if quick else "no_view"]
+    swipe_down = rng.random() >= leave_p
+    return Outcome(stay_seconds=round(stay, 3), effective_view=view, like=like, comment=comment,
+                   share=share, follow=follow, item_click=click, add_to_cart=cart,
+                   purchase=purchase, gmv=gmv, purchased_item=item, swipe_down=swipe_down,
+                   action_offsets=offsets)
+
+  def update_state(self, state: UserState, host: int, outcome: Outcome, t_end: float) -> None:
+    """Feedback moves the appetite: engagement raises similar rooms, a quick swipe lowers them."""
+    cats = self.world.host_cat_matrix[host]
+    state.appetite *= APPETITE_DECAY_PER_SLOT
+    if outcome.effective_view or outcome.like:
+      state.appetite += cats * (0.5 + (0.3 if outcome.like else 0.0))
+    elif outcome.stay_seconds < QUICK_SWIPE_SECONDS:
+      state.appetite -= cats * 0.7
+    state.shown_category_counts += cats
+    state.last_ts = t_end
+
+
+# --- Policies ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SlotContext:
+  """What a policy sees when it picks the room for the next slot."""
+  user_id: int
+  timestamp: float
+  slot_index: int
+  trigger_item_id: int
+  candidate_host_ids: np.ndarray  # [N] live rooms not yet shown in this session
+  candidate_hot: np.ndarray  # [N] bool; a real system sees this only through host statistics
+  shown_host_ids: Sequence[int]
+  truths: Optional[List[Truth]] = None  # filled only for oracle policies
+
+
+# A policy returns one score per candidate; the simulator shows the highest-scoring room.
+Policy = Callable[[SlotContext], np.ndarray]
+
+
+class LoggingPolicy:
+  """The stochastic production ranker whose impressions are logged, with exploration.
+
+  Scores rooms by a noisy view of long-term interest, popularity and relevance to the trigger
+  item; samples from a softmax with temperature, mixed with epsilon-uniform exploration.
+  """
+
+  def __init__(self, world: World, temperature: float = 0.7, epsilon: float = 0.1,
+               noise: float = 0.6, seed: int = 0):
+    self.world = world
+    self.temperature = temperature
+    self.epsilon = epsilon
+    rng = np.random.default_rng(seed)
+    # The production model's imperfect estimate of user preferences.
+    self._pref_estimate = np.clip(
+        world.user_cat_pref + rng.normal(0, noise * 0.1, world.user_cat_pref.shape), 0, None)
+
+  def probabilities(self, ctx: SlotContext) -> np.ndarray:
+    w = self.world
+    hosts = ctx.candidate_host_ids
+    trigger_cat = w.item_category[ctx.trigger_item_id]
+    score = (2.5 * (w.host_cat_matrix[hosts] @ self._pref_estimate[ctx.user_id])
+             + 0.4 * np.array([w.popularity(h, ctx.timestamp) for h in hosts])
+             + 1.0 * w.host_cat_matrix[hosts, trigger_cat])
+    z = score / self.temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    return (1 - self.epsilon) * p + self.epsilon / len(hosts)
+
+  def __call__(self, ctx: SlotContext) -> np.ndarray:
+    return self.probabilities(ctx)
+
+
+def oracle_greedy_policy(objective: str = "p_buy") -> Policy:
+  """Greedy ranker that knows the truth: picks the room with the highest true ``objective``."""
+  def policy(ctx: SlotContext) -> np.ndarray:
+    if ctx.truths is None:
+      raise ValueError("oracle_greedy_policy needs SlotContext.truths (run with oracle=True)")
+    return np.array([getattr(tr, objective) for tr in ctx.truths])
+  return policy
+
+
+def random_policy(seed: int = 0) -> Policy:
+  rng = np.random.default_rng(seed)
+  return lambda ctx: rng.random(len(ctx.candidate_host_ids))

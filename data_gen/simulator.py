@@ -1,0 +1,311 @@
+"""Runs sessions in the live-stream world: writes event logs, or evaluates a policy in closed loop.
+
+Log layout written by :func:`generate_logs` (JSON lines, one record per line)::
+
+    <out>/items.jsonl        item_id, category_id, brand_id, shop_id, price
+    <out>/hosts.jsonl        host_id, shop_id, category_ids
+    <out>/users.jsonl        user_id, activity_level
+    <out>/purchases.jsonl    lifelong main-site purchases: user_id, item_id, category_id, brand_id,
+                             shop_id, price, weight, stay_seconds, ts
+    <out>/displays.jsonl     host_id, ts, item_ids (a room's displayed top-N from ts on)
+    <out>/events.jsonl       impression / like / comment / share / follow / item_click /
+                             add_to_cart / purchase / leave events, in time order per day
+    <out>/ground_truth.jsonl impression_id -> the simulator's true probabilities (never a feature)
+    <out>/summary.json       what was written
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Dict, Iterator, List, Optional, TextIO
+
+import numpy as np
+
+from data_gen import behaviour as bh
+from data_gen.world import ACTIVITY_LEVELS, World, WorldConfig
+
+LOG_FILES = ("items", "hosts", "users", "purchases", "displays", "events")
+GROUND_TRUTH_FILE = "ground_truth.jsonl"
+SUMMARY_FILE = "summary.json"
+ACTION_EVENTS = ("like", "comment", "share", "follow", "item_click", "add_to_cart", "purchase")
+TRUTH_FIELDS = ("p_effective_view", "p_interact", "p_item_click", "p_add_to_cart", "p_purchase",
+                "p_buy", "p_swipe_down", "e_stay_seconds", "e_gmv")
+
+
+@dataclasses.dataclass
+class SessionResult:
+  """Outcome of one session in the closed loop."""
+  user_id: int
+  activity_level: str
+  depth: int
+  views: int
+  interacts: int
+  purchases: int
+  gmv: float
+  stay_seconds: float
+
+
+class Progress:
+  """A small progress bar on stderr (no dependency; quiet when ``enabled`` is False)."""
+
+  def __init__(self, total: int, label: str, enabled: bool = True):
+    self.total, self.label, self.enabled = max(total, 1), label, enabled
+    self.start = time.time()
+    self.done = 0
+
+  def update(self, n: int = 1) -> None:
+    self.done += n
+    if self.enabled and (self.done == self.total or self.done % max(1, self.total // 50) == 0):
+      frac = self.done / self.total
+      bar = "#" * int(30 * frac)
+      sys.stderr.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} "
+                       f"{time.time() - self.start:.0f}s")
+      if self.done >= self.total:
+        sys.stderr.write("\n")
+      sys.stderr.flush()
+
+
+class Simulator:
+  """Sessions of sequential full-screen slots in a :class:`World`."""
+
+  def __init__(self, world: World):
+    self.world = world
+    self.behaviour = bh.Behaviour(world)
+
+  def run_session(self, rng: np.random.Generator, user: int, start: float,
+                  state: bh.UserState, policy: bh.Policy, sample_from_policy: bool,
+                  oracle: bool = False) -> Iterator[dict]:
+    """Yields one record per slot: context, chosen room, propensity, truth and outcome.
+
+    With ``sample_from_policy`` the policy's scores are probabilities to sample from (the logging
+    policy); otherwise the highest score is shown (a ranker under evaluation).
+    """
+    w = self.world
+    trigger_cat = int(rng.choice(len(w.user_cat_pref[user]), p=w.user_cat_pref[user]))
+    trigger_item = w.pick_item(rng, user, trigger_cat)
+    self.behaviour.start_session(state, start, int(w.item_category[trigger_item]))
+    t = start
+    shown: List[int] = []
+    for slot in range(w.config.max_slots):
+      hosts, hot = w.live_hosts(t)
+      keep = ~np.isin(hosts, shown)
+      hosts, hot = hosts[keep], hot[keep]
+      if len(hosts) == 0:
+        return
+      truths = ([self.behaviour.truth(user, state, int(h), t, bool(x), slot)
+                 for h, x in zip(hosts, hot)] if oracle else None)
+      ctx = bh.SlotContext(user_id=user, timestamp=t, slot_index=slot,
+                           trigger_item_id=trigger_item, candidate_host_ids=hosts,
+                           candidate_hot=hot, shown_host_ids=tuple(shown), truths=truths)
+      scores = np.asarray(policy(ctx), np.float64)
+      if scores.shape != hosts.shape:
+        raise ValueError(f"policy returned scores of shape {scores.shape} for "
+                         f"{len(hosts)} candidates")
+      if sample_from_policy:
+        idx = int(rng.choice(len(hosts), p=scores))
+        propensity = float(scores[idx])
+      else:
+        idx, propensity = int(np.argmax(scores)), 1.0
+      host = int(hosts[idx])
+      truth = (truths[idx] if truths is not None
+               else self.behaviour.truth(user, state, host, t, bool(hot[idx]), slot))
+      outcome = self.behaviour.sample(rng, user, host, t, truth)
+      t_end = t + outcome.stay_seconds
+      self.behaviour.update_state(state, host, outcome, t_end)
+      yield {"slot": slot, "ts": t, "host_id": host, "trigger_item_id": trigger_item,
+             "propensity": propensity, "truth": truth, "outcome": outcome}
+      shown.append(host)
+      if not outcome.swipe_down:
+        return
+      t = t_end + 1.0
+
+  # --- Closed loop ---------------------------------------------------------------------------------
+  def evaluate_policy(self, policy: bh.Policy, n_sessions: int, seed: int = 1,
+                      oracle: bool = False) -> List[SessionResult]:
+    """Runs fresh sessions with ``policy`` choosing every slot; returns per-session outcomes."""
+    w = self.world
+    rng = np.random.default_rng(seed)
+    windows = w.session_day_windows()
+    results = []
+    for _ in range(n_sessions):
+      user = int(rng.integers(1, w.config.n_users + 1))
+      lo, hi = windows[int(rng.integers(len(windows)))]
+      state = self.behaviour.new_state()
+      records = list(self.run_session(rng, user, float(rng.uniform(lo, hi)), state, policy,
+                                      sample_from_policy=False, oracle=oracle))
+      outs = [r["outcome"] for r in records]
+      results.append(SessionResult(
+          user_id=user, activity_level=ACTIVITY_LEVELS[w.user_activity[user]], depth=len(outs),
+          views=sum(o.effective_view for o in outs), interacts=sum(o.like for o in outs),
+          purchases=sum(o.purchase for o in outs), gmv=sum(o.gmv for o in outs),
+          stay_seconds=sum(o.stay_seconds for o in outs)))
+    return results
+
+
+def summarize_sessions(results: List[SessionResult]) -> Dict[str, Dict[str, float]]:
+  """Mean and 95% normal confidence half-width of each per-session outcome."""
+  out = {}
+  for field in ("depth", "views", "interacts", "purchases", "gmv", "stay_seconds"):
+    x = np.array([getattr(r, field) for r in results], np.float64)
+    half = 1.96 * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
+    out[field] = {"mean": float(x.mean()) if len(x) else float("nan"), "ci95": float(half)}
+  return out
+
+
+# --- Log writing ---------------------------------------------------------------------------------------
+def _write(f: TextIO, record: dict) -> None:
+  f.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def _corrupt_lines(rng: np.random.Generator, record: dict, kind: str) -> str:
+  """A bad version of ``record`` of the given kind, as a raw log line."""
+  line = json.dumps(record, separators=(",", ":"))
+  if kind == "truncated":
+    return line[: max(1, len(line) // 2)]
+  if kind == "wrong_type":
+    return json.dumps(dict(record, user_id="user-" + str(record.get("user_id"))))
+  if kind == "unknown_id":
+    return json.dumps(dict(record, host_id=10_000_000 + int(rng.integers(1000))))
+  if kind == "out_of_order":  # a leave event stamped before its impression
+    return json.dumps(dict(record, ts=round(record["ts"] - 10_000.0, 3)))
+  raise ValueError(f"unknown corruption kind {kind!r}")
+
+
+CORRUPTION_KINDS = ("truncated", "wrong_type", "unknown_id", "out_of_order")
+
+
+def generate_logs(config: WorldConfig, out_dir: str, corrupt_fraction: float = 0.0,
+                  progress: bool = True) -> dict:
+  """Simulates ``config.days`` days with the logging policy and writes the logs to ``out_dir``.
+
+  Memory stays bounded by one day of events. With ``corrupt_fraction`` > 0 that share of sessions
+  gets one bad line (truncated, wrong type, unknown id or out-of-order time) added, for exercising
+  the ExampleGen's quarantine; the clean records are all still written.
+
+  Returns:
+    The summary dict that is also written to ``summary.json``.
+  """
+  if not 0.0 <= corrupt_fraction < 1.0:
+    raise ValueError(f"corrupt_fraction must be in [0, 1); got {corrupt_fraction}")
+  os.makedirs(out_dir, exist_ok=True)
+  t0 = time.time()
+  world = World(config)
+  sim = Simulator(world)
+  policy = bh.LoggingPolicy(world, seed=config.seed + 1)
+  rng = np.random.default_rng(config.seed + 2)
+  files = {name: open(os.path.join(out_dir, f"{name}.jsonl"), "w") for name in LOG_FILES}
+  truth_file = open(os.path.join(out_dir, GROUND_TRUTH_FILE), "w")
+  counts = {"impressions": 0, "sessions": 0, "events": 0, "corrupt_lines": 0,
+            "by_activity": {a: 0 for a in ACTIVITY_LEVELS}}
+  label_sums = {k: 0.0 for k in ("effective_view", "interact", "item_click", "add_to_cart",
+                                 "purchase", "swipe_down", "gmv", "stay_seconds")}
+  try:
+    for i in range(1, config.n_items + 1):
+      _write(files["items"], {"item_id": i, "category_id": int(world.item_category[i]),
+                              "brand_id": int(world.item_brand[i]),
+                              "shop_id": int(world.item_shop[i]),
+                              "price": float(world.item_price[i])})
+    for h in range(1, config.n_hosts + 1):
+      _write(files["hosts"], {"host_id": h, "shop_id": int(world.host_shop[h]),
+                              "category_ids": [int(c) for c in world.host_categories[h] if c]})
+    for u in range(1, config.n_users + 1):
+      _write(files["users"], {"user_id": u,
+                              "activity_level": ACTIVITY_LEVELS[world.user_activity[u]]})
+    for p in world.purchases:
+      _write(files["purchases"], p)
+    for d in sorted(world.displays, key=lambda x: x["ts"]):
+      _write(files["displays"], d)
+
+    states = {u: sim.behaviour.new_state() for u in range(1, config.n_users + 1)}
+    rates = np.array(config.sessions_per_day)[world.user_activity[1:]]
+    windows = world.session_day_windows()
+    session_counts = [rng.poisson(rates) for _ in windows]
+    bar = Progress(int(sum(c.sum() for c in session_counts)), "sessions", progress)
+    impression_id = session_id = 0
+    for (lo, hi), per_user in zip(windows, session_counts):
+      starts = [(float(rng.uniform(lo, hi)), int(u) + 1) for u in np.flatnonzero(per_user)
+                for _ in range(per_user[u])]
+      starts.sort()
+      day_events: List[dict] = []
+      for start, user in starts:
+        state = states[user]
+        start = max(start, state.last_ts + 30.0)
+        session_id += 1
+        bad_this_session = rng.random() < corrupt_fraction
+        for rec in sim.run_session(rng, user, start, state, policy, sample_from_policy=True):
+          impression_id += 1
+          o: bh.Outcome = rec["outcome"]
+          tr: bh.Truth = rec["truth"]
+          base = {"impression_id": impression_id, "user_id": user, "host_id": rec["host_id"]}
+          day_events.append(dict(base, event="impression", session_id=session_id,
+                                 ts=round(rec["ts"], 3), slot=rec["slot"],
+                                 trigger_item_id=rec["trigger_item_id"],
+                                 propensity=round(rec["propensity"], 6)))
+          for name, off in o.action_offsets.items():
+            ev = dict(base, event=name, ts=round(rec["ts"] + off, 3))
+            if name == "purchase":
+              ev.update(item_id=o.purchased_item, gmv=o.gmv)
+            day_events.append(ev)
+          leave = dict(base, event="leave", ts=round(rec["ts"] + o.stay_seconds, 3),
+                       stay_seconds=o.stay_seconds, swipe_down=bool(o.swipe_down))
+          day_events.append(leave)
+          _write(truth_file, dict({"impression_id": impression_id},
+                                  **{k: round(float(getattr(tr, k)), 6) for k in TRUTH_FIELDS}))
+          counts["impressions"] += 1
+          counts["by_activity"][ACTIVITY_LEVELS[world.user_activity[user]]] += 1
+          for k in ("effective_view", "item_click", "add_to_cart", "purchase", "swipe_down",
+                    "gmv", "stay_seconds"):
+            label_sums[k] += float(getattr(o, k))
+          label_sums["interact"] += float(o.like)
+          if bad_this_session:
+            bad_this_session = False
+            kind = CORRUPTION_KINDS[int(rng.integers(len(CORRUPTION_KINDS)))]
+            day_events.append({"_raw": _corrupt_lines(rng, leave, kind), "ts": leave["ts"]})
+            counts["corrupt_lines"] += 1
+        counts["sessions"] += 1
+        bar.update()
+      day_events.sort(key=lambda e: e["ts"])
+      for ev in day_events:
+        if "_raw" in ev:
+          files["events"].write(ev["_raw"] + "\n")
+        else:
+          _write(files["events"], ev)
+      counts["events"] += len(day_events)
+  finally:
+    for f in files.values():
+      f.close()
+    truth_file.close()
+  n = max(counts["impressions"], 1)
+  summary = {
+      "config": dataclasses.asdict(config), "out_dir": os.path.abspath(out_dir),
+      "counts": counts, "lifelong_purchases": len(world.purchases),
+      "displays": len(world.displays), "label_rates": {k: v / n for k, v in label_sums.items()},
+      "seconds": round(time.time() - t0, 1)}
+  with open(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
+def read_ground_truth(log_dir: str) -> Dict[int, dict]:
+  """impression_id -> truth record."""
+  out = {}
+  with open(os.path.join(log_dir, GROUND_TRUTH_FILE)) as f:
+    for line in f:
+      rec = json.loads(line)
+      out[int(rec["impression_id"])] = rec
+  return out
+
+
+def load_config(scale: str, seed: Optional[int] = None, **overrides) -> WorldConfig:
+  from data_gen.world import SCALES  # pylint: disable=import-outside-toplevel
+  if scale not in SCALES:
+    raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
+  cfg = SCALES[scale]
+  if seed is not None:
+    overrides["seed"] = seed
+  return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,237 @@
+"""The live-stream world: catalogue, hosts (live rooms), users and their main-site purchase history.
+
+Everything here is static or exogenous (host schedules, popularity, hot windows, displayed products);
+the per-impression behaviour lives in ``behaviour.py``. All randomness comes from one seeded
+``numpy.random.Generator`` so a world is reproducible from its config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+EPOCH = 1_767_225_600  # 2026-01-01T00:00:00Z; simulated day d starts at EPOCH + d * DAY.
+DAY = 86_400
+HOUR = 3_600
+DISPLAY_REFRESH_SECONDS = 1_800  # a room re-ranks its displayed top-N every 30 minutes
+HOT_WINDOW_SECONDS = 1_800  # a flash sale lasts 30 minutes
+ACTIVITY_LEVELS = ("new", "low", "high")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldConfig:
+  """Scale knobs and the seed. ``SCALES`` holds the named presets."""
+  seed: int = 7
+  n_users: int = 6_000
+  n_hosts: int = 120
+  n_items: int = 6_000
+  n_categories: int = 20
+  n_brands: int = 100
+  days: int = 4
+  display_top_n: int = 6
+  max_slots: int = 30
+  # Sessions per user per day by activity level (new, low, high).
+  sessions_per_day: Tuple[float, float, float] = (0.15, 0.6, 2.0)
+  activity_mix: Tuple[float, float, float] = (0.3, 0.4, 0.3)
+  # Lifelong main-site purchases (Poisson mean) by activity level; new users have them too.
+  lifelong_purchases: Tuple[float, float, float] = (25.0, 60.0, 110.0)
+
+
+SCALES: Dict[str, WorldConfig] = {
+    "tiny": WorldConfig(n_users=150, n_hosts=30, n_items=800, n_categories=10, n_brands=30,
+                        days=2),
+    "small": WorldConfig(n_users=1_000, n_hosts=60, n_items=2_000, days=3),
+    "default": WorldConfig(),
+}
+
+
+class World:
+  """Catalogue, hosts and users drawn from a :class:`WorldConfig`.
+
+  Ids are 1-based everywhere (0 is the padding id of the examples); arrays are indexed by id, so
+  index 0 is an unused row.
+  """
+
+  def __init__(self, config: WorldConfig):
+    if config.n_users < 1 or config.n_hosts < 2 or config.days < 1:
+      raise ValueError(f"WorldConfig needs n_users>=1, n_hosts>=2, days>=1; got {config}")
+    self.config = config
+    rng = np.random.default_rng(config.seed)
+    self._make_catalogue(rng)
+    self._make_hosts(rng)
+    self._make_users(rng)
+    self._make_schedules(rng)
+
+  # --- Catalogue ----------------------------------------------------------------------------------
+  def _make_catalogue(self, rng: np.random.Generator) -> None:
+    c = self.config
+    self.n_shops = c.n_hosts + c.n_hosts // 2  # some shops sell only on the main site
+    # Each shop sells from two categories; each brand belongs to one category.
+    self.shop_categories = np.zeros((self.n_shops + 1, 2), np.int64)
+    self.shop_categories[1:] = rng.integers(1, c.n_categories + 1, size=(self.n_shops, 2))
+    self.brand_category = np.zeros(c.n_brands + 1, np.int64)
+    self.brand_category[1:] = rng.integers(1, c.n_categories + 1, size=c.n_brands)
+    cat_log_price = rng.normal(4.0, 0.8, size=c.n_categories + 1)
+    self.item_shop = np.zeros(c.n_items + 1, np.int64)
+    self.item_category = np.zeros(c.n_items + 1, np.int64)
+    self.item_brand = np.zeros(c.n_items + 1, np.int64)
+    self.item_price = np.zeros(c.n_items + 1, np.float64)
+    shops = rng.integers(1, self.n_shops + 1, size=c.n_items)
+    for i, shop in enumerate(shops, start=1):
+      cat = self.shop_categories[shop, rng.integers(0, 2)]
+      brands = np.flatnonzero(self.brand_category == cat)
+      self.item_shop[i] = shop
+      self.item_category[i] = cat
+      self.item_brand[i] = rng.choice(brands) if len(brands) else rng.integers(1, c.n_brands + 1)
+      self.item_price[i] = round(float(np.exp(rng.normal(cat_log_price[cat], 0.5))), 2)
+    self.items_by_category: List[np.ndarray] = [
+        np.flatnonzero(self.item_category == k) for k in range(c.n_categories + 1)]
+    self.items_by_shop: List[np.ndarray] = [
+        np.flatnonzero(self.item_shop == s) for s in range(self.n_shops + 1)]
+    self.log_price_z = np.zeros_like(self.item_price)
+    self.log_price_z[1:] = (np.log(self.item_price[1:]) - 4.0) / 0.9
+
+  # --- Hosts ---------------------------------------------------------------------------------------
+  def _make_hosts(self, rng: np.random.Generator) -> None:
+    c = self.config
+    n = c.n_hosts
+    self.host_shop = np.arange(n + 1, dtype=np.int64)  # host h sells from shop h
+    # A room's categories: its shop's two, plus sometimes a third.
+    self.host_categories = np.zeros((n + 1, 3), np.int64)
+    self.host_categories[1:, :2] = self.shop_categories[1:n + 1]
+    third = rng.random(n) < 0.4
+    self.host_categories[1:, 2] = np.where(third, rng.integers(1, c.n_categories + 1, n), 0)
+    # Category membership matrix [H+1, C+1] (1.0 where the room sells that category).
+    self.host_cat_matrix = np.zeros((n + 1, c.n_categories + 1))
+    for h in range(1, n + 1):
+      for cat in self.host_categories[h]:
+        if cat:
+          self.host_cat_matrix[h, cat] = 1.0
+    # Types: entertainers (watchable, sell little, often show no products), sellers (sell, bore),
+    # and mixed rooms.
+    kind = rng.choice(3, size=n, p=[0.25, 0.25, 0.5])
+    self.host_entertain = np.zeros(n + 1)
+    self.host_sell = np.zeros(n + 1)
+    self.host_entertain[1:] = np.where(kind == 0, rng.uniform(0.7, 1.0, n),
+                                       np.where(kind == 1, rng.uniform(0.0, 0.3, n),
+                                                rng.uniform(0.3, 0.7, n)))
+    self.host_sell[1:] = np.where(kind == 0, rng.uniform(0.0, 0.2, n),
+                                  np.where(kind == 1, rng.uniform(0.7, 1.0, n),
+                                           rng.uniform(0.3, 0.7, n)))
+    self.host_is_entertainer = np.zeros(n + 1, bool)
+    self.host_is_entertainer[1:] = kind == 0
+    self.host_quality = np.zeros(n + 1)
+    self.host_quality[1:] = rng.normal(0.0, 0.5, n)
+    # Daily popularity: a random walk around a base level [D, H+1].
+    base = rng.normal(0.0, 0.5, n + 1)
+    walk = np.cumsum(rng.normal(0.0, 0.25, size=(c.days, n + 1)), axis=0)
+    self.host_popularity = base[None, :] + walk
+
+  # --- Users ---------------------------------------------------------------------------------------
+  def _make_users(self, rng: np.random.Generator) -> None:
+    c = self.config
+    n = c.n_users
+    self.user_activity = np.zeros(n + 1, np.int64)  # index into ACTIVITY_LEVELS
+    self.user_activity[1:] = rng.choice(3, size=n, p=list(c.activity_mix))
+    # Sparse long-term category preferences (rows sum to 1) and brand preferences.
+    self.user_cat_pref = np.zeros((n + 1, c.n_categories + 1))
+    self.user_cat_pref[1:, 1:] = rng.dirichlet(np.full(c.n_categories, 0.25), size=n)
+    self.user_brand_pref = np.zeros((n + 1, c.n_brands + 1))
+    brand_noise = rng.gamma(0.3, 1.0, size=(n, c.n_brands))
+    self.user_brand_pref[1:, 1:] = brand_noise * self.user_cat_pref[1:, self.brand_category[1:]]
+    self.user_brand_pref[1:, 1:] /= self.user_brand_pref[1:, 1:].sum(1, keepdims=True) + 1e-12
+    self.user_price_sensitivity = np.zeros(n + 1)
+    self.user_price_sensitivity[1:] = rng.normal(0.0, 1.0, n)
+    self.user_entertain_taste = np.zeros(n + 1)
+    self.user_entertain_taste[1:] = rng.beta(2.0, 2.0, n)
+    self._make_lifelong_purchases(rng)
+
+  def _make_lifelong_purchases(self, rng: np.random.Generator) -> None:
+    """Main-site purchase history before the simulation starts, drawn from the preferences."""
+    c = self.config
+    self.purchases: List[dict] = []
+    for u in range(1, c.n_users + 1):
+      n_buy = int(min(400, rng.poisson(c.lifelong_purchases[self.user_activity[u]])) + 1)
+      cats = rng.choice(c.n_categories + 1, size=n_buy, p=self.user_cat_pref[u])
+      times = np.sort(EPOCH - rng.uniform(1, 365, n_buy) * DAY)
+      for cat, ts in zip(cats, times):
+        item = self.pick_item(rng, u, int(cat))
+        self.purchases.append({
+            "user_id": u, "item_id": item, "category_id": int(self.item_category[item]),
+            "brand_id": int(self.item_brand[item]), "shop_id": int(self.item_shop[item]),
+            "price": float(self.item_price[item]), "weight": int(rng.integers(1, 4)),
+            "stay_seconds": round(float(rng.lognormal(3.5, 0.6)), 1), "ts": round(float(ts), 3)})
+
+  def pick_item(self, rng: np.random.Generator, user: int, category: int,
+                candidates: np.ndarray | None = None) -> int:
+    """An item the user would choose: brand preference and price sensitivity weigh the choice."""
+    pool = self.items_by_category[category] if candidates is None else candidates
+    if len(pool) == 0:
+      pool = np.arange(1, self.config.n_items + 1)
+    logits = (3.0 * self.user_brand_pref[user, self.item_brand[pool]] * len(self.user_brand_pref[0])
+              - 0.8 * self.user_price_sensitivity[user] * self.log_price_z[pool])
+    p = np.exp(logits - logits.max())
+    return int(rng.choice(pool, p=p / p.sum()))
+
+  # --- Schedules, hot windows, displays ------------------------------------------------------------
+  def _make_schedules(self, rng: np.random.Generator) -> None:
+    """Each day each room is live for one stint (or not at all), maybe with a flash-sale window."""
+    c = self.config
+    self.stints: List[Tuple[int, float, float, float]] = []  # (host, start, end, hot_start or -1)
+    self.displays: List[dict] = []
+    for d in range(c.days):
+      for h in range(1, c.n_hosts + 1):
+        if rng.random() > 0.85:
+          continue
+        start = EPOCH + d * DAY + rng.uniform(8, 20) * HOUR
+        end = start + rng.uniform(2, 5) * HOUR
+        hot = start + rng.uniform(0, end - start - HOT_WINDOW_SECONDS) if rng.random() < 0.35 else -1
+        self.stints.append((h, start, end, hot))
+        t = start
+        while t < end:
+          self.displays.append({"host_id": h, "ts": round(t, 3),
+                                "item_ids": self._display_items(rng, h)})
+          t += DISPLAY_REFRESH_SECONDS
+    self.stints.sort(key=lambda s: s[1])
+    self._stint_arr = np.array([s[1:] for s in self.stints]).reshape(-1, 3)
+    self._stint_host = np.array([s[0] for s in self.stints], np.int64)
+    self._display_index: Dict[int, List[Tuple[float, List[int]]]] = {}
+    for disp in self.displays:
+      self._display_index.setdefault(disp["host_id"], []).append((disp["ts"], disp["item_ids"]))
+
+  def _display_items(self, rng: np.random.Generator, host: int) -> List[int]:
+    # Entertainers mostly show no products; that is where a purchase cannot happen.
+    if self.host_is_entertainer[host] and rng.random() < 0.7:
+      return []
+    pool = self.items_by_shop[self.host_shop[host]]
+    if len(pool) == 0:
+      return []
+    k = min(self.config.display_top_n, len(pool))
+    return [int(i) for i in rng.choice(pool, size=k, replace=False)]
+
+  def live_hosts(self, t: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Hosts live at time t and whether each is inside a hot (flash-sale) window."""
+    s = self._stint_arr
+    live = (s[:, 0] <= t) & (t < s[:, 1])
+    hot = live & (s[:, 2] >= 0) & (s[:, 2] <= t) & (t < s[:, 2] + HOT_WINDOW_SECONDS)
+    return self._stint_host[live], hot[live]
+
+  def displayed_items(self, host: int, t: float) -> List[int]:
+    """The room's top-N products as displayed at time t (latest refresh at or before t)."""
+    current: List[int] = []
+    for ts, items in self._display_index.get(host, []):
+      if ts > t:
+        break
+      current = items
+    return current
+
+  def popularity(self, host: int, t: float) -> float:
+    day = int(np.clip((t - EPOCH) // DAY, 0, self.config.days - 1))
+    return float(self.host_popularity[day, host])
+
+  def session_day_windows(self) -> List[Tuple[float, float]]:
+    """(start, end) of the part of each day in which rooms are live."""
+    return [(EPOCH + d * DAY + 8.5 * HOUR, EPOCH + d * DAY + 23.5 * HOUR)
+            for d in range(self.config.days)]

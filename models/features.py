@@ -1,0 +1,162 @@
+"""Single source of every raw feature, label and transformed-feature name.
+
+The ExampleGen writes these raw features, the curated schema declares them, Transform reads them,
+and the models read the transformed names. Nothing else spells a feature name as a string literal.
+
+Sequences travel as fixed-length padded features plus an explicit ``*_len`` feature, because ragged
+tensors and SequenceExample do not fit TF Serving's tensor signatures. Padding value is 0 for ids and
+0.0 for floats; real ids are always >= 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Tuple
+
+# --- Sequence lengths (defaults; the ExampleGen and schema take the same numbers). -----------------
+REALTIME_SEQ_LEN = 50
+LIFELONG_SEQ_LEN = 256
+SESSION_HOSTS_LEN = 10
+DISPLAY_TOP_N = 6
+HOST_MAX_CATEGORIES = 3
+
+# --- Thresholds that define positive / negative real-time feedback and effective view (seconds). --
+POSITIVE_STAY_SECONDS = 20.0  # high-pass: stay >= this, or any interaction
+NEGATIVE_STAY_SECONDS = 3.0  # low-pass: stay < this (a quick swipe-away)
+EFFECTIVE_VIEW_SECONDS = 10.0
+# Stay-time bucket boundaries (seconds) used for sequence items.
+STAY_BUCKET_BOUNDARIES = (1.0, 3.0, 6.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+# Host statistic windows (seconds) and the counted event kinds.
+HOST_STAT_WINDOWS = (("10m", 600), ("60m", 3600))
+HOST_STAT_KINDS = ("uv", "likes", "follows", "comments", "shares", "item_clicks")
+
+# --- Identity / bookkeeping (not model inputs). ----------------------------------------------------
+IMPRESSION_ID = "impression_id"
+SESSION_ID = "session_id"
+TIMESTAMP = "timestamp"
+PROPENSITY = "propensity"
+
+# --- User / context. -------------------------------------------------------------------------------
+USER_ID = "user_id"
+ACTIVITY_LEVEL = "activity_level"
+ACTIVITY_LEVELS = ("new", "low", "high")
+HOUR_OF_DAY = "hour_of_day"
+SLOT_INDEX = "slot_index"
+TRIGGER_ITEM_ID = "trigger_item_id"
+TRIGGER_CATEGORY_ID = "trigger_category_id"
+SESSION_HOSTS = "session_host_ids"
+SESSION_HOSTS_LEN_KEY = "session_host_ids_len"
+
+# --- Candidate host (live room). -------------------------------------------------------------------
+HOST_ID = "host_id"
+HOST_SHOP_ID = "host_shop_id"
+HOST_CATEGORY_IDS = "host_category_ids"
+DISPLAY_ITEM_IDS = "display_item_ids"
+DISPLAY_CATEGORY_IDS = "display_category_ids"
+DISPLAY_BRAND_IDS = "display_brand_ids"
+DISPLAY_LEN = "display_len"
+
+
+def host_stat_key(kind: str, window: str) -> str:
+  """Name of one host real-time statistic, e.g. ``host_likes_10m``."""
+  return f"host_{kind}_{window}"
+
+
+HOST_STAT_KEYS: Tuple[str, ...] = tuple(
+    host_stat_key(kind, window) for window, _ in HOST_STAT_WINDOWS for kind in HOST_STAT_KINDS)
+
+# --- Real-time feedback sequences (positive / negative), most recent first. ------------------------
+RT_POS = "rt_pos"
+RT_NEG = "rt_neg"
+RT_FIELDS = ("host_ids", "category_ids", "shop_ids", "stay_buckets", "age_seconds")
+
+
+def seq_key(prefix: str, field: str) -> str:
+  return f"{prefix}_{field}"
+
+
+def len_key(prefix: str) -> str:
+  return f"{prefix}_len"
+
+
+# --- Lifelong main-site purchase sequence, most recent first. --------------------------------------
+LL = "ll"
+LL_INT_FIELDS = ("item_ids", "category_ids", "brand_ids", "shop_ids", "age_days")
+LL_FLOAT_FIELDS = ("prices", "stay_seconds", "weights")
+
+# --- Labels. ----------------------------------------------------------------------------------------
+STAY_SECONDS = "label_stay_seconds"
+EFFECTIVE_VIEW = "label_effective_view"
+INTERACT = "label_interact"
+LIKE = "label_like"
+COMMENT = "label_comment"
+SHARE = "label_share"
+FOLLOW = "label_follow"
+ITEM_CLICK = "label_item_click"
+ADD_TO_CART = "label_add_to_cart"
+PURCHASE = "label_purchase"
+BUY = "label_buy"
+GMV = "label_gmv"
+SWIPE_DOWN = "label_swipe_down"
+LABEL_KEYS = (STAY_SECONDS, EFFECTIVE_VIEW, INTERACT, LIKE, COMMENT, SHARE, FOLLOW, ITEM_CLICK,
+              ADD_TO_CART, PURCHASE, BUY, GMV, SWIPE_DOWN)
+FLOAT_LABELS = (STAY_SECONDS, GMV)
+
+# Model heads: head name -> label key. Buy is masked where the room displays no products.
+HEAD_EFFECTIVE_VIEW = "effective_view"
+HEAD_INTERACT = "interact"
+HEAD_BUY = "buy"
+HEADS: Dict[str, str] = {
+    HEAD_EFFECTIVE_VIEW: EFFECTIVE_VIEW,
+    HEAD_INTERACT: INTERACT,
+    HEAD_BUY: BUY,
+}
+BUY_MASK = "buy_mask"  # transformed feature: 1.0 where a purchase can happen
+
+
+@dataclasses.dataclass(frozen=True)
+class RawFeature:
+  """One raw tf.Example feature: name, dtype ('int' | 'float' | 'bytes') and fixed length."""
+  name: str
+  dtype: str
+  length: int = 1
+  is_label: bool = False
+
+
+def raw_features(realtime_len: int = REALTIME_SEQ_LEN,
+                 lifelong_len: int = LIFELONG_SEQ_LEN) -> List[RawFeature]:
+  """Every raw feature the ExampleGen writes, in a stable order."""
+  feats = [
+      RawFeature(IMPRESSION_ID, "int"), RawFeature(SESSION_ID, "int"),
+      RawFeature(TIMESTAMP, "int"), RawFeature(PROPENSITY, "float"),
+      RawFeature(USER_ID, "int"), RawFeature(ACTIVITY_LEVEL, "bytes"),
+      RawFeature(HOUR_OF_DAY, "int"), RawFeature(SLOT_INDEX, "int"),
+      RawFeature(TRIGGER_ITEM_ID, "int"), RawFeature(TRIGGER_CATEGORY_ID, "int"),
+      RawFeature(SESSION_HOSTS, "int", SESSION_HOSTS_LEN), RawFeature(SESSION_HOSTS_LEN_KEY, "int"),
+      RawFeature(HOST_ID, "int"), RawFeature(HOST_SHOP_ID, "int"),
+      RawFeature(HOST_CATEGORY_IDS, "int", HOST_MAX_CATEGORIES),
+      RawFeature(DISPLAY_ITEM_IDS, "int", DISPLAY_TOP_N),
+      RawFeature(DISPLAY_CATEGORY_IDS, "int", DISPLAY_TOP_N),
+      RawFeature(DISPLAY_BRAND_IDS, "int", DISPLAY_TOP_N), RawFeature(DISPLAY_LEN, "int"),
+  ]
+  feats += [RawFeature(k, "float") for k in HOST_STAT_KEYS]
+  for prefix in (RT_POS, RT_NEG):
+    feats += [RawFeature(seq_key(prefix, f), "int", realtime_len) for f in RT_FIELDS]
+    feats.append(RawFeature(len_key(prefix), "int"))
+  feats += [RawFeature(seq_key(LL, f), "int", lifelong_len) for f in LL_INT_FIELDS]
+  feats += [RawFeature(seq_key(LL, f), "float", lifelong_len) for f in LL_FLOAT_FIELDS]
+  feats.append(RawFeature(len_key(LL), "int"))
+  feats += [RawFeature(k, "float" if k in FLOAT_LABELS else "int", is_label=True)
+            for k in LABEL_KEYS]
+  return feats
+
+
+def serving_raw_features(realtime_len: int = REALTIME_SEQ_LEN,
+                         lifelong_len: int = LIFELONG_SEQ_LEN) -> List[RawFeature]:
+  """Raw features a serving request carries: everything except labels."""
+  return [f for f in raw_features(realtime_len, lifelong_len) if not f.is_label]
+
+
+# --- Transformed feature names (Transform output, model input). ------------------------------------
+def transformed_name(key: str) -> str:
+  return f"{key}_xf"

@@ -1,0 +1,239 @@
+"""LogsToExamples on hand-built events: point-in-time correctness, sequences, stats, quarantine."""
+
+import json
+
+import glob
+
+import apache_beam as beam
+import pytest
+import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from components.live_example_gen import beam_transforms as bt
+from components.live_example_gen import point_in_time as pit
+from components.live_example_gen import records as r
+from models import features as F
+
+T0 = 1_767_260_000.0
+RT_LEN, LL_LEN = 3, 2
+
+
+def _line(**kw):
+  return json.dumps(kw)
+
+
+def _static_lines():
+  return {
+      r.ITEMS: [_line(item_id=i, category_id=10 + i % 2, brand_id=100 + i, shop_id=1, price=9.5)
+                for i in (1, 2, 3)],
+      r.HOSTS: [_line(host_id=h, shop_id=50 + h, category_ids=[20 + h, 30]) for h in (1, 2, 3)],
+      r.USERS: [_line(user_id=1, activity_level="high"), _line(user_id=2, activity_level="new")],
+      r.PURCHASES: [_line(user_id=1, item_id=i, category_id=10 + i % 2, brand_id=100 + i,
+                          shop_id=1, price=float(i), weight=1, stay_seconds=30.0,
+                          ts=T0 - 86400 * (4 - i)) for i in (1, 2, 3)]
+      # Purchase after the first impression: must not appear in its lifelong sequence.
+      + [_line(user_id=1, item_id=3, category_id=11, brand_id=103, shop_id=1, price=3.0,
+               weight=2, stay_seconds=5.0, ts=T0 + 5)],
+      r.DISPLAYS: [_line(host_id=1, ts=T0 - 100, item_ids=[1, 2]),
+                   _line(host_id=1, ts=T0 + 150, item_ids=[3])],
+  }
+
+
+def _impression(iid, user, host, ts, stay, session=1, slot=0, actions=(), swipe=True):
+  out = [_line(event="impression", impression_id=iid, user_id=user, host_id=host, ts=ts,
+               session_id=session, slot=slot, trigger_item_id=1, propensity=0.5)]
+  for a, off in actions:
+    extra = {"item_id": 3, "gmv": 9.5} if a == "purchase" else {}
+    out.append(_line(event=a, impression_id=iid, user_id=user, host_id=host, ts=ts + off,
+                     **extra))
+  out.append(_line(event="leave", impression_id=iid, user_id=user, host_id=host, ts=ts + stay,
+                   stay_seconds=stay, swipe_down=swipe))
+  return out
+
+
+def _run(events, out_dir):
+  """Runs LogsToExamples; returns (examples by impression id, quarantine, counts)."""
+  lines = dict(_static_lines(), **{r.EVENTS: events})
+  with TestPipeline() as p:
+    pcolls = {k: p | f"Create[{k}]" >> beam.Create(v) for k, v in lines.items()}
+    out = pcolls | bt.LogsToExamples(realtime_len=RT_LEN, lifelong_len=LL_LEN)
+    _ = (out[bt.EXAMPLES] | "Ser" >> beam.Map(lambda e: e.SerializeToString())
+         | "WriteEx" >> beam.io.WriteToTFRecord(str(out_dir / "ex")))
+    _ = (out[bt.QUARANTINE] | "BadJson" >> beam.Map(r.BadRecord.to_json)
+         | "WriteBad" >> beam.io.WriteToText(str(out_dir / "bad")))
+    _ = (out[bt.COUNTS] | "CountJson" >> beam.Map(json.dumps)
+         | "WriteCounts" >> beam.io.WriteToText(str(out_dir / "counts")))
+  by_id = {}
+  for s in _read(out_dir, "ex", tfrecord=True):
+    ex = tf.train.Example.FromString(s)
+    by_id[ex.features.feature[F.IMPRESSION_ID].int64_list.value[0]] = ex.features.feature
+  bad = [r.BadRecord(**json.loads(x)) for x in _read(out_dir, "bad")]
+  counts = dict(json.loads(x) for x in _read(out_dir, "counts"))
+  return by_id, bad, counts
+
+
+def _read(out_dir, prefix, tfrecord=False):
+  out = []
+  for path in sorted(glob.glob(str(out_dir / f"{prefix}-*"))):
+    if tfrecord:
+      out += [bytes(x.numpy()) for x in tf.data.TFRecordDataset(path)]
+    else:
+      with open(path) as f:
+        out += [line for line in f.read().splitlines() if line]
+  return out
+
+
+def _ints(feats, name):
+  return list(feats[name].int64_list.value)
+
+
+def _floats(feats, name):
+  return list(feats[name].float_list.value)
+
+
+# User 1: imp 1 long stay with a like (positive), imp 2 quick swipe (negative), imp 3 mid stay
+# (neither), imp 4 at a later time. User 2 on host 1 provides other-user stats.
+EVENTS = (
+    _impression(1, 1, 1, T0, 30.0, actions=[("like", 5.0), ("item_click", 8.0)])
+    + _impression(2, 1, 2, T0 + 31, 1.5, slot=1)
+    + _impression(3, 1, 3, T0 + 33.5, 6.0, slot=2)
+    + _impression(4, 1, 1, T0 + 200, 12.0, session=2,
+                  actions=[("add_to_cart", 3.0), ("purchase", 4.0)])
+    + _impression(5, 2, 1, T0 + 10, 40.0, session=3, actions=[("like", 1.0), ("follow", 2.0)])
+)
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+  return _run(EVENTS, tmp_path_factory.mktemp("clean"))
+
+
+def test_one_example_per_impression_and_accounting(clean_run):
+  by_id, bad, counts = clean_run
+  assert sorted(by_id) == [1, 2, 3, 4, 5]
+  assert bad == []
+  assert counts[bt.EXAMPLES_OUT] == 5
+  assert counts[bt.LINES_IN.format(r.EVENTS)] == len(EVENTS) == counts[bt.EVENT_LINES_USED]
+  assert bt.check_accounting(counts) == []
+
+
+def test_labels(clean_run):
+  by_id, _, _ = clean_run
+  f1, f4 = by_id[1], by_id[4]
+  assert _ints(f1, F.INTERACT) == [1] and _ints(f1, F.ITEM_CLICK) == [1]
+  assert _ints(f1, F.EFFECTIVE_VIEW) == [1] and _ints(f1, F.BUY) == [0]
+  assert _ints(by_id[2], F.EFFECTIVE_VIEW) == [0]
+  assert _ints(f4, F.BUY) == [1] and _ints(f4, F.PURCHASE) == [1] and _ints(f4, F.INTERACT) == [0]
+  assert _floats(f4, F.GMV) == [9.5] and _floats(f1, F.GMV) == [0.0]
+
+
+def test_positive_negative_split_most_recent_first(clean_run):
+  by_id, _, _ = clean_run
+  f4 = by_id[4]
+  # Positive: imp 1 (stay 30 + like). Negative: imp 2 (1.5 s). Imp 3 (6 s) is in neither.
+  assert _ints(f4, F.seq_key(F.RT_POS, "host_ids")) == [1, 0, 0]
+  assert _ints(f4, F.len_key(F.RT_POS)) == [1]
+  assert _ints(f4, F.seq_key(F.RT_NEG, "host_ids")) == [2, 0, 0]
+  assert _ints(f4, F.seq_key(F.RT_NEG, "category_ids")) == [22, 0, 0]
+  assert _ints(f4, F.seq_key(F.RT_NEG, "shop_ids")) == [52, 0, 0]
+  assert _ints(f4, F.seq_key(F.RT_NEG, "stay_buckets")) == [pit.stay_bucket(1.5), 0, 0]
+  # Age is measured from the end of the past stay: T0+200 - (T0+31+1.5) = 167.
+  assert _ints(f4, F.seq_key(F.RT_NEG, "age_seconds")) == [167, 0, 0]
+
+
+def test_no_leakage_of_feedback_not_finished_before_the_impression(clean_run):
+  by_id, _, _ = clean_run
+  # Imp 2 starts at T0+31, imp 1's stay ended at T0+30: imp 1 is visible to imp 2...
+  assert _ints(by_id[2], F.len_key(F.RT_POS)) == [1]
+  # ...but nothing is visible to imp 1 itself, and its own like is not in any feature.
+  assert _ints(by_id[1], F.len_key(F.RT_POS)) == [0]
+  assert _ints(by_id[1], F.len_key(F.RT_NEG)) == [0]
+  # Host 1 stats for imp 1 at T0: nothing before. Imp 4 at T0+200 sees imp 1 and imp 5 views
+  # (2 users), likes from imp 1 (T0+5) and imp 5 (T0+11), one follow; not its own cart/purchase.
+  assert _floats(by_id[1], F.host_stat_key("uv", "10m")) == [0.0]
+  assert _floats(by_id[1], F.host_stat_key("likes", "10m")) == [0.0]
+  assert _floats(by_id[4], F.host_stat_key("uv", "10m")) == [2.0]
+  assert _floats(by_id[4], F.host_stat_key("likes", "10m")) == [2.0]
+  assert _floats(by_id[4], F.host_stat_key("follows", "60m")) == [1.0]
+  assert _floats(by_id[4], F.host_stat_key("item_clicks", "10m")) == [1.0]
+  # Imp 5 at T0+10 (other user) sees imp 1's view at T0 and its like at T0+5, not the click at T0+8?
+  # The click at T0+8 is before T0+10, so it counts; imp 1's leave (T0+30) does not matter here.
+  assert _floats(by_id[5], F.host_stat_key("likes", "10m")) == [1.0]
+  assert _floats(by_id[5], F.host_stat_key("item_clicks", "10m")) == [1.0]
+
+
+def test_display_and_lifelong_point_in_time(clean_run):
+  by_id, _, _ = clean_run
+  assert _ints(by_id[1], F.DISPLAY_ITEM_IDS)[:3] == [1, 2, 0]
+  assert _ints(by_id[1], F.DISPLAY_LEN) == [2]
+  assert _ints(by_id[4], F.DISPLAY_ITEM_IDS)[:2] == [3, 0]  # refreshed at T0+150
+  # Lifelong: purchases of items 3, 2, 1 before T0 (most recent first), truncated to 2; the
+  # purchase at T0+5 is after impression 1 but before impression 4.
+  assert _ints(by_id[1], F.seq_key(F.LL, "item_ids")) == [3, 2]
+  assert _ints(by_id[1], F.len_key(F.LL)) == [2]
+  assert _ints(by_id[1], F.seq_key(F.LL, "age_days")) == [1, 2]
+  assert _floats(by_id[4], F.seq_key(F.LL, "weights")) == [2.0, 1.0]
+  assert _ints(by_id[5], F.len_key(F.LL)) == [0]  # user 2 has no purchases: all padding
+  assert _ints(by_id[5], F.seq_key(F.LL, "item_ids")) == [0, 0]
+
+
+def test_truncation_keeps_most_recent(tmp_path):
+  events = list(EVENTS)
+  for k in range(5):  # five more quick swipes for user 1 before imp at T0+1000
+    events += _impression(10 + k, 1, 2 + k % 2, T0 + 300 + 10 * k, 1.0, session=4, slot=k)
+  events += _impression(20, 1, 3, T0 + 1000, 2.0, session=4, slot=5)
+  by_id, bad, _ = _run(events, tmp_path)
+  assert bad == []
+  neg = _ints(by_id[20], F.seq_key(F.RT_NEG, "host_ids"))
+  assert _ints(by_id[20], F.len_key(F.RT_NEG)) == [RT_LEN]
+  assert neg == [2 + 4 % 2, 2 + 3 % 2, 2 + 2 % 2]  # imps 14, 13, 12
+  assert _ints(by_id[20], F.SESSION_HOSTS)[:6] == [2, 3, 2, 3, 2, 0]  # imps 14..10
+
+
+def test_bad_records_are_quarantined_with_reasons_and_counted(tmp_path):
+  bad_lines = [
+      '{"event": "impression", "impression_id": 9',  # truncated
+      _line(event="leave", impression_id=1, user_id="user-1", host_id=1, ts=T0 + 30,
+            stay_seconds=30.0, swipe_down=True),  # wrong type
+      _line(event="like", impression_id=5, user_id=2, host_id=999, ts=T0 + 12),  # unknown id
+      _line(event="leave", impression_id=3, user_id=1, host_id=3, ts=T0 - 5000, stay_seconds=6.0,
+            swipe_down=True),  # before its impression
+      _line(event="leave", impression_id=77, user_id=1, host_id=3, ts=T0, stay_seconds=6.0,
+            swipe_down=True),  # orphan
+  ]
+  by_id, bad, counts = _run(list(EVENTS) + bad_lines, tmp_path)
+  assert sorted(by_id) == [1, 2, 3, 4, 5]  # good records all still there
+  reasons = sorted(b.reason for b in bad)
+  assert len(bad) == 5
+  assert any("not valid JSON" in x for x in reasons)
+  assert any("'user_id' must be an integer id, got 'user-1'" in x for x in reasons)
+  assert any("unknown host_id 999" in x for x in reasons)
+  assert any("is before impression 3's ts" in x for x in reasons)
+  assert any("no impression event for impression_id 77" in x for x in reasons)
+  assert counts[bt.QUARANTINED.format(r.EVENTS)] == 5
+  assert counts[bt.LINES_IN.format(r.EVENTS)] == len(EVENTS) + 5
+  assert bt.check_accounting(counts) == []
+
+
+def test_check_accounting_reports_imbalance():
+  counts = {bt.LINES_IN.format(r.EVENTS): 10, bt.EVENT_LINES_USED: 7,
+            bt.QUARANTINED.format(r.EVENTS): 2}
+  assert bt.check_accounting(counts) == ["events: 10 lines in != 7 used + 2 quarantined"]
+
+
+def test_assemble_reasons_with_assert_that():
+  """The event-join step alone, checked inside the pipeline with assert_that."""
+  events = [json.loads(x) for x in _impression(1, 1, 1, T0, 5.0)]
+  dup_leave = dict(events[-1], ts=T0 + 9.0)
+  keyed = [(1, (json.dumps(e), r.parse_line(r.EVENTS, json.dumps(e))[1]))
+           for e in events + [dup_leave]]
+  with TestPipeline() as p:
+    out = (p | beam.Create(keyed) | beam.GroupByKey()
+           | beam.FlatMapTuple(bt.assemble_impression).with_outputs(bt.EVENT_LINES_USED,
+                                                                    main="main"))
+    reasons = out.main | beam.Map(lambda x: x.reason if isinstance(x, r.BadRecord)
+                                  else f"impression {x.impression_id} stay {x.stay_seconds}")
+    assert_that(reasons, equal_to(["impression 1 stay 5.0",
+                                   "duplicate leave event for impression_id 1"]))
+    assert_that(out[bt.EVENT_LINES_USED], equal_to([2]), label="used")

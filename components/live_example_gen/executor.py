@@ -39,7 +39,7 @@ def _write_counts(pairs: List, path: str) -> None:
 @beam.ptransform_fn
 def _LiveLogsToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                        split_pattern: str) -> beam.PCollection:
-  """The BaseExampleGenExecutor hook: returns serialized examples, writes the quarantine aside."""
+  """The BaseExampleGenExecutor hook: returns tf.Examples, writes the quarantine aside."""
   del split_pattern  # the log layout is fixed; every kind is read from input_base
   base = exec_properties[sc.INPUT_BASE_KEY]
   lines = {kind: pipeline | f"Read[{kind}]" >> beam.io.ReadFromText(
@@ -53,7 +53,7 @@ def _LiveLogsToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                                                   file_name_suffix=".jsonl"))
   _ = (out[bt.COUNTS] | "CollectCounts" >> beam.combiners.ToList()
        | "WriteCounts" >> beam.Map(_write_counts, os.path.join(qdir, COUNTS_FILE)))
-  return out[bt.EXAMPLES] | "Serialize" >> beam.Map(lambda ex: ex.SerializeToString())
+  return out[bt.EXAMPLES]  # tf.train.Example: the base executor partitions on session_id
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):

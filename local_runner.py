@@ -1,0 +1,48 @@
+"""LocalDagRunner entry: what `tfx pipeline create --engine local --pipeline_path local_runner.py`
+reads. Owns the paths (under $DEMO_WORK, default ./work); the pipeline itself knows none."""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from absl import logging  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+
+from pipeline import configs  # noqa: E402
+from pipeline import pipeline as pipeline_lib  # noqa: E402
+from schemas.make_schema import SCHEMA_PATH  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORK = os.environ.get("DEMO_WORK", os.path.join(HERE, "work"))
+MODEL = os.environ.get("DEMO_MODEL", "baseline")
+
+
+def paths(work: str, pipeline_name: str = configs.PIPELINE_NAME) -> dict:
+  """Every location a local run uses, derived from one work directory."""
+  return {
+      "log_dir": os.path.join(work, "logs"),
+      "pipeline_root": os.path.join(work, "tfx", pipeline_name),
+      "metadata": os.path.join(work, "tfx", "metadata", pipeline_name, "metadata.db"),
+      "serving_dir": os.path.join(work, "serving"),
+  }
+
+
+def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.TRAIN_STEPS,
+          eval_steps: int = configs.EVAL_STEPS,
+          min_auc: float = configs.MIN_EFFECTIVE_VIEW_AUC) -> tfx.dsl.Pipeline:
+  p = paths(work)
+  return pipeline_lib.create_pipeline(
+      pipeline_name=configs.PIPELINE_NAME, pipeline_root=p["pipeline_root"],
+      log_dir=p["log_dir"], schema_path=SCHEMA_PATH,
+      serving_model_dir=os.path.join(p["serving_dir"], configs.PIPELINE_NAME),
+      preprocessing_fn=configs.PREPROCESSING_FN, run_fn=configs.RUN_FN,
+      train_steps=train_steps, eval_steps=eval_steps,
+      trainer_config={"model_name": model_name}, min_effective_view_auc=min_auc,
+      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+          p["metadata"]),
+      beam_pipeline_args=configs.BEAM_PIPELINE_ARGS)
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.INFO)
+  tfx.orchestration.LocalDagRunner().run(build())

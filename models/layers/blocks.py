@@ -1,0 +1,70 @@
+"""Basic blocks: MLP and masked mean pooling over padded sequences."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+PACKAGE = "livestream"
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class MLP(tf.keras.layers.Layer):
+  """Stack of Dense layers with an activation and optional dropout between them.
+
+  Args:
+    units: sizes of the hidden layers, e.g. (256, 128); must be non-empty and positive.
+    activation: activation after every layer (the last one too unless ``final_activation``
+      says otherwise).
+    dropout: dropout rate after each hidden layer, in [0, 1).
+    final_activation: activation of the last layer; defaults to ``activation``.
+  """
+
+  def __init__(self, units: Sequence[int], activation: str = "relu", dropout: float = 0.0,
+               final_activation: Optional[str] = "same", **kwargs):
+    super().__init__(**kwargs)
+    units = [int(u) for u in units]
+    if not units or any(u <= 0 for u in units):
+      raise ValueError(f"MLP units must be a non-empty list of positive ints, got {units}")
+    if not 0.0 <= dropout < 1.0:
+      raise ValueError(f"MLP dropout must be in [0, 1), got {dropout}")
+    self.units = units
+    self.activation = activation
+    self.dropout = dropout
+    self.final_activation = activation if final_activation == "same" else final_activation
+
+  def build(self, input_shape):
+    self._dense = []
+    for i, u in enumerate(self.units):
+      act = self.final_activation if i == len(self.units) - 1 else self.activation
+      self._dense.append(tf.keras.layers.Dense(u, activation=act, name=f"dense_{i}"))
+    self._drop = [tf.keras.layers.Dropout(self.dropout) for _ in self.units[:-1]]
+    super().build(input_shape)
+
+  def call(self, x, training=None):  # x: [B, D_in] -> [B, units[-1]]
+    for i, dense in enumerate(self._dense):
+      x = dense(x)
+      if i < len(self._drop) and self.dropout:
+        x = self._drop[i](x, training=training)
+    return x
+
+  def get_config(self):
+    return dict(super().get_config(), units=self.units, activation=self.activation,
+                dropout=self.dropout, final_activation=self.final_activation)
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class MaskedMeanPooling(tf.keras.layers.Layer):
+  """Mean of the first ``length`` vectors of a padded sequence; zeros for an empty sequence.
+
+  Call with ``(sequence [B, L, D], length [B] or [B, 1])``; returns [B, D].
+  """
+
+  def call(self, inputs):
+    seq, length = inputs
+    length = tf.reshape(tf.cast(length, tf.int32), [-1])  # [B]
+    mask = tf.sequence_mask(length, maxlen=tf.shape(seq)[1], dtype=seq.dtype)  # [B, L]
+    total = tf.reduce_sum(seq * mask[:, :, tf.newaxis], axis=1)  # [B, D]
+    count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)  # [B, 1]
+    return total / count

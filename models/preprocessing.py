@@ -1,0 +1,116 @@
+"""Transform's preprocessing_fn.
+
+- Ids that the candidate room shares with the sequences (rooms, shops, categories, brands) get one
+  vocabulary each, computed over every place the id occurs, so a room in the real-time sequence and
+  the candidate room have the same index. Items (many) are hashed into one space.
+  Index 0 stays padding; real ids map to 1..V, out-of-vocabulary to V+1.
+- Times are bucketized with fixed log-scale boundaries; counts are log1p then z-scored.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import features as F
+
+ITEM_HASH_BUCKETS = 1 << 15
+AGE_SECONDS_BOUNDARIES = [60.0, 300.0, 900.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 3600.0, 86400.0,
+                          2 * 86400.0]
+AGE_DAYS_BOUNDARIES = [1.0, 3.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 270.0]
+MAX_SLOT = 29
+NUM_ACTIVITY_LEVELS = len(F.ACTIVITY_LEVELS) + 1  # + unknown
+
+# Vocabulary name -> raw features that hold that id.
+HOST_VOCAB, SHOP_VOCAB, CATEGORY_VOCAB, BRAND_VOCAB = "host_id", "shop_id", "category_id", "brand_id"
+SHARED_VOCABS: Dict[str, List[str]] = {
+    HOST_VOCAB: [F.HOST_ID, F.SESSION_HOSTS, F.seq_key(F.RT_POS, "host_ids"),
+                 F.seq_key(F.RT_NEG, "host_ids")],
+    SHOP_VOCAB: [F.HOST_SHOP_ID, F.seq_key(F.RT_POS, "shop_ids"), F.seq_key(F.RT_NEG, "shop_ids"),
+                 F.seq_key(F.LL, "shop_ids")],
+    CATEGORY_VOCAB: [F.HOST_CATEGORY_IDS, F.TRIGGER_CATEGORY_ID, F.DISPLAY_CATEGORY_IDS,
+                     F.seq_key(F.RT_POS, "category_ids"), F.seq_key(F.RT_NEG, "category_ids"),
+                     F.seq_key(F.LL, "category_ids")],
+    BRAND_VOCAB: [F.DISPLAY_BRAND_IDS, F.seq_key(F.LL, "brand_ids")],
+}
+ITEM_FEATURES = [F.TRIGGER_ITEM_ID, F.DISPLAY_ITEM_IDS, F.seq_key(F.LL, "item_ids")]
+LENGTH_FEATURES = [F.SESSION_HOSTS_LEN_KEY, F.DISPLAY_LEN, F.len_key(F.RT_POS),
+                   F.len_key(F.RT_NEG), F.len_key(F.LL)]
+
+
+def vocab_size(tf_transform_output: tft.TFTransformOutput, vocab: str) -> int:
+  """Embedding input size for a shared vocabulary: padding + entries + one OOV bucket."""
+  return tf_transform_output.vocabulary_size_by_name(vocab) + 2
+
+
+def _shared_vocab_ids(inputs: Dict[str, tf.Tensor], keys: Sequence[str], vocab: str):
+  """One vocabulary over all ``keys``; returns {key: ids in [0, V+1]} with 0 kept for padding."""
+  flat = tf.concat([tf.reshape(inputs[k], [-1]) for k in keys], axis=0)
+  flat = tf.boolean_mask(flat, flat > 0)
+  deferred = tft.vocabulary(tf.strings.as_string(flat), vocab_filename=vocab)
+  out = {}
+  for k in keys:
+    x = inputs[k]
+    idx = tft.apply_vocabulary(tf.strings.as_string(x), deferred, num_oov_buckets=1)
+    out[k] = tf.where(x > 0, idx + 1, tf.zeros_like(idx))  # [B, L]
+  return out
+
+
+def _hash_items(x: tf.Tensor) -> tf.Tensor:
+  h = tf.strings.to_hash_bucket_fast(tf.strings.as_string(x), ITEM_HASH_BUCKETS - 1) + 1
+  return tf.where(x > 0, h, tf.zeros_like(h))
+
+
+def _bucketize(x: tf.Tensor, boundaries: List[float], valid: tf.Tensor) -> tf.Tensor:
+  """1-based fixed buckets where ``valid``; 0 elsewhere (padding)."""
+  b = tf.raw_ops.Bucketize(input=tf.cast(x, tf.float32), boundaries=boundaries)
+  return tf.where(valid, tf.cast(b, tf.int64) + 1, tf.zeros_like(x, tf.int64))
+
+
+def _activity_index(level: tf.Tensor) -> tf.Tensor:
+  """new/low/high -> 0/1/2; anything else -> 3. Fixed, so it never shifts between runs."""
+  idx = tf.fill(tf.shape(level), tf.constant(len(F.ACTIVITY_LEVELS), tf.int64))
+  for i, name in enumerate(F.ACTIVITY_LEVELS):
+    idx = tf.where(tf.equal(level, name), tf.constant(i, tf.int64), idx)
+  return idx
+
+
+def _seq_valid(inputs, prefix: str, length: int) -> tf.Tensor:
+  n = tf.reshape(inputs[F.len_key(prefix)], [-1, 1])
+  return tf.range(length, dtype=tf.int64)[tf.newaxis, :] < n  # [B, L]
+
+
+def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+  """tf.Transform callback: raw features (dense [B, L]) -> transformed features."""
+  xf = F.transformed_name
+  out: Dict[str, tf.Tensor] = {}
+  for vocab, keys in SHARED_VOCABS.items():
+    for k, v in _shared_vocab_ids(inputs, keys, vocab).items():
+      out[xf(k)] = v
+  for k in ITEM_FEATURES:
+    out[xf(k)] = _hash_items(inputs[k])
+  for k in LENGTH_FEATURES:
+    out[xf(k)] = tf.cast(inputs[k], tf.int64)
+  out[xf(F.ACTIVITY_LEVEL)] = _activity_index(inputs[F.ACTIVITY_LEVEL])
+  out[xf(F.HOUR_OF_DAY)] = tf.clip_by_value(inputs[F.HOUR_OF_DAY], 0, 23)
+  out[xf(F.SLOT_INDEX)] = tf.clip_by_value(inputs[F.SLOT_INDEX], 0, MAX_SLOT)
+  for k in F.HOST_STAT_KEYS:
+    out[xf(k)] = tft.scale_to_z_score(tf.math.log1p(inputs[k]))
+  for prefix in (F.RT_POS, F.RT_NEG):
+    valid = _seq_valid(inputs, prefix, inputs[F.seq_key(prefix, "age_seconds")].shape[-1])
+    out[xf(F.seq_key(prefix, "age_seconds"))] = _bucketize(
+        inputs[F.seq_key(prefix, "age_seconds")], AGE_SECONDS_BOUNDARIES, valid)
+    out[xf(F.seq_key(prefix, "stay_buckets"))] = inputs[F.seq_key(prefix, "stay_buckets")]
+  ll_valid = _seq_valid(inputs, F.LL, inputs[F.seq_key(F.LL, "age_days")].shape[-1])
+  out[xf(F.seq_key(F.LL, "age_days"))] = _bucketize(inputs[F.seq_key(F.LL, "age_days")],
+                                                   AGE_DAYS_BOUNDARIES, ll_valid)
+  # Log prices / stay / weight: bounded, and 0 stays 0 on padding.
+  for field in F.LL_FLOAT_FIELDS:
+    out[xf(F.seq_key(F.LL, field))] = tf.math.log1p(inputs[F.seq_key(F.LL, field)])
+  # Labels (absent at serving: TFT drops the outputs whose inputs are missing).
+  for head, label in F.HEADS.items():
+    out[head] = tf.cast(inputs[label], tf.float32)
+  out[F.BUY_MASK] = tf.cast(inputs[F.DISPLAY_LEN] > 0, tf.float32)
+  return out

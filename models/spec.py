@@ -1,0 +1,52 @@
+"""What a model builder needs to know about its inputs: vocabulary sizes and sequence lengths."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict
+
+import tensorflow as tf
+
+from models import features as F
+from models import preprocessing as P
+
+xf = F.transformed_name
+NON_INPUT_KEYS = set(F.HEADS) | {F.BUY_MASK}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """Input sizes of a ranking model; built from a TFTransformOutput or by hand in tests."""
+  vocab_sizes: Dict[str, int]  # shared vocabulary name -> embedding rows (incl. pad and OOV)
+  feature_shapes: Dict[str, int]  # transformed model-input name -> last dimension
+  embedding_dim: int = 16
+
+  @classmethod
+  def from_transform_output(cls, tf_transform_output, embedding_dim: int = 16) -> "ModelSpec":
+    spec = tf_transform_output.transformed_feature_spec()
+    vocab = {v: P.vocab_size(tf_transform_output, v) for v in P.SHARED_VOCABS}
+    shapes = {k: int(s.shape[-1]) if s.shape else 1 for k, s in spec.items()
+              if k not in NON_INPUT_KEYS}
+    return cls(vocab_sizes=vocab, feature_shapes=shapes, embedding_dim=embedding_dim)
+
+  def inputs(self) -> Dict[str, tf.keras.Input]:
+    """Keras inputs keyed by transformed feature name."""
+    return {k: tf.keras.Input(shape=(n,), name=k, dtype=_dtype(k))
+            for k, n in sorted(self.feature_shapes.items())}
+
+
+def _dtype(name: str) -> tf.DType:
+  float_keys = {xf(k) for k in F.HOST_STAT_KEYS} | {xf(F.seq_key(F.LL, f))
+                                                     for f in F.LL_FLOAT_FIELDS}
+  return tf.float32 if name in float_keys else tf.int64
+
+
+def transformed_feature_shapes(realtime_len: int = F.REALTIME_SEQ_LEN,
+                               lifelong_len: int = F.LIFELONG_SEQ_LEN) -> Dict[str, int]:
+  """The transformed model-input shapes preprocessing_fn produces, without running Transform."""
+  raw = {f.name: f.length for f in F.serving_raw_features(realtime_len, lifelong_len)}
+  keys = [k for ks in P.SHARED_VOCABS.values() for k in ks] + P.ITEM_FEATURES + P.LENGTH_FEATURES
+  keys += [F.ACTIVITY_LEVEL, F.HOUR_OF_DAY, F.SLOT_INDEX, *F.HOST_STAT_KEYS]
+  keys += [F.seq_key(p, f) for p in (F.RT_POS, F.RT_NEG) for f in ("age_seconds", "stay_buckets")]
+  keys += [F.seq_key(F.LL, "age_days")] + [F.seq_key(F.LL, f) for f in F.LL_FLOAT_FIELDS]
+  return {xf(k): raw[k] for k in keys}

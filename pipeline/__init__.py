@@ -1,0 +1,1 @@
+"""The TFX pipeline definition (pure: no paths, no orchestrator)."""

@@ -1,0 +1,85 @@
+"""create_pipeline: the live-stream ranking pipeline as a pure function of its settings."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components.anomaly_gate import AnomalyGate
+from components.live_example_gen.component import LiveLogExampleGen
+from models import features as F
+
+
+def eval_config(min_effective_view_auc: float) -> tfma.EvalConfig:
+  """Per-head AUC, overall and by user activity level; blessing on the effective-view AUC."""
+  overall = [tfma.SlicingSpec()]
+  metrics = [tfma.MetricConfig(class_name="ExampleCount")]
+  for head in F.HEADS:
+    thresholds = []
+    if head == F.HEAD_EFFECTIVE_VIEW:  # bless on the whole eval set, not on small slices
+      thresholds = [tfma.PerSliceMetricThreshold(
+          slicing_specs=overall,
+          threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+              lower_bound={"value": min_effective_view_auc})))]
+    metrics.append(tfma.MetricConfig(class_name="AUC", per_slice_thresholds=thresholds,
+                                     config=f'"name": "auc_{head}"'))
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(signature_name="serving_default",
+                                  label_keys=dict(F.HEADS),
+                                  preprocessing_function_names=["transform_features"])],
+      metrics_specs=[tfma.MetricsSpec(
+          metrics=[m for m in metrics if m.class_name == "ExampleCount"],
+      )] + [tfma.MetricsSpec(metrics=[m], output_names=[head])
+            for m, head in zip(metrics[1:], F.HEADS)],
+      slicing_specs=overall + [tfma.SlicingSpec(feature_keys=[F.ACTIVITY_LEVEL])])
+
+
+def create_pipeline(
+    pipeline_name: str,
+    pipeline_root: str,
+    log_dir: str,
+    schema_path: str,
+    serving_model_dir: str,
+    preprocessing_fn: str,
+    run_fn: str,
+    train_steps: int,
+    eval_steps: int,
+    trainer_config: Dict,
+    min_effective_view_auc: float,
+    realtime_seq_len: int = F.REALTIME_SEQ_LEN,
+    lifelong_seq_len: int = F.LIFELONG_SEQ_LEN,
+    metadata_connection_config=None,
+    beam_pipeline_args: Optional[List[str]] = None,
+) -> tfx.dsl.Pipeline:
+  """Logs -> examples -> stats/schema/validation -> Transform -> Trainer -> Evaluator -> Pusher."""
+  example_gen = LiveLogExampleGen(input_base=log_dir, realtime_seq_len=realtime_seq_len,
+                                  lifelong_seq_len=lifelong_seq_len)
+  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+  anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+      preprocessing_fn=preprocessing_fn)
+  transform.add_upstream_node(anomaly_gate)
+  trainer = tfx.components.Trainer(
+      run_fn=run_fn, examples=transform.outputs["transformed_examples"],
+      transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
+      train_args=tfx.proto.TrainArgs(num_steps=train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=eval_steps), custom_config=trainer_config)
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
+      eval_config=eval_config(min_effective_view_auc))
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
+  return tfx.dsl.Pipeline(
+      pipeline_name=pipeline_name, pipeline_root=pipeline_root,
+      components=[example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
+                  transform, trainer, evaluator, pusher],
+      enable_cache=False, metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args)

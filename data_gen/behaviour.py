@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class UserState:
   """Real-time state of one user: momentary category appetite and within-session fatigue."""
   appetite: np.ndarray  # [C+1], moved by feedback, decays
   last_ts: float = 0.0
-  shown_category_counts: Optional[np.ndarray] = None  # [C+1] in the current session
+  shown_category_counts: np.ndarray | None = None  # [C+1] in the current session
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +223,7 @@ class SlotContext:
   candidate_host_ids: np.ndarray  # [N] live rooms not yet shown in this session
   candidate_hot: np.ndarray  # [N] bool; a real system sees this only through host statistics
   shown_host_ids: Sequence[int]
-  truths: Optional[List[Truth]] = None  # filled only for oracle policies
+  truths: List[Truth] | None = None  # filled only for oracle policies
 
 
 # A policy returns one score per candidate; the simulator shows the highest-scoring room.

@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from typing import Dict, Iterator, List, Optional, TextIO
+from typing import Dict, Iterator, List, TextIO
 
 import numpy as np
 
@@ -301,7 +301,7 @@ def read_ground_truth(log_dir: str) -> Dict[int, dict]:
   return out
 
 
-def load_config(scale: str, seed: Optional[int] = None, **overrides) -> WorldConfig:
+def load_config(scale: str, seed: int | None = None, **overrides) -> WorldConfig:
   from data_gen.world import SCALES  # pylint: disable=import-outside-toplevel
   if scale not in SCALES:
     raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")

@@ -25,7 +25,7 @@ class WorldConfig:
   """Scale knobs and the seed. ``SCALES`` holds the named presets."""
   seed: int = 7
   n_users: int = 6_000
-  n_hosts: int = 120
+  n_hosts: int = 240
   n_items: int = 6_000
   n_categories: int = 20
   n_brands: int = 100
@@ -103,6 +103,9 @@ class World:
     self.host_categories[1:, :2] = self.shop_categories[1:n + 1]
     third = rng.random(n) < 0.4
     self.host_categories[1:, 2] = np.where(third, rng.integers(1, c.n_categories + 1, n), 0)
+    for h in range(1, n + 1):  # distinct categories, padded with 0
+      uniq = list(dict.fromkeys(int(x) for x in self.host_categories[h] if x))
+      self.host_categories[h] = uniq + [0] * (3 - len(uniq))
     # Category membership matrix [H+1, C+1] (1.0 where the room sells that category).
     self.host_cat_matrix = np.zeros((n + 1, c.n_categories + 1))
     for h in range(1, n + 1):

@@ -160,3 +160,9 @@ def serving_raw_features(realtime_len: int = REALTIME_SEQ_LEN,
 # --- Transformed feature names (Transform output, model input). ------------------------------------
 def transformed_name(key: str) -> str:
   return f"{key}_xf"
+
+# Features that describe the candidate room (the rest describe the user and context). A ranking
+# request copies one user's context and swaps these in for each candidate.
+HOST_SIDE_FEATURES: Tuple[str, ...] = (
+    HOST_ID, HOST_SHOP_ID, HOST_CATEGORY_IDS, DISPLAY_ITEM_IDS, DISPLAY_CATEGORY_IDS,
+    DISPLAY_BRAND_IDS, DISPLAY_LEN) + HOST_STAT_KEYS

@@ -22,7 +22,7 @@ class ModelSpec:
   embedding_dim: int = 16
 
   @classmethod
-  def from_transform_output(cls, tf_transform_output, embedding_dim: int = 16) -> "ModelSpec":
+  def from_transform_output(cls, tf_transform_output, embedding_dim: int = 16) -> ModelSpec:
     spec = tf_transform_output.transformed_feature_spec()
     vocab = {v: P.vocab_size(tf_transform_output, v) for v in P.SHARED_VOCABS}
     shapes = {k: int(s.shape[-1]) if s.shape else 1 for k, s in spec.items()

@@ -33,7 +33,7 @@ class TrainConfig:
   epochs: int = 1
 
   @classmethod
-  def from_custom_config(cls, custom: Dict) -> "TrainConfig":
+  def from_custom_config(cls, custom: Dict) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(custom or {}) - fields
     if unknown:
@@ -86,7 +86,10 @@ class ServingModule(tf.Module):
     """Serialized tf.Examples (no labels) -> every head's score, [B] each."""
     transformed = self.tft_layer(tf.io.parse_example(examples, self._serving_spec))
     outputs = self.model({k: transformed[k] for k in self._input_keys}, training=False)
-    return {h: tf.reshape(outputs[h], [-1]) for h in F.HEADS}
+    scores = {h: tf.reshape(outputs[h], [-1]) for h in F.HEADS}
+    # A purchase cannot happen in a room that displays no products: the buy score is 0 there.
+    scores[F.HEAD_BUY] *= tf.reshape(transformed[F.BUY_MASK], [-1])
+    return scores
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
   def transform(self, examples):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -51,7 +51,7 @@ def create_pipeline(
     realtime_seq_len: int = F.REALTIME_SEQ_LEN,
     lifelong_seq_len: int = F.LIFELONG_SEQ_LEN,
     metadata_connection_config=None,
-    beam_pipeline_args: Optional[List[str]] = None,
+    beam_pipeline_args: List[str] | None = None,
 ) -> tfx.dsl.Pipeline:
   """Logs -> examples -> stats/schema/validation -> Transform -> Trainer -> Evaluator -> Pusher."""
   example_gen = LiveLogExampleGen(input_base=log_dir, realtime_seq_len=realtime_seq_len,

@@ -1,8 +1,7 @@
 """LogsToExamples on hand-built events: point-in-time correctness, sequences, stats, quarantine."""
 
-import json
-
 import glob
+import json
 
 import apache_beam as beam
 import pytest

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from tfx import types
 from tfx.components.example_gen import driver
 from tfx.dsl.components.base import base_beam_component, executor_spec
@@ -49,7 +47,7 @@ class LiveLogExampleGen(base_beam_component.BaseBeamComponent):
 
   def __init__(self, input_base: str, realtime_seq_len: int = F.REALTIME_SEQ_LEN,
                lifelong_seq_len: int = F.LIFELONG_SEQ_LEN,
-               output_config: Optional[example_gen_pb2.Output] = None):
+               output_config: example_gen_pb2.Output | None = None):
     if realtime_seq_len < 1 or lifelong_seq_len < 1:
       raise ValueError(f"sequence lengths must be >= 1, got realtime_seq_len={realtime_seq_len}, "
                        f"lifelong_seq_len={lifelong_seq_len}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 
@@ -22,7 +22,7 @@ class MLP(tf.keras.layers.Layer):
   """
 
   def __init__(self, units: Sequence[int], activation: str = "relu", dropout: float = 0.0,
-               final_activation: Optional[str] = "same", **kwargs):
+               final_activation: str | None = "same", **kwargs):
     super().__init__(**kwargs)
     units = [int(u) for u in units]
     if not units or any(u <= 0 for u in units):
@@ -39,13 +39,15 @@ class MLP(tf.keras.layers.Layer):
     for i, u in enumerate(self.units):
       act = self.final_activation if i == len(self.units) - 1 else self.activation
       self._dense.append(tf.keras.layers.Dense(u, activation=act, name=f"dense_{i}"))
-    self._drop = [tf.keras.layers.Dropout(self.dropout) for _ in self.units[:-1]]
+    # Dropout layers only exist when used (an unbuilt layer is skipped at SavedModel export).
+    self._drop = ([tf.keras.layers.Dropout(self.dropout) for _ in self.units[:-1]]
+                  if self.dropout else [])
     super().build(input_shape)
 
   def call(self, x, training=None):  # x: [B, D_in] -> [B, units[-1]]
     for i, dense in enumerate(self._dense):
       x = dense(x)
-      if i < len(self._drop) and self.dropout:
+      if i < len(self._drop):
         x = self._drop[i](x, training=training)
     return x
 

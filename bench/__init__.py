@@ -1,0 +1,1 @@
+"""Benchmarks and quality reports (run by hand or by `make bench`; never timed in tests)."""

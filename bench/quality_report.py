@@ -1,0 +1,179 @@
+"""Quality report: each head's test AUC next to the oracle AUC from the simulator's ground truth.
+
+Scores the eval split with the pushed SavedModel (through its ``serving_default`` signature), joins
+the simulator's true probabilities by impression id, and reports per head and per user-activity
+slice: model AUC, oracle AUC (the Bayes ceiling), the gap, GAUC by user and calibration (mean
+score / label rate). The buy head is scored only where the room displays products (its mask).
+
+    python -m bench.quality_report --work work --pipeline_name livestream-ranking
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Dict, List
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from data_gen.simulator import read_ground_truth
+from models import features as F
+from serving.examples_io import latest_examples_dir, read_examples
+
+ORACLE_FIELD = {F.HEAD_EFFECTIVE_VIEW: "p_effective_view", F.HEAD_INTERACT: "p_interact",
+                F.HEAD_BUY: "p_buy"}
+SLICES = ("all",) + F.ACTIVITY_LEVELS
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+  """Area under the ROC curve (ties get half credit); NaN when only one class is present."""
+  labels = np.asarray(labels, bool)
+  n_pos, n_neg = labels.sum(), (~labels).sum()
+  if n_pos == 0 or n_neg == 0:
+    return float("nan")
+  order = np.argsort(scores, kind="mergesort")
+  s = np.asarray(scores)[order]
+  ranks = np.empty(len(s))
+  i = 0
+  while i < len(s):  # average ranks over ties
+    j = i
+    while j + 1 < len(s) and s[j + 1] == s[i]:
+      j += 1
+    ranks[i:j + 1] = (i + j) / 2.0 + 1.0
+    i = j + 1
+  rank_of = np.empty(len(s))
+  rank_of[order] = ranks
+  return float((rank_of[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
+  """Impression-weighted mean of per-group AUC over groups that have both classes."""
+  total, weight = 0.0, 0
+  for g in np.unique(groups):
+    m = groups == g
+    a = auc(labels[m], scores[m])
+    if not np.isnan(a):
+      total += a * m.sum()
+      weight += m.sum()
+  return total / weight if weight else float("nan")
+
+
+def score_examples(model_dir: str, examples: List[tf.train.Example],
+                   batch_size: int = 512) -> Dict[str, np.ndarray]:
+  """Runs the SavedModel's serving signature over examples (labels stripped)."""
+  fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+  out: Dict[str, list] = {h: [] for h in F.HEADS}
+  for i in range(0, len(examples), batch_size):
+    batch = []
+    for ex in examples[i:i + batch_size]:
+      e = tf.train.Example()
+      e.CopyFrom(ex)
+      for k in F.LABEL_KEYS:
+        del e.features.feature[k]
+      batch.append(e.SerializeToString())
+    res = fn(examples=tf.constant(batch))
+    for h in F.HEADS:
+      out[h].append(res[h].numpy())
+  return {h: np.concatenate(v) for h, v in out.items()}
+
+
+def build_report(examples, scores: Dict[str, np.ndarray], truth: Dict[int, dict]) -> dict:
+  """Per head x slice metrics from examples, model scores and ground truth."""
+  get_i = lambda k: np.array([ex.features.feature[k].int64_list.value[0] for ex in examples])  # noqa: E731
+  ids, users = get_i(F.IMPRESSION_ID), get_i(F.USER_ID)
+  level = np.array([ex.features.feature[F.ACTIVITY_LEVEL].bytes_list.value[0].decode()
+                    for ex in examples])
+  buy_mask = get_i(F.DISPLAY_LEN) > 0
+  report = {"n_examples": len(examples), "heads": {}}
+  for head, label_key in F.HEADS.items():
+    y = get_i(label_key)
+    oracle = np.array([truth[i][ORACLE_FIELD[head]] for i in ids])
+    report["heads"][head] = {}
+    for sl in SLICES:
+      m = np.ones(len(y), bool) if sl == "all" else level == sl
+      if head == F.HEAD_BUY:
+        m &= buy_mask
+      s_auc, o_auc = auc(y[m], scores[head][m]), auc(y[m], oracle[m])
+      report["heads"][head][sl] = {
+          "n": int(m.sum()), "label_rate": float(y[m].mean()) if m.any() else float("nan"),
+          "auc": s_auc, "oracle_auc": o_auc, "gap_to_oracle": o_auc - s_auc,
+          "gauc": gauc(y[m], scores[head][m], users[m]),
+          "oracle_gauc": gauc(y[m], oracle[m], users[m]),
+          "calibration": (float(scores[head][m].mean() / max(y[m].mean(), 1e-9))
+                          if m.any() else float("nan")),
+      }
+  return report
+
+
+def plot_report(report: dict, path: str, title: str = "") -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  heads = list(report["heads"])
+  fig, axes = plt.subplots(1, len(heads), figsize=(4.2 * len(heads), 3.6), sharey=True)
+  for ax, head in zip(np.atleast_1d(axes), heads):
+    rows = report["heads"][head]
+    x = np.arange(len(SLICES))
+    ax.bar(x - 0.2, [rows[s]["auc"] for s in SLICES], 0.4, label="model")
+    ax.bar(x + 0.2, [rows[s]["oracle_auc"] for s in SLICES], 0.4, label="oracle (truth)")
+    ax.set_xticks(x, [f"{s}\nn={rows[s]['n']}" for s in SLICES], fontsize=8)
+    ax.set_title(head)
+    ax.set_ylim(0.5, 1.0)
+    ax.grid(axis="y", alpha=0.3)
+  np.atleast_1d(axes)[0].set_ylabel("test AUC")
+  np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=8)
+  fig.suptitle(title or "test AUC vs oracle AUC by user activity")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def pushed_model_dir(work: str, pipeline_name: str) -> str:
+  versions = glob.glob(os.path.join(work, "serving", pipeline_name, "*", "saved_model.pb"))
+  if not versions:
+    raise FileNotFoundError(f"no pushed model under {work}/serving/{pipeline_name}: was the "
+                            "model blessed?")
+  return os.path.dirname(max(versions, key=lambda p: int(p.split(os.sep)[-2])))
+
+
+def write_report(work: str, pipeline_name: str, out_dir: str | None = None,
+                 model_dir: str | None = None) -> dict:
+  model_dir = model_dir or pushed_model_dir(work, pipeline_name)
+  examples = read_examples(latest_examples_dir(work, pipeline_name), limit=10**9)
+  truth = read_ground_truth(os.path.join(work, "logs"))
+  report = build_report(examples, score_examples(model_dir, examples), truth)
+  report["model_dir"] = os.path.abspath(model_dir)
+  out_dir = out_dir or os.path.join(work, "reports")
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "quality.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  plot_report(report, os.path.join(out_dir, "quality.png"))
+  return report
+
+
+def format_table(report: dict) -> str:
+  lines = [f"{'head':<15}{'slice':<6}{'n':>7}{'rate':>7}{'AUC':>7}{'oracle':>8}{'gap':>7}"
+           f"{'GAUC':>7}{'calib':>7}"]
+  for head, rows in report["heads"].items():
+    for sl, r in rows.items():
+      lines.append(f"{head:<15}{sl:<6}{r['n']:>7}{r['label_rate']:>7.3f}{r['auc']:>7.3f}"
+                   f"{r['oracle_auc']:>8.3f}{r['gap_to_oracle']:>7.3f}{r['gauc']:>7.3f}"
+                   f"{r['calibration']:>7.2f}")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  flags_ = flags.FLAGS
+  report = write_report(flags_.work, flags_.pipeline_name)
+  print(format_table(report))
+  print(f"\nwrote {os.path.join(flags_.work, 'reports', 'quality.json')} and quality.png")
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("work", "work", "The demo work directory.")
+  flags.DEFINE_string("pipeline_name", "livestream-ranking", "Pipeline name.")
+  app.run(main)

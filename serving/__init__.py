@@ -1,0 +1,1 @@
+"""TF-Serving-compatible local model server, gRPC client and demo."""

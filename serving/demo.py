@@ -1,0 +1,81 @@
+"""The end of `make demo`: serve the pushed model, rank ~200 rooms for one user over gRPC, print.
+
+Starts ``serving.model_server`` as a separate process on loopback, waits for GetModelStatus to
+say AVAILABLE, sends one Predict request with one tf.Example per candidate room (the user's
+context from an eval-split impression, each room's latest displayed products and statistics),
+and prints the rooms ranked by ``RANK_WEIGHTS``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from models import features as F
+from serving import client
+from serving.examples_io import latest_examples_dir, read_examples
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("work", "work", "The demo work directory (make demo's WORK).")
+flags.DEFINE_string("pipeline_name", "livestream-ranking", "Pipeline and model name.")
+flags.DEFINE_integer("port", 8500, "Port for the local model server.")
+flags.DEFINE_integer("candidates", 200, "How many candidate rooms to rank.")
+flags.DEFINE_integer("top", 15, "How many ranked rooms to print.")
+
+# Demo ranking: expected engagement plus weighted conversion.
+RANK_WEIGHTS = {F.HEAD_EFFECTIVE_VIEW: 1.0, F.HEAD_INTERACT: 0.5, F.HEAD_BUY: 2.0}
+
+
+def pick_request(examples, n_candidates: int):
+  """A user context (the latest impression with a non-empty real-time history) and the latest
+  example of up to ``n_candidates`` distinct rooms at or before its time."""
+  val = lambda ex, k: ex.features.feature[k].int64_list.value[0]  # noqa: E731
+  ordered = sorted(examples, key=lambda ex: val(ex, F.TIMESTAMP))
+  context = next(ex for ex in reversed(ordered) if val(ex, F.len_key(F.RT_POS)) > 0)
+  latest = {}
+  for ex in ordered:
+    if val(ex, F.TIMESTAMP) <= val(context, F.TIMESTAMP):
+      latest[val(ex, F.HOST_ID)] = ex
+  rooms = sorted(latest)[:n_candidates]
+  return context, [latest[h] for h in rooms]
+
+
+def main(argv):
+  del argv
+  base = os.path.join(os.path.abspath(FLAGS.work), "serving", FLAGS.pipeline_name)
+  examples = read_examples(latest_examples_dir(FLAGS.work, FLAGS.pipeline_name))
+  context, candidates = pick_request(examples, FLAGS.candidates)
+  requests = client.candidate_requests(context, candidates)
+  server = subprocess.Popen([sys.executable, "-m", "serving.model_server", "--model_name",
+                             FLAGS.pipeline_name, "--model_base_path", base, "--port",
+                             str(FLAGS.port)])
+  target = f"127.0.0.1:{FLAGS.port}"
+  try:
+    version = client.wait_until_available(target, FLAGS.pipeline_name, timeout=120)
+    scores = client.predict(target, FLAGS.pipeline_name, requests)
+  finally:
+    server.terminate()
+    server.wait(timeout=30)
+  rank = sum(w * scores[h] for h, w in RANK_WEIGHTS.items())
+  order = np.argsort(-rank)
+  f = context.features.feature
+  print(f"\nuser {f[F.USER_ID].int64_list.value[0]} "
+        f"({f[F.ACTIVITY_LEVEL].bytes_list.value[0].decode()}), "
+        f"{len(candidates)} candidate rooms, model version {version} via gRPC {target}")
+  print(f"{'rank':>4} {'room':>6} {'cats':>10} {'shown':>5} {'p_view':>7} {'p_inter':>7} "
+        f"{'p_buy':>7} {'score':>7}")
+  for i, j in enumerate(order[:FLAGS.top]):
+    cf = candidates[j].features.feature
+    cats = ",".join(str(c) for c in cf[F.HOST_CATEGORY_IDS].int64_list.value if c)
+    print(f"{i + 1:>4} {cf[F.HOST_ID].int64_list.value[0]:>6} {cats:>10} "
+          f"{cf[F.DISPLAY_LEN].int64_list.value[0]:>5} {scores[F.HEAD_EFFECTIVE_VIEW][j]:7.3f} "
+          f"{scores[F.HEAD_INTERACT][j]:7.3f} {scores[F.HEAD_BUY][j]:7.3f} {rank[j]:7.3f}")
+  print(f"\nquality report: {os.path.join(os.path.abspath(FLAGS.work), 'reports')}/")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -124,6 +124,15 @@ class Simulator:
         return
       t = t_end + 1.0
 
+  def _live_time(self, rng: np.random.Generator, windows, tries: int = 1000) -> float:
+    """A random time at which at least one room is live."""
+    for _ in range(tries):
+      lo, hi = windows[int(rng.integers(len(windows)))]
+      t = float(rng.uniform(lo, hi))
+      if len(self.world.live_hosts(t)[0]):
+        return t
+    raise RuntimeError(f"no live room found in {tries} random times; is the world empty?")
+
   # --- Closed loop ---------------------------------------------------------------------------------
   def evaluate_policy(self, policy: bh.Policy, n_sessions: int, seed: int = 1,
                       oracle: bool = False) -> List[SessionResult]:
@@ -134,9 +143,9 @@ class Simulator:
     results = []
     for _ in range(n_sessions):
       user = int(rng.integers(1, w.config.n_users + 1))
-      lo, hi = windows[int(rng.integers(len(windows)))]
+      start = self._live_time(rng, windows)
       state = self.behaviour.new_state()
-      records = list(self.run_session(rng, user, float(rng.uniform(lo, hi)), state, policy,
+      records = list(self.run_session(rng, user, start, state, policy,
                                       sample_from_policy=False, oracle=oracle))
       outs = [r["outcome"] for r in records]
       results.append(SessionResult(

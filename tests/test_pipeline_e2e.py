@@ -1,0 +1,106 @@
+"""Whole-pipeline tests on tiny generated logs, in a temp dir, with LocalDagRunner."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx import v1 as tfx
+
+import local_runner
+from bench import quality_report
+from components.live_example_gen import executor as eg_executor
+from data_gen import simulator
+from models import features as F
+from serving import client
+from serving.examples_io import latest_examples_dir, read_examples
+from serving.model_server import ModelServer
+
+pytestmark = pytest.mark.e2e
+TINY = simulator.load_config("tiny", seed=3)
+
+
+def _generate(work, corrupt_fraction=0.0):
+  return simulator.generate_logs(TINY, os.path.join(work, "logs"), corrupt_fraction,
+                                 progress=False)
+
+
+def _run(work, model_name="baseline"):
+  tfx.orchestration.LocalDagRunner().run(local_runner.build(
+      work=str(work), model_name=model_name, train_steps=10, eval_steps=3, min_auc=0.5))
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+  work = tmp_path_factory.mktemp("work")
+  summary = _generate(str(work), corrupt_fraction=0.05)
+  _run(work)
+  return work, summary
+
+
+def test_examplegen_accounts_for_every_record(pipeline_run):
+  work, summary = pipeline_run
+  qdir = glob.glob(str(work / "tfx" / "*" / "LiveLogExampleGen" / "quarantine" / "*"))[0]
+  counts = eg_executor.read_counts(qdir)
+  assert counts["accounting_problems"] == []
+  assert counts["examples_out"] == summary["counts"]["impressions"]  # no good record lost
+  bad = [json.loads(x) for f in glob.glob(os.path.join(qdir, "records*"))
+         for x in open(f).read().splitlines()]
+  assert len(bad) == summary["counts"]["corrupt_lines"] > 0
+  assert all(b["reason"] and b["line"] for b in bad)
+
+
+def test_served_scores_match_the_saved_model(pipeline_run):
+  work, _ = pipeline_run
+  model_dir = quality_report.pushed_model_dir(str(work), local_runner.configs.PIPELINE_NAME)
+  examples = read_examples(latest_examples_dir(str(work), local_runner.configs.PIPELINE_NAME))
+  assert len(examples) > 50
+  context, candidates = examples[0], examples[:40]
+  requests = client.candidate_requests(context, candidates)
+  direct = tf.saved_model.load(model_dir).signatures["serving_default"](
+      examples=tf.constant(requests))
+  server = ModelServer(local_runner.configs.PIPELINE_NAME, os.path.dirname(model_dir), port=0,
+                       poll_seconds=3600).start()
+  try:
+    served = client.predict(f"127.0.0.1:{server.port}", local_runner.configs.PIPELINE_NAME,
+                            requests)
+  finally:
+    server.stop()
+  assert set(served) == set(F.HEADS)
+  for head in F.HEADS:
+    assert served[head].shape == (40,)
+    np.testing.assert_allclose(served[head], direct[head].numpy(), rtol=1e-6)
+    assert np.all((served[head] >= 0) & (served[head] <= 1))
+  # Rooms with nothing on display get a zero buy score.
+  no_display = [i for i, c in enumerate(candidates)
+                if c.features.feature[F.DISPLAY_LEN].int64_list.value[0] == 0]
+  assert np.all(served[F.HEAD_BUY][no_display] == 0.0)
+
+
+def test_quality_report_has_oracle_ceiling_per_slice(pipeline_run):
+  work, _ = pipeline_run
+  report = quality_report.write_report(str(work), local_runner.configs.PIPELINE_NAME,
+                                       out_dir=str(work / "reports"))
+  assert os.path.getsize(work / "reports" / "quality.png") > 10_000
+  overall = report["heads"][F.HEAD_EFFECTIVE_VIEW]["all"]
+  assert overall["n"] == report["n_examples"] > 50
+  assert 0.6 < overall["oracle_auc"] <= 1.0  # the truth separates views from non-views
+  assert overall["gap_to_oracle"] == pytest.approx(overall["oracle_auc"] - overall["auc"])
+
+
+def test_schema_anomaly_stops_the_run_before_transform(tmp_path):
+  _generate(str(tmp_path))
+  users_path = tmp_path / "logs" / "users.jsonl"
+  first_event = json.loads(open(tmp_path / "logs" / "events.jsonl").readline())
+  users = [json.loads(x) for x in open(users_path).read().splitlines()]
+  for u in users:  # a value outside the curated schema's domain, valid as far as parsing goes
+    if u["user_id"] == first_event["user_id"]:
+      u["activity_level"] = "vip"
+  users_path.write_text("".join(json.dumps(u) + "\n" for u in users))
+  with pytest.raises(RuntimeError, match="activity_level"):
+    _run(tmp_path)
+  root = tmp_path / "tfx" / local_runner.configs.PIPELINE_NAME
+  assert (root / "ExampleValidator").exists()
+  assert not (root / "Transform").exists() and not (root / "Trainer").exists()

@@ -1,0 +1,85 @@
+"""preprocessing_fn on three hand-built rows, against hand-computed outputs."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata
+
+from models import features as F
+from models import preprocessing as P
+from schemas.make_schema import build_schema
+
+RT, LL = 2, 2
+xf = F.transformed_name
+
+
+def _row(**values):
+  row = {}
+  for spec in F.raw_features(RT, LL):
+    if spec.dtype == "bytes":
+      default = [b"high"]
+    else:
+      default = [0.0 if spec.dtype == "float" else 0] * spec.length
+    row[spec.name] = values.get(spec.name, default)
+  return row
+
+
+ROWS = [
+    _row(host_id=[7], session_host_ids=[9] + [0] * 9, rt_pos_host_ids=[7, 5], rt_pos_len=[2],
+         rt_pos_age_seconds=[30, 400], host_shop_id=[11], host_category_ids=[4, 0, 0],
+         activity_level=[b"new"], host_uv_10m=[0.0], display_len=[0], trigger_item_id=[0]),
+    _row(host_id=[7], rt_neg_age_seconds=[5000, 5000], rt_neg_len=[0], host_shop_id=[11],
+         host_category_ids=[4, 6, 0], display_brand_ids=[3, 3, 0, 0, 0, 0], display_len=[2],
+         activity_level=[b"high"], host_uv_10m=[math.e - 1], trigger_item_id=[123]),
+    _row(host_id=[9], host_shop_id=[12], host_category_ids=[6, 4, 0], display_len=[1],
+         activity_level=[b"vip"], host_uv_10m=[math.e ** 2 - 1], label_effective_view=[1],
+         trigger_item_id=[456]),
+]
+
+
+@pytest.fixture(scope="module")
+def transformed(tmp_path_factory):
+  metadata = dataset_metadata.DatasetMetadata(build_schema(RT, LL))
+  with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft"))):
+    (out, _), _ = (ROWS, metadata) | tft_beam.AnalyzeAndTransformDataset(
+        P.preprocessing_fn, output_record_batches=False)
+  return out
+
+
+def test_shared_host_vocabulary_keeps_padding_zero(transformed):
+  # Host 7 occurs 3 times, 9 twice, 5 once -> indices 1, 2, 3 (0 = padding).
+  assert [list(r[xf(F.HOST_ID)]) for r in transformed] == [[1], [1], [2]]
+  assert list(transformed[0][xf(F.seq_key(F.RT_POS, "host_ids"))]) == [1, 3]
+  assert list(transformed[0][xf(F.SESSION_HOSTS)])[:2] == [2, 0]
+  assert list(transformed[1][xf(F.seq_key(F.RT_POS, "host_ids"))]) == [0, 0]
+
+
+def test_other_shared_vocabularies(transformed):
+  assert [list(r[xf(F.HOST_SHOP_ID)]) for r in transformed] == [[1], [1], [2]]
+  assert [list(r[xf(F.HOST_CATEGORY_IDS)]) for r in transformed] == [[1, 0, 0], [1, 2, 0],
+                                                                      [2, 1, 0]]
+  assert list(transformed[1][xf(F.DISPLAY_BRAND_IDS)])[:3] == [1, 1, 0]
+
+
+def test_times_bucketized_only_where_the_sequence_is_valid(transformed):
+  # 30 s < 60 -> bucket 1; 400 s in [300, 900) -> bucket 3. Row 1's negatives are padding.
+  assert list(transformed[0][xf(F.seq_key(F.RT_POS, "age_seconds"))]) == [1, 3]
+  assert list(transformed[1][xf(F.seq_key(F.RT_NEG, "age_seconds"))]) == [0, 0]
+
+
+def test_counts_log_then_z_scored(transformed):
+  # log1p -> [0, 1, 2]; mean 1, population std sqrt(2/3).
+  got = [float(r[xf(F.host_stat_key("uv", "10m"))][0]) for r in transformed]
+  s = math.sqrt(2 / 3)
+  np.testing.assert_allclose(got, [-1 / s, 0.0, 1 / s], rtol=1e-5)
+
+
+def test_activity_items_labels_and_mask(transformed):
+  assert [int(r[xf(F.ACTIVITY_LEVEL)][0]) for r in transformed] == [0, 2, 3]
+  items = [int(r[xf(F.TRIGGER_ITEM_ID)][0]) for r in transformed]
+  assert items[0] == 0 and all(1 <= i < P.ITEM_HASH_BUCKETS for i in items[1:])
+  assert items[1] != items[2]
+  assert [float(r[F.BUY_MASK]) for r in transformed] == [0.0, 1.0, 1.0]
+  assert [float(r[F.HEAD_EFFECTIVE_VIEW]) for r in transformed] == [0.0, 0.0, 1.0]

@@ -12,12 +12,24 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import baseline
 from models import features as F
+from models import feedback, multitask
+from models.losses import LabelAwareTripletLoss
 from models.spec import NON_INPUT_KEYS, ModelSpec
 
 ModelBuilder = Callable[[ModelSpec], tf.keras.Model]
-MODEL_BUILDERS: Dict[str, ModelBuilder] = {"baseline": baseline.build_baseline}
+MODEL_BUILDERS: Dict[str, ModelBuilder] = {
+    "dnn": multitask.build_dnn,
+    "shared_bottom": lambda s: multitask.build_multitask(s, "shared_bottom"),
+    "baseline": lambda s: multitask.build_multitask(s, "shared_bottom", name="baseline"),
+    "mmoe": lambda s: multitask.build_multitask(s, "mmoe"),
+    "ple": lambda s: multitask.build_multitask(s, "ple"),
+    "feedback": feedback.build_feedback,
+    "feedback_no_triplet": lambda s: feedback.build_feedback(s, use_triplet=False,
+                                                             name="feedback_no_triplet"),
+    "feedback_no_negative": lambda s: feedback.build_feedback(
+        s, use_negative=False, use_triplet=False, name="feedback_no_negative"),
+}
 SERVING_SIGNATURE = "serving_default"
 TRANSFORM_SIGNATURE = "transform_features"
 EXAMPLES_INPUT = "examples"
@@ -31,6 +43,8 @@ class TrainConfig:
   learning_rate: float = 2e-3
   embedding_dim: int = 16
   epochs: int = 1
+  triplet_weight: float = 0.1
+  triplet_margin: float = 0.2
 
   @classmethod
   def from_custom_config(cls, custom: Dict) -> TrainConfig:
@@ -45,27 +59,41 @@ class TrainConfig:
     return cfg
 
 
-def split_labels(batch: Dict[str, tf.Tensor]):
-  """Transformed batch -> (model inputs, labels per head, sample weights per head)."""
+def split_labels(batch: Dict[str, tf.Tensor], output_names=tuple(F.HEADS)):
+  """Transformed batch -> (model inputs, labels per output, sample weights per output).
+
+  The buy head is masked (weight 0) where the room displays no products; the triplet output, when
+  the model has one, is labelled 'engaged' = effective view or interact.
+  """
   features = {k: v for k, v in batch.items() if k not in NON_INPUT_KEYS}
   labels = {h: batch[h] for h in F.HEADS}
   ones = tf.ones_like(batch[F.BUY_MASK])
   weights = {h: (batch[F.BUY_MASK] if h == F.HEAD_BUY else ones) for h in F.HEADS}
+  if feedback.TRIPLET_OUTPUT in output_names:
+    labels[feedback.TRIPLET_OUTPUT] = tf.maximum(batch[F.HEAD_EFFECTIVE_VIEW],
+                                                 batch[F.HEAD_INTERACT])
+    weights[feedback.TRIPLET_OUTPUT] = ones
   return features, labels, weights
 
 
 def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size: int,
-                 num_epochs=None) -> tf.data.Dataset:
+                 output_names, num_epochs=None) -> tf.data.Dataset:
   ds = data_accessor.tf_dataset_factory(
       file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=num_epochs),
       tf_transform_output.transformed_metadata.schema)
-  return ds.map(split_labels)
+  return ds.map(lambda b: split_labels(b, tuple(output_names)))
 
 
-def compile_model(model: tf.keras.Model, learning_rate: float) -> None:
+def compile_model(model: tf.keras.Model, learning_rate: float, triplet_weight: float = 0.1,
+                  triplet_margin: float = 0.2) -> None:
+  """Per-head cross-entropy (+ the weighted triplet loss when the model has that output)."""
+  losses = {h: tf.keras.losses.BinaryCrossentropy() for h in F.HEADS}
+  loss_weights = {h: 1.0 for h in F.HEADS}
+  if feedback.TRIPLET_OUTPUT in model.output_names:
+    losses[feedback.TRIPLET_OUTPUT] = LabelAwareTripletLoss(triplet_margin)
+    loss_weights[feedback.TRIPLET_OUTPUT] = triplet_weight
   model.compile(
-      optimizer=tf.keras.optimizers.Adam(learning_rate),
-      loss={h: tf.keras.losses.BinaryCrossentropy() for h in F.HEADS},
+      optimizer=tf.keras.optimizers.Adam(learning_rate), loss=losses, loss_weights=loss_weights,
       weighted_metrics={h: [tf.keras.metrics.AUC(name="auc")] for h in F.HEADS})
 
 
@@ -107,13 +135,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """TFX Trainer entry point."""
   cfg = TrainConfig.from_custom_config(fn_args.custom_config)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                          cfg.batch_size)
-  eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                         cfg.batch_size)
   spec = ModelSpec.from_transform_output(tf_transform_output, cfg.embedding_dim)
   model = MODEL_BUILDERS[cfg.model_name](spec)
-  compile_model(model, cfg.learning_rate)
+  compile_model(model, cfg.learning_rate, cfg.triplet_weight, cfg.triplet_margin)
+  train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                          cfg.batch_size, model.output_names)
+  eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
+                         cfg.batch_size, model.output_names)
   steps = max(1, fn_args.train_steps // cfg.epochs)
   logging.info("training %s for %d epochs x %d steps", cfg.model_name, cfg.epochs, steps)
   model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=eval_ds,

@@ -27,7 +27,7 @@ def _generate(work, corrupt_fraction=0.0):
                                  progress=False)
 
 
-def _run(work, model_name="baseline"):
+def _run(work, model_name="feedback"):
   tfx.orchestration.LocalDagRunner().run(local_runner.build(
       work=str(work), model_name=model_name, train_steps=10, eval_steps=3, min_auc=0.5))
 
@@ -36,7 +36,7 @@ def _run(work, model_name="baseline"):
 def pipeline_run(tmp_path_factory):
   work = tmp_path_factory.mktemp("work")
   summary = _generate(str(work), corrupt_fraction=0.05)
-  _run(work)
+  _run(work)  # the feedback model: attention, PLE and the triplet output go through run_fn
   return work, summary
 
 

@@ -1,0 +1,68 @@
+"""Real-time positive/negative feedback model (Taobao Live re-ranking, seed 000).
+
+The candidate room queries the positive (long stay or interaction) and the negative (quick
+swipe-away) real-time sequences with multi-head target attention; a contrastive residual between
+the two interests, the room's real-time statistics and displayed products, and the pooled
+lifelong/session sequences feed a PLE with heads for effective view, interact and buy. A
+label-aware triplet loss (on the ``triplet_gap`` output) pulls the candidate toward the positive
+interest for engaged samples and toward the negative one otherwise.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from models import encoders
+from models import features as F
+from models.layers import MLP, MaskedMeanPooling
+from models.layers.attention import TargetAttention
+from models.layers.experts import PLE
+from models.multitask import NUM_TASKS, task_heads
+from models.spec import ModelSpec
+
+xf = F.transformed_name
+TRIPLET_OUTPUT = "triplet_gap"
+
+
+def _cosine_distance(a, b):
+  a, b = tf.math.l2_normalize(a, -1), tf.math.l2_normalize(b, -1)
+  return 1.0 - tf.reduce_sum(a * b, axis=-1, keepdims=True)  # [B, 1]
+
+
+def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool = True,
+                   num_heads: int = 2, name: str = "feedback") -> tf.keras.Model:
+  """Builds the feedback model; the switches give the ablations.
+
+  Args:
+    spec: input sizes.
+    use_negative: attend over the negative sequence and form the contrastive residual.
+    use_triplet: expose the ``triplet_gap`` output that the triplet loss trains.
+  """
+  if use_triplet and not use_negative:
+    raise ValueError("the triplet loss needs the negative sequence (use_negative=True)")
+  inputs = spec.inputs()
+  emb = encoders.Embeddings(spec)
+  d = spec.embedding_dim
+  cand = encoders.candidate_tokens(emb, inputs)  # [B, D]
+  attend = lambda prefix: TargetAttention(num_heads, d, output_dim=d, name=f"att_{prefix}")(  # noqa: E731
+      [cand, encoders.sequence_tokens(emb, inputs, prefix), inputs[xf(F.len_key(prefix))]])
+  u_pos = attend(F.RT_POS)  # [B, D]
+  parts = encoders.context_features(emb, inputs) + [u_pos, u_pos * cand]
+  if use_negative:
+    u_neg = attend(F.RT_NEG)  # [B, D]
+    residual = MLP([d], name="contrastive_residual")(u_pos - u_neg)  # [B, D]
+    parts += [u_neg, residual, residual * cand]
+  parts += [
+      MaskedMeanPooling(name="pool_session")([emb("host_id", inputs[xf(F.SESSION_HOSTS)]),
+                                              inputs[xf(F.SESSION_HOSTS_LEN_KEY)]]),
+      MaskedMeanPooling(name="pool_lifelong")([encoders.lifelong_tokens(emb, inputs),
+                                               inputs[xf(F.len_key(F.LL))]]),
+  ]
+  x = tf.keras.layers.Concatenate(name="features")(parts)
+  tasks = PLE(NUM_TASKS, num_levels=2, task_experts=2, shared_experts=2, expert_units=(128, 64),
+              name="ple")(x)
+  outputs = task_heads(tasks)
+  if use_triplet:
+    gap = _cosine_distance(cand, u_neg) - _cosine_distance(cand, u_pos)  # [B, 1]
+    outputs[TRIPLET_OUTPUT] = tf.keras.layers.Activation("linear", name=TRIPLET_OUTPUT)(gap)
+  return tf.keras.Model(inputs, outputs, name=name)

@@ -61,23 +61,33 @@ def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
   return total / weight if weight else float("nan")
 
 
-def score_examples(model_dir: str, examples: List[tf.train.Example],
-                   batch_size: int = 512) -> Dict[str, np.ndarray]:
-  """Runs the SavedModel's serving signature over examples (labels stripped)."""
-  fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+def strip_labels(examples: List[tf.train.Example]) -> List[bytes]:
+  """Serialized copies without labels, as a serving request carries them."""
+  out = []
+  for ex in examples:
+    e = tf.train.Example()
+    e.CopyFrom(ex)
+    for k in F.LABEL_KEYS:
+      del e.features.feature[k]
+    out.append(e.SerializeToString())
+  return out
+
+
+def score_with(serve_fn, examples: List[tf.train.Example],
+               batch_size: int = 512) -> Dict[str, np.ndarray]:
+  """Runs a serving function (serialized examples -> {head: [B]}) over examples, in batches."""
+  requests = strip_labels(examples)
   out: Dict[str, list] = {h: [] for h in F.HEADS}
-  for i in range(0, len(examples), batch_size):
-    batch = []
-    for ex in examples[i:i + batch_size]:
-      e = tf.train.Example()
-      e.CopyFrom(ex)
-      for k in F.LABEL_KEYS:
-        del e.features.feature[k]
-      batch.append(e.SerializeToString())
-    res = fn(examples=tf.constant(batch))
+  for i in range(0, len(requests), batch_size):
+    res = serve_fn(examples=tf.constant(requests[i:i + batch_size]))
     for h in F.HEADS:
       out[h].append(res[h].numpy())
   return {h: np.concatenate(v) for h, v in out.items()}
+
+
+def score_examples(model_dir: str, examples: List[tf.train.Example]) -> Dict[str, np.ndarray]:
+  """Scores examples with a SavedModel's serving_default signature."""
+  return score_with(tf.saved_model.load(model_dir).signatures["serving_default"], examples)
 
 
 def build_report(examples, scores: Dict[str, np.ndarray], truth: Dict[int, dict]) -> dict:

@@ -84,6 +84,22 @@ def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size: i
   return ds.map(lambda b: split_labels(b, tuple(output_names)))
 
 
+def transformed_dataset(file_pattern: str, tf_transform_output, batch_size: int, output_names,
+                        shuffle_seed: int | None = None, repeat: bool = True) -> tf.data.Dataset:
+  """Transformed gzip TFRecords -> (features, labels, weights) batches, outside the Trainer."""
+  files = tf.io.gfile.glob(file_pattern)
+  if not files:
+    raise FileNotFoundError(f"no transformed examples match {file_pattern}")
+  ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
+  if repeat:
+    ds = ds.repeat()
+  if shuffle_seed is not None:
+    ds = ds.shuffle(20_000, seed=shuffle_seed)
+  spec = tf_transform_output.transformed_feature_spec()
+  return (ds.batch(batch_size).map(lambda x: tf.io.parse_example(x, spec))
+          .map(lambda b: split_labels(b, tuple(output_names))).prefetch(2))
+
+
 def compile_model(model: tf.keras.Model, learning_rate: float, triplet_weight: float = 0.1,
                   triplet_margin: float = 0.2) -> None:
   """Per-head cross-entropy (+ the weighted triplet loss when the model has that output)."""

@@ -46,8 +46,14 @@ test-fast: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
-bench: venv
-	$(PY) -m bench.run_all --work $(WORK)/bench
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,bench]"
+	@touch $@
+
+# Benchmarks on the data of the last `make demo` (run that first). Figures: BUILD_NOTES.md.
+bench: $(VENV)/.bench-installed
+	$(PY) -m bench.ablation_feedback --work $(WORK) --out_dir bench/results
+	$(PY) -m bench.throughput_ple --work $(WORK) --out_dir bench/results
 
 clean:
 	rm -rf $(WORK)

@@ -9,6 +9,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DIRECT = ["tfx[kfp]", "apache-beam[gcp]", "tensorflow", "tf-keras", "tensorflow-recommenders",
           "tensorflow-serving-api", "absl-py", "grpcio", "matplotlib"]
 DEV = ["pytest", "ruff"]
+BENCH = ["deepctr"]  # reference PLE for the training-throughput comparison
 
 
 def _pins():
@@ -38,5 +39,6 @@ setup(
                                     "serving*", "bench*"]),
     package_data={"": ["*.pbtxt", "*.md"]},
     install_requires=[_req(n, PINS) for n in DIRECT],
-    extras_require={"dev": [_req(n, PINS) for n in DEV]},
+    extras_require={"dev": [_req(n, PINS) for n in DEV],
+                    "bench": [_req(n, PINS) for n in BENCH]},
 )

@@ -5,7 +5,7 @@ seed), scores the raw eval split through the same Transform layer and serving fu
 test AUC per head, the gap to the oracle AUC from the simulator's truth, by user-activity slice;
 the seesaw check (each head's AUC against shared-bottom); and training examples/s.
 
-    python -m bench.ablation_feedback --work work --steps 1200
+    python -m bench.ablation_feedback --work work --steps 300
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("work", "work", "Work directory of a pipeline run (default scale).")
   flags.DEFINE_string("pipeline_name", "livestream-ranking", "Pipeline name.")
   flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
-  flags.DEFINE_integer("steps", 1200, "Training steps per variant.")
+  flags.DEFINE_integer("steps", 300, "Training steps per variant (~1 epoch at default scale).")
   flags.DEFINE_integer("batch_size", 256, "Batch size.")
   flags.DEFINE_integer("seed", 7, "Seed for initialisation and shuffling.")
   flags.DEFINE_list("variants", VARIANTS, "Variants to compare.")

@@ -21,10 +21,9 @@ import tensorflow_transform as tft
 from absl import app, flags
 
 from bench.ablation_feedback import WARMUP_STEPS, latest_transform_dirs
-from models import encoders
+from models import encoders, trainer
 from models import features as F
 from models import preprocessing as P
-from models import trainer
 from models.spec import ModelSpec
 
 xf = F.transformed_name
@@ -53,8 +52,7 @@ def _id_space(raw_key: str) -> tuple:
 
 def deepctr_columns(spec: ModelSpec) -> List:
   """DeepCTR feature columns for the transformed model inputs."""
-  from deepctr.feature_column import (DenseFeat, SparseFeat,  # pylint: disable=import-outside-toplevel
-                                      VarLenSparseFeat)
+  from deepctr.feature_column import DenseFeat, SparseFeat, VarLenSparseFeat  # pylint: disable=import-outside-toplevel
   raw_of = {xf(f.name): f.name for f in F.serving_raw_features()}
   length_of = {xf(F.seq_key(p, f)): xf(F.len_key(p)) for p in (F.RT_POS, F.RT_NEG)
                for f in F.RT_FIELDS}

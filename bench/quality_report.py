@@ -21,6 +21,7 @@ from absl import app, flags
 
 from data_gen.simulator import read_ground_truth
 from models import features as F
+from serving.client import without_labels
 from serving.examples_io import latest_examples_dir, read_examples
 
 ORACLE_FIELD = {F.HEAD_EFFECTIVE_VIEW: "p_effective_view", F.HEAD_INTERACT: "p_interact",
@@ -61,22 +62,10 @@ def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
   return total / weight if weight else float("nan")
 
 
-def strip_labels(examples: List[tf.train.Example]) -> List[bytes]:
-  """Serialized copies without labels, as a serving request carries them."""
-  out = []
-  for ex in examples:
-    e = tf.train.Example()
-    e.CopyFrom(ex)
-    for k in F.LABEL_KEYS:
-      del e.features.feature[k]
-    out.append(e.SerializeToString())
-  return out
-
-
 def score_with(serve_fn, examples: List[tf.train.Example],
                batch_size: int = 512) -> Dict[str, np.ndarray]:
   """Runs a serving function (serialized examples -> {head: [B]}) over examples, in batches."""
-  requests = strip_labels(examples)
+  requests = [without_labels(ex).SerializeToString() for ex in examples]
   out: Dict[str, list] = {h: [] for h in F.HEADS}
   for i in range(0, len(requests), batch_size):
     res = serve_fn(examples=tf.constant(requests[i:i + batch_size]))

@@ -1,6 +1,6 @@
 """gRPC client for the ranking model, using only the official tensorflow-serving-api stubs.
 
-    python -m serving.client --port 8500 --examples_file request.tfrecord
+    python -m serving.client --target 127.0.0.1:8500 --examples_file requests.tfrecord.gz
 """
 
 from __future__ import annotations
@@ -46,6 +46,16 @@ def predict(target: str, model_name: str, serialized_examples: Sequence[bytes],
   return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
 
 
+def without_labels(example: tf.train.Example) -> tf.train.Example:
+  """A copy of ``example`` without label features (a serving request never carries them)."""
+  out = tf.train.Example()
+  out.CopyFrom(example)
+  for key in F.LABEL_KEYS:
+    if key in out.features.feature:
+      del out.features.feature[key]
+  return out
+
+
 def candidate_requests(context: tf.train.Example, candidates: Sequence[tf.train.Example]
                        ) -> List[bytes]:
   """One request example per candidate room: the user's context with the room's features.
@@ -54,11 +64,42 @@ def candidate_requests(context: tf.train.Example, candidates: Sequence[tf.train.
   """
   out = []
   for cand in candidates:
-    ex = tf.train.Example()
-    ex.CopyFrom(context)
-    for key in F.LABEL_KEYS:
-      del ex.features.feature[key]
+    ex = without_labels(context)
     for key in F.HOST_SIDE_FEATURES:
       ex.features.feature[key].CopyFrom(cand.features.feature[key])
     out.append(ex.SerializeToString())
   return out
+
+
+def read_tfrecord(path: str) -> List[bytes]:
+  """Serialized records of a TFRecord file (gzip-compressed or not, by its extension)."""
+  compression = "GZIP" if path.endswith(".gz") else ""
+  return [bytes(x.numpy()) for x in tf.data.TFRecordDataset(path, compression_type=compression)]
+
+
+def main(argv=None) -> None:
+  """CLI: score the tf.Examples of a TFRecord file; prints one JSON object per example."""
+  import json  # pylint: disable=import-outside-toplevel
+
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+
+  flags.DEFINE_string("target", "127.0.0.1:8500", "host:port of the model server.")
+  flags.DEFINE_string("model_name", "livestream-ranking", "Model name.")
+  flags.DEFINE_string("examples_file", None, "TFRecord of serialized tf.Examples (labels are "
+                      "dropped before sending).")
+  flags.DEFINE_string("signature_name", "serving_default", "Signature to call.")
+  flags.mark_flag_as_required("examples_file")
+
+  def _run(_):
+    f = flags.FLAGS
+    examples = [without_labels(tf.train.Example.FromString(raw)).SerializeToString()
+                for raw in read_tfrecord(f.examples_file)]
+    scores = predict(f.target, f.model_name, examples, f.signature_name)
+    for i in range(len(examples)):
+      print(json.dumps({k: float(v[i]) for k, v in scores.items()}))
+
+  app.run(_run, argv)
+
+
+if __name__ == "__main__":
+  main()

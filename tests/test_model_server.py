@@ -1,5 +1,7 @@
 """The TF-Serving-compatible server, exercised only through the official tensorflow-serving-api stubs."""
 
+import json
+
 import grpc
 import numpy as np
 import pytest
@@ -121,3 +123,16 @@ def test_picks_up_a_newer_version(tmp_path):
     np.testing.assert_allclose(client.predict(target, MODEL, [_ex(2.0)])["score"], [10.0])
   finally:
     srv.stop()
+
+
+def test_client_cli_scores_a_tfrecord_file(server, tmp_path, capsys):
+  _, _, target = server
+  path = str(tmp_path / "req.tfrecord.gz")
+  with tf.io.TFRecordWriter(path, options="GZIP") as w:
+    for x in (0.5, 4.0):
+      w.write(_ex(x))
+  with pytest.raises(SystemExit) as done:  # absl's app.run exits when main returns
+    client.main(["client", "--target", target, "--model_name", MODEL, "--examples_file", path])
+  assert done.value.code in (0, None)
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert [json.loads(line)["score"] for line in lines] == [1.0, 8.0]

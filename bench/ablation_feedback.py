@@ -11,7 +11,6 @@ the seesaw check (each head's AUC against shared-bottom); and training examples/
 from __future__ import annotations
 
 import glob
-import json
 import os
 import time
 from typing import Dict, List
@@ -22,6 +21,7 @@ import tensorflow_transform as tft
 from absl import app, flags, logging
 
 from bench import quality_report as qr
+from bench.common import define_run_flags, write_json
 from data_gen.simulator import read_ground_truth
 from models import features as F
 from models import trainer
@@ -125,9 +125,7 @@ def run(work: str, pipeline_name: str, out_dir: str, steps: int, batch_size: int
          "n_eval": len(examples), "variants": results}
   if REFERENCE in results:
     out["seesaw"] = seesaw(results)
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "ablation_feedback.json"), "w") as f:
-    json.dump(out, f, indent=2)
+  write_json(out, out_dir, "ablation_feedback")
   plot(results, os.path.join(out_dir, "ablation_feedback.png"))
   return out
 
@@ -165,9 +163,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("work", "work", "Work directory of a pipeline run (default scale).")
-  flags.DEFINE_string("pipeline_name", "livestream-ranking", "Pipeline name.")
-  flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
+  define_run_flags()
   flags.DEFINE_integer("steps", 300, "Training steps per variant (~1 epoch at default scale).")
   flags.DEFINE_integer("batch_size", 256, "Batch size.")
   flags.DEFINE_integer("seed", 7, "Seed for initialisation and shuffling.")

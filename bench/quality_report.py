@@ -11,7 +11,6 @@ score / label rate). The buy head is scored only where the room displays product
 from __future__ import annotations
 
 import glob
-import json
 import os
 from typing import Dict, List
 
@@ -19,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from bench.common import write_json
 from data_gen.simulator import read_ground_truth
 from models import features as F
 from serving.client import without_labels
@@ -146,9 +146,7 @@ def write_report(work: str, pipeline_name: str, out_dir: str | None = None,
   report = build_report(examples, score_examples(model_dir, examples), truth)
   report["model_dir"] = os.path.abspath(model_dir)
   out_dir = out_dir or os.path.join(work, "reports")
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "quality.json"), "w") as f:
-    json.dump(report, f, indent=2)
+  write_json(report, out_dir, "quality")
   plot_report(report, os.path.join(out_dir, "quality.png"))
   return report
 

@@ -11,7 +11,6 @@ floats as DenseFeat; experts (2 shared, 2 per task, 2 levels, units 128-64) and 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Dict, List
@@ -21,6 +20,7 @@ import tensorflow_transform as tft
 from absl import app, flags
 
 from bench.ablation_feedback import WARMUP_STEPS, latest_transform_dirs
+from bench.common import define_run_flags, write_json
 from models import encoders, trainer
 from models import features as F
 from models import preprocessing as P
@@ -128,9 +128,7 @@ def run(work: str, pipeline_name: str, out_dir: str, steps: int, batch_size: int
          "params": {n: int(m.count_params()) for n, m in models.items()},
          "examples_per_second": runs, "best_examples_per_second": best,
          "ratio_to_deepctr_ple": {n: best[n] / best["deepctr_ple"] for n in models}}
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "throughput_ple.json"), "w") as f:
-    json.dump(out, f, indent=2)
+  write_json(out, out_dir, "throughput_ple")
   _plot(out, os.path.join(out_dir, "throughput_ple.png"))
   return out
 
@@ -162,9 +160,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("work", "work", "Work directory of a pipeline run.")
-  flags.DEFINE_string("pipeline_name", "livestream-ranking", "Pipeline name.")
-  flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
+  define_run_flags()
   flags.DEFINE_integer("steps", 300, "Timed training steps per model and round.")
   flags.DEFINE_integer("batch_size", 256, "Batch size (the same for every model).")
   flags.DEFINE_integer("repeats", 2, "Interleaved rounds; the best round counts.")

@@ -1,0 +1,24 @@
+"""Small pieces every benchmark shares: where a run's data is, and how results are written."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import flags
+
+
+def define_run_flags(out_dir: str = "bench/results") -> None:
+  """--work, --pipeline_name, --out_dir: which pipeline run to read, where results go."""
+  flags.DEFINE_string("work", "work", "Work directory of a pipeline run (make demo's WORK).")
+  flags.DEFINE_string("pipeline_name", "livestream-ranking", "Pipeline name.")
+  flags.DEFINE_string("out_dir", out_dir, "Where the JSON and PNG go.")
+
+
+def write_json(obj, out_dir: str, name: str) -> str:
+  """Writes ``obj`` to ``<out_dir>/<name>.json`` (creating the directory); returns the path."""
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, f"{name}.json")
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=2)
+  return path

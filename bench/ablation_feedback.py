@@ -93,9 +93,10 @@ def plot(results: Dict[str, dict], path: str) -> None:
              for res in results.values())
     ax.set_ylim(max(0.5, lo - 0.03), max(oracle) + 0.02)
     ax.grid(axis="y", alpha=0.3)
-  axes[0].legend(fontsize=7, loc="lower left")
+  handles, labels = axes[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
   fig.suptitle("Feedback-model ablation vs multi-task baselines (same data, steps, seed)")
-  fig.tight_layout()
+  fig.tight_layout(rect=(0, 0.07, 1, 1))
   fig.savefig(path, dpi=110)
   plt.close(fig)
 

@@ -45,6 +45,7 @@ class TrainConfig:
   epochs: int = 1
   triplet_weight: float = 0.1
   triplet_margin: float = 0.2
+  seed: int = 7  # initialisation; with the same data the same model comes out
 
   @classmethod
   def from_custom_config(cls, custom: Dict) -> TrainConfig:
@@ -150,6 +151,7 @@ def export_serving_model(model, tf_transform_output, export_dir: str) -> None:
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """TFX Trainer entry point."""
   cfg = TrainConfig.from_custom_config(fn_args.custom_config)
+  tf.keras.utils.set_random_seed(cfg.seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   spec = ModelSpec.from_transform_output(tf_transform_output, cfg.embedding_dim)
   model = MODEL_BUILDERS[cfg.model_name](spec)

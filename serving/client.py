@@ -79,26 +79,21 @@ def read_tfrecord(path: str) -> List[bytes]:
 
 def main(argv=None) -> None:
   """CLI: score the tf.Examples of a TFRecord file; prints one JSON object per example."""
+  import argparse  # pylint: disable=import-outside-toplevel
   import json  # pylint: disable=import-outside-toplevel
 
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
-
-  flags.DEFINE_string("target", "127.0.0.1:8500", "host:port of the model server.")
-  flags.DEFINE_string("model_name", "livestream-ranking", "Model name.")
-  flags.DEFINE_string("examples_file", None, "TFRecord of serialized tf.Examples (labels are "
-                      "dropped before sending).")
-  flags.DEFINE_string("signature_name", "serving_default", "Signature to call.")
-  flags.mark_flag_as_required("examples_file")
-
-  def _run(_):
-    f = flags.FLAGS
-    examples = [without_labels(tf.train.Example.FromString(raw)).SerializeToString()
-                for raw in read_tfrecord(f.examples_file)]
-    scores = predict(f.target, f.model_name, examples, f.signature_name)
-    for i in range(len(examples)):
-      print(json.dumps({k: float(v[i]) for k, v in scores.items()}))
-
-  app.run(_run, argv)
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--target", default="127.0.0.1:8500", help="host:port of the model server.")
+  parser.add_argument("--model_name", default="livestream-ranking")
+  parser.add_argument("--examples_file", required=True,
+                      help="TFRecord of serialized tf.Examples (labels are dropped before sending).")
+  parser.add_argument("--signature_name", default="serving_default")
+  args = parser.parse_args(argv)
+  examples = [without_labels(tf.train.Example.FromString(raw)).SerializeToString()
+              for raw in read_tfrecord(args.examples_file)]
+  scores = predict(args.target, args.model_name, examples, args.signature_name)
+  for i in range(len(examples)):
+    print(json.dumps({k: float(v[i]) for k, v in scores.items()}))
 
 
 if __name__ == "__main__":

@@ -249,23 +249,24 @@ def address(server: ModelServer) -> Tuple[str, int]:
 
 
 def main(argv=None) -> None:
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  import argparse  # pylint: disable=import-outside-toplevel
 
-  flags.DEFINE_string("model_name", "livestream-ranking", "Model name clients ask for.")
-  flags.DEFINE_string("model_base_path", None, "Directory holding <version>/ SavedModels.")
-  flags.DEFINE_integer("port", 8500, "gRPC port (0 picks a free one).")
-  flags.DEFINE_string("host", "127.0.0.1", "Bind address; loopback by default.")
-  flags.DEFINE_float("poll_seconds", 2.0, "How often to look for new versions.")
-  flags.mark_flag_as_required("model_base_path")
-
-  def _run(_):
-    f = flags.FLAGS
-    server = ModelServer(f.model_name, f.model_base_path, f.port, f.host, f.poll_seconds).start()
-    print(f"serving {f.model_name} version {server.manager.poll()} on {f.host}:{server.port}",
-          flush=True)
-    server.wait()
-
-  app.run(_run, argv)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model_name", default="livestream-ranking", help="Name clients ask for.")
+  parser.add_argument("--model_base_path", required=True,
+                      help="Directory holding <version>/ SavedModels.")
+  parser.add_argument("--port", type=int, default=8500, help="gRPC port (0 picks a free one).")
+  parser.add_argument("--host", default="127.0.0.1", help="Bind address; loopback by default.")
+  parser.add_argument("--poll_seconds", type=float, default=2.0,
+                      help="How often to look for new versions.")
+  args = parser.parse_args(argv)
+  logging.set_verbosity(logging.INFO)
+  server = ModelServer(args.model_name, args.model_base_path, args.port, args.host,
+                       args.poll_seconds).start()
+  print(f"serving {args.model_name} version {server.manager.poll()} on {args.host}:{server.port}",
+        flush=True)
+  server.wait()
 
 
 if __name__ == "__main__":

@@ -78,9 +78,10 @@ def split_labels(batch: Dict[str, tf.Tensor], output_names=tuple(F.HEADS)):
 
 
 def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size: int,
-                 output_names, num_epochs=None) -> tf.data.Dataset:
+                 output_names, seed: int, num_epochs=None) -> tf.data.Dataset:
   ds = data_accessor.tf_dataset_factory(
-      file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=num_epochs),
+      file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=num_epochs,
+                                                   shuffle_seed=seed),
       tf_transform_output.transformed_metadata.schema)
   return ds.map(lambda b: split_labels(b, tuple(output_names)))
 
@@ -157,9 +158,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   model = MODEL_BUILDERS[cfg.model_name](spec)
   compile_model(model, cfg.learning_rate, cfg.triplet_weight, cfg.triplet_margin)
   train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                          cfg.batch_size, model.output_names)
+                          cfg.batch_size, model.output_names, cfg.seed)
   eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                         cfg.batch_size, model.output_names)
+                         cfg.batch_size, model.output_names, cfg.seed)
   steps = max(1, fn_args.train_steps // cfg.epochs)
   logging.info("training %s for %d epochs x %d steps", cfg.model_name, cfg.epochs, steps)
   model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=eval_ds,

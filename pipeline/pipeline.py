@@ -15,7 +15,7 @@ from models import features as F
 def eval_config(min_effective_view_auc: float) -> tfma.EvalConfig:
   """Per-head AUC, overall and by user activity level; blessing on the effective-view AUC."""
   overall = [tfma.SlicingSpec()]
-  metrics = [tfma.MetricConfig(class_name="ExampleCount")]
+  metrics_specs = [tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name="ExampleCount")])]
   for head in F.HEADS:
     thresholds = []
     if head == F.HEAD_EFFECTIVE_VIEW:  # bless on the whole eval set, not on small slices
@@ -23,16 +23,13 @@ def eval_config(min_effective_view_auc: float) -> tfma.EvalConfig:
           slicing_specs=overall,
           threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
               lower_bound={"value": min_effective_view_auc})))]
-    metrics.append(tfma.MetricConfig(class_name="AUC", per_slice_thresholds=thresholds,
-                                     config=f'"name": "auc_{head}"'))
+    auc = tfma.MetricConfig(class_name="AUC", per_slice_thresholds=thresholds,
+                            config=f'"name": "auc_{head}"')
+    metrics_specs.append(tfma.MetricsSpec(metrics=[auc], output_names=[head]))
   return tfma.EvalConfig(
-      model_specs=[tfma.ModelSpec(signature_name="serving_default",
-                                  label_keys=dict(F.HEADS),
+      model_specs=[tfma.ModelSpec(signature_name="serving_default", label_keys=dict(F.HEADS),
                                   preprocessing_function_names=["transform_features"])],
-      metrics_specs=[tfma.MetricsSpec(
-          metrics=[m for m in metrics if m.class_name == "ExampleCount"],
-      )] + [tfma.MetricsSpec(metrics=[m], output_names=[head])
-            for m, head in zip(metrics[1:], F.HEADS)],
+      metrics_specs=metrics_specs,
       slicing_specs=overall + [tfma.SlicingSpec(feature_keys=[F.ACTIVITY_LEVEL])])
 
 

@@ -18,3 +18,24 @@ def test_kubeflow_v2_compile(tmp_path):
   assert trainer["image"] == "gcr.io/p/img:1"
   # The Transform waits for the anomaly gate, so bad data never reaches training.
   assert "AnomalyGate" in spec["root"]["dag"]["tasks"]["Transform"]["dependentTasks"]
+
+
+def test_eval_config_per_head_auc_and_blessing_on_overall_slice_only():
+  from models import features as F
+  from pipeline.pipeline import eval_config
+
+  cfg = eval_config(0.6)
+  by_output = {tuple(s.output_names): s for s in cfg.metrics_specs}
+  assert set(by_output) == {()} | {(h,) for h in F.HEADS}
+  assert by_output[()].metrics[0].class_name == "ExampleCount"
+  for head in F.HEADS:
+    (auc,) = by_output[(head,)].metrics
+    assert auc.class_name == "AUC" and f"auc_{head}" in auc.config
+    thresholds = list(auc.per_slice_thresholds)
+    if head == F.HEAD_EFFECTIVE_VIEW:
+      (t,) = thresholds
+      assert t.threshold.value_threshold.lower_bound.value == 0.6
+      assert [s.feature_keys for s in t.slicing_specs] == [[]]  # the overall slice only
+    else:
+      assert thresholds == []
+  assert [list(s.feature_keys) for s in cfg.slicing_specs] == [[], [F.ACTIVITY_LEVEL]]

@@ -45,7 +45,7 @@ class TrainConfig:
   epochs: int = 1
   triplet_weight: float = 0.1
   triplet_margin: float = 0.2
-  seed: int = 7  # initialisation; with the same data the same model comes out
+  seed: int = 7  # initialisation and input shuffling (narrows, does not remove, run-to-run noise)
 
   @classmethod
   def from_custom_config(cls, custom: Dict) -> TrainConfig:

@@ -31,23 +31,21 @@ EMBEDDING_DIM = 16
 CACHED_BATCHES = 50
 
 
-def _id_space(raw_key: str) -> tuple:
-  """(embedding name, vocabulary size) of an integer raw feature; None for non-id features."""
+def _id_space(raw_key: str) -> str | None:
+  """Embedding table (``encoders.table_sizes`` key) of an integer raw feature; None otherwise."""
   for vocab, keys in P.SHARED_VOCABS.items():
     if raw_key in keys:
-      return vocab, None
+      return vocab
   if raw_key in P.ITEM_FEATURES:
-    return "item", P.ITEM_HASH_BUCKETS
-  fixed = {F.ACTIVITY_LEVEL: ("activity", P.NUM_ACTIVITY_LEVELS), F.HOUR_OF_DAY: ("hour", 24),
-           F.SLOT_INDEX: ("slot", P.MAX_SLOT + 1)}
+    return "item"
+  fixed = {F.ACTIVITY_LEVEL: "activity", F.HOUR_OF_DAY: "hour", F.SLOT_INDEX: "slot",
+           F.seq_key(F.LL, "age_days"): "ll_age"}
   if raw_key in fixed:
     return fixed[raw_key]
   if raw_key.endswith("stay_buckets"):
-    return "stay", encoders.STAY_BUCKETS
+    return "stay"
   if raw_key.endswith("age_seconds"):
-    return "age", encoders.AGE_BUCKETS
-  if raw_key == F.seq_key(F.LL, "age_days"):
-    return "ll_age", encoders.LL_AGE_BUCKETS
+    return "age"
   return None
 
 
@@ -62,13 +60,13 @@ def deepctr_columns(spec: ModelSpec) -> List:
   for k in (F.DISPLAY_ITEM_IDS, F.DISPLAY_CATEGORY_IDS, F.DISPLAY_BRAND_IDS):
     length_of[xf(k)] = xf(F.DISPLAY_LEN)
   used_as_length = set(length_of.values())
+  sizes = encoders.table_sizes(spec)
   cols = []
   for name, width in sorted(spec.feature_shapes.items()):
-    space = _id_space(raw_of[name])
-    if space is not None:
-      emb_name, size = space
-      size = size or spec.vocab_sizes[emb_name]
-      sparse = SparseFeat(name, size, EMBEDDING_DIM, embedding_name=emb_name, dtype="int64")
+    emb_name = _id_space(raw_of[name])
+    if emb_name is not None:
+      sparse = SparseFeat(name, sizes[emb_name], EMBEDDING_DIM, embedding_name=emb_name,
+                          dtype="int64")
       if width == 1:
         cols.append(sparse)
       else:

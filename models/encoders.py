@@ -21,16 +21,19 @@ AGE_BUCKETS = len(P.AGE_SECONDS_BOUNDARIES) + 2
 LL_AGE_BUCKETS = len(P.AGE_DAYS_BOUNDARIES) + 2
 
 
+def table_sizes(spec: ModelSpec) -> Dict[str, int]:
+  """Rows of every embedding table by id-space name: the shared vocabularies and fixed spaces."""
+  return dict(spec.vocab_sizes, item=P.ITEM_HASH_BUCKETS, activity=P.NUM_ACTIVITY_LEVELS,
+              hour=24, slot=P.MAX_SLOT + 1, stay=STAY_BUCKETS, age=AGE_BUCKETS,
+              ll_age=LL_AGE_BUCKETS)
+
+
 class Embeddings:
   """One embedding table per id space, shared by every place the id occurs."""
 
   def __init__(self, spec: ModelSpec):
-    d = spec.embedding_dim
-    sizes = dict(spec.vocab_sizes, item=P.ITEM_HASH_BUCKETS, activity=P.NUM_ACTIVITY_LEVELS,
-                 hour=24, slot=P.MAX_SLOT + 1, stay=STAY_BUCKETS, age=AGE_BUCKETS,
-                 ll_age=LL_AGE_BUCKETS)
-    self.tables = {name: tf.keras.layers.Embedding(n, d, name=f"emb_{name}")
-                   for name, n in sizes.items()}
+    self.tables = {name: tf.keras.layers.Embedding(n, spec.embedding_dim, name=f"emb_{name}")
+                   for name, n in table_sizes(spec).items()}
 
   def __call__(self, table: str, ids: tf.Tensor) -> tf.Tensor:
     return self.tables[table](ids)  # [B, L] -> [B, L, D]
@@ -83,14 +86,22 @@ def context_features(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor
   ]
 
 
-def pooled_sequences(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
-  """Mean-pooled real-time, session and lifelong sequences (the baseline's sequence view)."""
+def pooled_realtime(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+  """Mean-pooled positive and negative real-time sequences."""
+  return [MaskedMeanPooling(name=f"pool_{prefix}")([sequence_tokens(emb, x, prefix),
+                                                    x[xf(F.len_key(prefix))]])
+          for prefix in (F.RT_POS, F.RT_NEG)]
+
+
+def pooled_session_and_lifelong(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+  """Mean-pooled rooms already shown in this session and lifelong purchases."""
   return [
-      MaskedMeanPooling(name="pool_rt_pos")([sequence_tokens(emb, x, F.RT_POS),
-                                             x[xf(F.len_key(F.RT_POS))]]),
-      MaskedMeanPooling(name="pool_rt_neg")([sequence_tokens(emb, x, F.RT_NEG),
-                                             x[xf(F.len_key(F.RT_NEG))]]),
       MaskedMeanPooling(name="pool_session")([emb(P.HOST_VOCAB, x[xf(F.SESSION_HOSTS)]),
                                               x[xf(F.SESSION_HOSTS_LEN_KEY)]]),
       MaskedMeanPooling(name="pool_lifelong")([lifelong_tokens(emb, x), x[xf(F.len_key(F.LL))]]),
   ]
+
+
+def pooled_sequences(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+  """Every sequence mean-pooled (the baselines' sequence view)."""
+  return pooled_realtime(emb, x) + pooled_session_and_lifelong(emb, x)

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from models import encoders
 from models import features as F
-from models.layers import MLP, MaskedMeanPooling
+from models.layers import MLP
 from models.layers.attention import TargetAttention
 from models.layers.experts import PLE
 from models.multitask import NUM_TASKS, task_heads
@@ -52,12 +52,7 @@ def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool
     u_neg = attend(F.RT_NEG)  # [B, D]
     residual = MLP([d], name="contrastive_residual")(u_pos - u_neg)  # [B, D]
     parts += [u_neg, residual, residual * cand]
-  parts += [
-      MaskedMeanPooling(name="pool_session")([emb("host_id", inputs[xf(F.SESSION_HOSTS)]),
-                                              inputs[xf(F.SESSION_HOSTS_LEN_KEY)]]),
-      MaskedMeanPooling(name="pool_lifelong")([encoders.lifelong_tokens(emb, inputs),
-                                               inputs[xf(F.len_key(F.LL))]]),
-  ]
+  parts += encoders.pooled_session_and_lifelong(emb, inputs)
   x = tf.keras.layers.Concatenate(name="features")(parts)
   tasks = PLE(NUM_TASKS, num_levels=2, task_experts=2, shared_experts=2, expert_units=(128, 64),
               name="ple")(x)

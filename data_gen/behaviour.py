@@ -13,10 +13,8 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
+from data_gen.log_format import EFFECTIVE_VIEW_SECONDS, QUICK_SWIPE_SECONDS
 from data_gen.world import World
-
-EFFECTIVE_VIEW_SECONDS = 10.0
-QUICK_SWIPE_SECONDS = 3.0
 APPETITE_DECAY_PER_SLOT = 0.85
 APPETITE_HALF_LIFE_SECONDS = 4 * 3600.0
 

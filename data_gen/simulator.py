@@ -27,12 +27,15 @@ from typing import Dict, Iterator, List, TextIO
 import numpy as np
 
 from data_gen import behaviour as bh
-from data_gen.world import ACTIVITY_LEVELS, World, WorldConfig
+from data_gen import log_format as lf
+from data_gen.world import ACTIVITY_LEVELS, DAY, EPOCH, World, WorldConfig
 
-LOG_FILES = ("items", "hosts", "users", "purchases", "displays", "events")
-GROUND_TRUTH_FILE = "ground_truth.jsonl"
-SUMMARY_FILE = "summary.json"
-ACTION_EVENTS = ("like", "comment", "share", "follow", "item_click", "add_to_cart", "purchase")
+LOG_FILES = lf.LOG_KINDS
+GROUND_TRUTH_FILE = lf.GROUND_TRUTH_FILE
+SUMMARY_FILE = lf.SUMMARY_FILE
+ACTION_EVENTS = lf.ACTION_EVENTS
+# Lifelong main-site purchases are drawn over the year before the simulation starts.
+LIFELONG_HISTORY_DAYS = 366
 TRUTH_FIELDS = ("p_effective_view", "p_interact", "p_item_click", "p_add_to_cart", "p_purchase",
                 "p_buy", "p_swipe_down", "e_stay_seconds", "e_gmv")
 
@@ -236,6 +239,7 @@ def generate_logs(config: WorldConfig, out_dir: str, corrupt_fraction: float = 0
     session_counts = [rng.poisson(rates) for _ in windows]
     bar = Progress(int(sum(c.sum() for c in session_counts)), "sessions", progress)
     impression_id = session_id = 0
+    last_ts = 0.0
     for (lo, hi), per_user in zip(windows, session_counts):
       starts = [(float(rng.uniform(lo, hi)), int(u) + 1) for u in np.flatnonzero(per_user)
                 for _ in range(per_user[u])]
@@ -279,6 +283,8 @@ def generate_logs(config: WorldConfig, out_dir: str, corrupt_fraction: float = 0
         counts["sessions"] += 1
         bar.update()
       day_events.sort(key=lambda e: e["ts"])
+      if day_events:
+        last_ts = max(last_ts, day_events[-1]["ts"])
       for ev in day_events:
         if "_raw" in ev:
           files["events"].write(ev["_raw"] + "\n")
@@ -290,7 +296,13 @@ def generate_logs(config: WorldConfig, out_dir: str, corrupt_fraction: float = 0
       f.close()
     truth_file.close()
   n = max(counts["impressions"], 1)
+  # The declared window: sessions start inside the simulated days but may run past the last
+  # midnight, so the end is the later of the two.
+  events_end = float(max(EPOCH + config.days * DAY, math.floor(last_ts) + 1))
   summary = {
+      lf.TIME_WINDOW: {lf.WINDOW_EVENTS: [float(EPOCH), events_end],
+                       lf.WINDOW_PURCHASES: [float(EPOCH - LIFELONG_HISTORY_DAYS * DAY),
+                                             events_end]},
       "config": dataclasses.asdict(config), "out_dir": os.path.abspath(out_dir),
       "counts": counts, "lifelong_purchases": len(world.purchases),
       "displays": len(world.displays), "label_rates": {k: v / n for k, v in label_sums.items()},

@@ -12,12 +12,14 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from data_gen import log_format as lf
+
 EPOCH = 1_767_225_600  # 2026-01-01T00:00:00Z; simulated day d starts at EPOCH + d * DAY.
 DAY = 86_400
 HOUR = 3_600
 DISPLAY_REFRESH_SECONDS = 1_800  # a room re-ranks its displayed top-N every 30 minutes
 HOT_WINDOW_SECONDS = 1_800  # a flash sale lasts 30 minutes
-ACTIVITY_LEVELS = ("new", "low", "high")
+ACTIVITY_LEVELS = lf.ACTIVITY_LEVELS
 
 
 @dataclasses.dataclass(frozen=True)

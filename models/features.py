@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Tuple
 
+from data_gen import log_format as lf
+
 # --- Sequence lengths (defaults; the ExampleGen and schema take the same numbers). -----------------
 REALTIME_SEQ_LEN = 50
 LIFELONG_SEQ_LEN = 256
@@ -21,9 +23,13 @@ DISPLAY_TOP_N = 6
 HOST_MAX_CATEGORIES = 3
 
 # --- Thresholds that define positive / negative real-time feedback and effective view (seconds). --
-POSITIVE_STAY_SECONDS = 20.0  # high-pass: stay >= this, or any interaction
-NEGATIVE_STAY_SECONDS = 3.0  # low-pass: stay < this (a quick swipe-away)
-EFFECTIVE_VIEW_SECONDS = 10.0
+# The log format owns them (the simulator's ground truth uses the same numbers). The positive
+# (high-pass) sequence is "an effective view or any interaction" and the negative (low-pass) one
+# "a quick swipe-away without interaction": the same events that move a user's real-time appetite
+# in the simulator, and the same "engaged" the triplet loss is labelled with.
+EFFECTIVE_VIEW_SECONDS = lf.EFFECTIVE_VIEW_SECONDS
+POSITIVE_STAY_SECONDS = lf.EFFECTIVE_VIEW_SECONDS
+NEGATIVE_STAY_SECONDS = lf.QUICK_SWIPE_SECONDS
 # Stay-time bucket boundaries (seconds) used for sequence items.
 STAY_BUCKET_BOUNDARIES = (1.0, 3.0, 6.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 # Host statistic windows (seconds) and the counted event kinds.
@@ -39,7 +45,7 @@ PROPENSITY = "propensity"
 # --- User / context. -------------------------------------------------------------------------------
 USER_ID = "user_id"
 ACTIVITY_LEVEL = "activity_level"
-ACTIVITY_LEVELS = ("new", "low", "high")
+ACTIVITY_LEVELS = lf.ACTIVITY_LEVELS
 HOUR_OF_DAY = "hour_of_day"
 SLOT_INDEX = "slot_index"
 TRIGGER_ITEM_ID = "trigger_item_id"

@@ -47,12 +47,17 @@ def create_pipeline(
     min_effective_view_auc: float,
     realtime_seq_len: int = F.REALTIME_SEQ_LEN,
     lifelong_seq_len: int = F.LIFELONG_SEQ_LEN,
+    eval_days: int = 1,
     metadata_connection_config=None,
     beam_pipeline_args: List[str] | None = None,
 ) -> tfx.dsl.Pipeline:
-  """Logs -> examples -> stats/schema/validation -> Transform -> Trainer -> Evaluator -> Pusher."""
+  """Logs -> examples -> stats/schema/validation -> Transform -> Trainer -> Evaluator -> Pusher.
+
+  The eval split (Evaluator, early stopping, quality report) is the last ``eval_days`` days of
+  the logs; training sees only earlier sessions.
+  """
   example_gen = LiveLogExampleGen(input_base=log_dir, realtime_seq_len=realtime_seq_len,
-                                  lifelong_seq_len=lifelong_seq_len)
+                                  lifelong_seq_len=lifelong_seq_len, eval_days=eval_days)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
   schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
   example_validator = tfx.components.ExampleValidator(

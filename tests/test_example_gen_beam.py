@@ -12,10 +12,19 @@ from apache_beam.testing.util import assert_that, equal_to
 from components.live_example_gen import beam_transforms as bt
 from components.live_example_gen import point_in_time as pit
 from components.live_example_gen import records as r
+from data_gen import log_format as lf
 from models import features as F
 
 T0 = 1_767_260_000.0
 RT_LEN, LL_LEN = 3, 2
+WINDOWS = {lf.WINDOW_EVENTS: (T0 - 1000.0, T0 + 10 * 86400.0),
+           lf.WINDOW_PURCHASES: (T0 - 400 * 86400.0, T0 + 10 * 86400.0)}
+
+
+def raw_lines(kind, lines):
+  """Text lines of one log kind -> RawLines as the reader makes them."""
+  return [r.RawLine(kind, f"{kind}.jsonl", i, x.encode() if isinstance(x, str) else x)
+          for i, x in enumerate(lines, start=1)]
 
 
 def _line(**kw):
@@ -51,13 +60,14 @@ def _impression(iid, user, host, ts, stay, session=1, slot=0, actions=(), swipe=
   return out
 
 
-def _run(events, out_dir):
+def _run(events, out_dir, eval_days=1):
   """Runs LogsToExamples; returns (examples by impression id, quarantine, counts)."""
   lines = dict(_static_lines(), **{r.EVENTS: events})
   with TestPipeline() as p:
-    pcolls = {k: p | f"Create[{k}]" >> beam.Create(v) for k, v in lines.items()}
-    out = pcolls | bt.LogsToExamples(realtime_len=RT_LEN, lifelong_len=LL_LEN)
-    _ = (out[bt.EXAMPLES] | "Ser" >> beam.Map(lambda e: e.SerializeToString())
+    pcolls = {k: p | f"Create[{k}]" >> beam.Create(raw_lines(k, v)) for k, v in lines.items()}
+    out = pcolls | bt.LogsToExamples(windows=WINDOWS, realtime_len=RT_LEN, lifelong_len=LL_LEN,
+                                     eval_days=eval_days)
+    _ = (out[bt.EXAMPLES] | "Ser" >> beam.Map(lambda se: se[1].SerializeToString())
          | "WriteEx" >> beam.io.WriteToTFRecord(str(out_dir / "ex")))
     _ = (out[bt.QUARANTINE] | "BadJson" >> beam.Map(r.BadRecord.to_json)
          | "WriteBad" >> beam.io.WriteToText(str(out_dir / "bad")))
@@ -67,7 +77,7 @@ def _run(events, out_dir):
   for s in _read(out_dir, "ex", tfrecord=True):
     ex = tf.train.Example.FromString(s)
     by_id[ex.features.feature[F.IMPRESSION_ID].int64_list.value[0]] = ex.features.feature
-  bad = [r.BadRecord(**json.loads(x)) for x in _read(out_dir, "bad")]
+  bad = [r.BadRecord.from_json(x) for x in _read(out_dir, "bad")]
   counts = dict(json.loads(x) for x in _read(out_dir, "counts"))
   return by_id, bad, counts
 
@@ -113,7 +123,8 @@ def test_one_example_per_impression_and_accounting(clean_run):
   assert sorted(by_id) == [1, 2, 3, 4, 5]
   assert bad == []
   assert counts[bt.EXAMPLES_OUT] == 5
-  assert counts[bt.LINES_IN.format(r.EVENTS)] == len(EVENTS) == counts[bt.EVENT_LINES_USED]
+  assert counts[bt.LINES_IN.format(r.EVENTS)] == len(EVENTS) == counts[
+      bt.ACCEPTED.format(r.EVENTS)]
   assert bt.check_accounting(counts) == []
 
 
@@ -196,7 +207,7 @@ def test_bad_records_are_quarantined_with_reasons_and_counted(tmp_path):
       _line(event="leave", impression_id=1, user_id="user-1", host_id=1, ts=T0 + 30,
             stay_seconds=30.0, swipe_down=True),  # wrong type
       _line(event="like", impression_id=5, user_id=2, host_id=999, ts=T0 + 12),  # unknown id
-      _line(event="leave", impression_id=3, user_id=1, host_id=3, ts=T0 - 5000, stay_seconds=6.0,
+      _line(event="leave", impression_id=3, user_id=1, host_id=3, ts=T0 - 500, stay_seconds=6.0,
             swipe_down=True),  # before its impression
       _line(event="leave", impression_id=77, user_id=1, host_id=3, ts=T0, stay_seconds=6.0,
             swipe_down=True),  # orphan
@@ -206,7 +217,7 @@ def test_bad_records_are_quarantined_with_reasons_and_counted(tmp_path):
   reasons = sorted(b.reason for b in bad)
   assert len(bad) == 5
   assert any("not valid JSON" in x for x in reasons)
-  assert any("'user_id' must be an integer id, got 'user-1'" in x for x in reasons)
+  assert any("'user_id' must be an integer, got 'user-1'" in x for x in reasons)
   assert any("unknown host_id 999" in x for x in reasons)
   assert any("is before impression 3's ts" in x for x in reasons)
   assert any("no impression event for impression_id 77" in x for x in reasons)
@@ -216,23 +227,30 @@ def test_bad_records_are_quarantined_with_reasons_and_counted(tmp_path):
 
 
 def test_check_accounting_reports_imbalance():
-  counts = {bt.LINES_IN.format(r.EVENTS): 10, bt.EVENT_LINES_USED: 7,
-            bt.QUARANTINED.format(r.EVENTS): 2}
-  assert bt.check_accounting(counts) == ["events: 10 lines in != 7 used + 2 quarantined"]
+  counts = {bt.LINES_IN.format(r.EVENTS): 10, bt.ACCEPTED.format(r.EVENTS): 7,
+            bt.QUARANTINED.format(r.EVENTS): 2, bt.IMPRESSIONS_IN: 3, bt.EXAMPLES_OUT: 3,
+            bt.EXAMPLES_SPLIT.format(bt.TRAIN_SPLIT): 2, bt.EXAMPLES_SPLIT.format(bt.EVAL_SPLIT): 0}
+  assert bt.check_accounting(counts) == [
+      "events: 10 lines in != 7 accepted + 2 quarantined",
+      "2 examples in splits != 3 examples out"]
 
 
 def test_assemble_reasons_with_assert_that():
   """The event-join step alone, checked inside the pipeline with assert_that."""
-  events = [json.loads(x) for x in _impression(1, 1, 1, T0, 5.0)]
-  dup_leave = dict(events[-1], ts=T0 + 9.0)
-  keyed = [(1, (json.dumps(e), r.parse_line(r.EVENTS, json.dumps(e))[1]))
-           for e in events + [dup_leave]]
+  events = _impression(1, 1, 1, T0, 5.0)
+  # A second leave 4 s later whose stay agrees with its time: a conflicting version, not a copy.
+  conflicting = _line(event="leave", impression_id=1, user_id=1, host_id=1, ts=T0 + 9.0,
+                      stay_seconds=9.0, swipe_down=True)
+  keyed = [(1, r.parse_line(raw, WINDOWS)) for raw in raw_lines(r.EVENTS, events + [conflicting])]
   with TestPipeline() as p:
     out = (p | beam.Create(keyed) | beam.GroupByKey()
-           | beam.FlatMapTuple(bt.assemble_impression).with_outputs(bt.EVENT_LINES_USED,
-                                                                    main="main"))
+           | beam.FlatMap(lambda kv: bt.assemble_impression(*kv)).with_outputs(
+               bt._ACCEPTED, main="main"))  # pylint: disable=protected-access
     reasons = out.main | beam.Map(lambda x: x.reason if isinstance(x, r.BadRecord)
                                   else f"impression {x.impression_id} stay {x.stay_seconds}")
-    assert_that(reasons, equal_to(["impression 1 stay 5.0",
-                                   "duplicate leave event for impression_id 1"]))
-    assert_that(out[bt.EVENT_LINES_USED], equal_to([2]), label="used")
+    assert_that(reasons, equal_to([
+        "impression 1 stay 5.0",
+        "conflicting definition of events {'impression_id': 1, 'event': 'leave', 'item_id': "
+        "None}: kept events.jsonl:2 = " + r.canonical(keyed[1][1].rec)]))
+    assert_that(out[bt._ACCEPTED], equal_to([(bt.ACCEPTED.format(r.EVENTS), 2)]),  # pylint: disable=protected-access
+                label="used")

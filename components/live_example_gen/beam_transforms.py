@@ -1,115 +1,190 @@
 """Beam logic of the live-log ExampleGen: raw event logs -> point-in-time tf.Examples.
 
-``LogsToExamples`` takes one PCollection of raw lines per log kind and returns the examples, the
-quarantined records (with reasons) and counters. The joins are keyed: events by impression (labels),
-impressions + purchases by user (real-time and lifelong sequences), impressions + displays by host
-(window statistics, displayed products), then user part + host part by impression.
+``LogsToExamples`` takes one PCollection of raw lines per log kind and returns the examples (each
+tagged with its forward-in-time split), the quarantined records (with reasons) and counters. The
+joins are keyed: events by impression (labels), impressions + purchases by user (real-time and
+lifelong sequences), impressions + displays by host (window statistics, displayed products), then
+user part + host part by impression. Duplicates are resolved inside those same groups, so
+exactly-once costs no extra shuffle of the large logs.
+
+Accounting: every input line ends in exactly one place, ``accepted/<kind>`` (passed every check
+and went into the joins) or ``quarantined/<kind>``; each is counted where it happens, and
+``check_accounting`` verifies ``lines_in = accepted + quarantined`` per kind.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Dict, Iterable, List, Tuple
+import math
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
 
 from components.live_example_gen import point_in_time as pit
 from components.live_example_gen import records as r
+from data_gen import log_format as lf
 from models import features as F
 
-EXAMPLES = "examples"
+EXAMPLES = "examples"  # (split name, tf.train.Example)
 QUARANTINE = "quarantine"
 COUNTS = "counts"
 
+TRAIN_SPLIT = "train"
+EVAL_SPLIT = "eval"
+SPLIT_NAMES = (TRAIN_SPLIT, EVAL_SPLIT)
+
 # Counter names (keys of counts.json).
 LINES_IN = "lines_in/{}"
+ACCEPTED = "accepted/{}"
 QUARANTINED = "quarantined/{}"
-EVENT_LINES_USED = "event_lines_used"
 IMPRESSIONS_IN = "impressions_in"
 EXAMPLES_OUT = "examples_out"
+EXAMPLES_SPLIT = "examples_out/{}"
 
 _BAD = "bad"
+_ACCEPTED = "accepted"
 
 
+# --- Exactly-once ----------------------------------------------------------------------------------
+def _fact_order(p: r.Parsed) -> Tuple:
+  return (p.rec.get("ts", 0.0), r.canonical(p.rec))
+
+
+def _reference_order(p: r.Parsed) -> Tuple:
+  return (p.line.path, p.line.line_no)
+
+
+def dedupe(source: str, parsed: Iterable[r.Parsed]) -> Tuple[List[r.Parsed], List[r.BadRecord]]:
+  """Keeps one record per identity (``records.IDENTITY``); quarantines the others with a reason.
+
+  Exact copies are quarantined as duplicates. Conflicting versions are quarantined with the kept
+  version in the reason (so both are in the quarantine output); which one is kept follows a fixed
+  rule: for reference tables the earliest line, for facts the earliest time then the smallest
+  canonical content (independent of line order).
+
+  Returns:
+    (kept records in identity order, quarantined duplicates).
+  """
+  order = _reference_order if source in r.REFERENCE_KINDS else _fact_order
+  groups: Dict[Tuple, List[r.Parsed]] = collections.defaultdict(list)
+  for p in parsed:
+    groups[r.identity(source, p.rec)].append(p)
+  kept, bad = [], []
+  for key in sorted(groups, key=repr):
+    versions = sorted(groups[key], key=order)
+    winner = versions[0]
+    kept.append(winner)
+    ident = dict(zip(r.IDENTITY[source], key))
+    for p in versions[1:]:
+      if r.canonical(p.rec) == r.canonical(winner.rec):
+        bad.append(r.BadRecord.of(p.line, f"duplicate of {winner.line.where} ({source} {ident})"))
+      else:
+        bad.append(r.BadRecord.of(
+            p.line, f"conflicting definition of {source} {ident}: kept {winner.line.where} = "
+                    f"{r.canonical(winner.rec)}"))
+  return kept, bad
+
+
+def _dedupe_group(kv, source: str):
+  """GroupByKey output (identity, [Parsed]) -> kept Parsed on main, BadRecords on ``bad``."""
+  kept, bad = dedupe(source, kv[1])
+  for b in bad:
+    yield beam.pvalue.TaggedOutput(_BAD, b)
+  yield from kept
+
+
+# --- Parsing and references ------------------------------------------------------------------------
 class _ParseFn(beam.DoFn):
-  """line -> (line, record) on the main output, BadRecord on ``bad``."""
+  """RawLine -> Parsed on the main output; BadRecord (also the reader's) on ``bad``."""
 
-  def __init__(self, source: str):
-    self._source = source
+  def __init__(self, windows: Dict[str, lf.Window]):
+    self._windows = windows
 
-  def process(self, line: str):
-    parsed = r.parse_line(self._source, line)
+  def process(self, item):
+    parsed = item if isinstance(item, r.BadRecord) else r.parse_line(item, self._windows)
     if isinstance(parsed, r.BadRecord):
       yield beam.pvalue.TaggedOutput(_BAD, parsed)
     else:
-      yield line, parsed[1]
+      yield parsed
 
 
-def _check_refs(source: str, line_rec: Tuple[str, dict], users: dict, hosts: dict, items: dict):
+def _check_refs(p: r.Parsed, users: dict, hosts: dict, items: dict):
   """Quarantines records whose ids are not in the reference tables."""
-  line, rec = line_rec
-  refs = [("user_id", users), ("host_id", hosts), ("item_id", items)]
-  for field, table in refs:
+  rec = p.rec
+  for field, table in (("user_id", users), ("host_id", hosts), ("item_id", items)):
     if field in rec and rec[field] not in table:
-      yield beam.pvalue.TaggedOutput(
-          _BAD, r.BadRecord(source, line, f"unknown {field} {rec[field]!r}"))
+      yield beam.pvalue.TaggedOutput(_BAD, r.BadRecord.of(p.line, f"unknown {field} "
+                                                                  f"{rec[field]!r}"))
       return
   for item in rec.get("item_ids", []) + ([rec["trigger_item_id"]] if "trigger_item_id" in rec
                                          else []):
     if item not in items:
-      yield beam.pvalue.TaggedOutput(_BAD, r.BadRecord(source, line, f"unknown item id {item!r}"))
+      yield beam.pvalue.TaggedOutput(_BAD, r.BadRecord.of(p.line, f"unknown item id {item!r}"))
       return
-  yield line_rec
+  yield p
 
 
-def assemble_impression(impression_id: int, events: Iterable[Tuple[str, dict]]):
+# --- Events -> impressions -------------------------------------------------------------------------
+def _event_problem(e: dict, imp: dict, impression_id: int) -> Optional[str]:
+  """Why a non-impression event cannot belong to its impression (None when it can)."""
+  if (e["user_id"], e["host_id"]) != (imp["user_id"], imp["host_id"]):
+    return (f"user_id/host_id ({e['user_id']}, {e['host_id']}) differ from impression "
+            f"{impression_id}'s ({imp['user_id']}, {imp['host_id']})")
+  if e["ts"] < imp["ts"]:
+    return f"{e[r.EVENT]} ts {e['ts']} is before impression {impression_id}'s ts {imp['ts']}"
+  if e[r.EVENT] == r.LEAVE:
+    gap = e["ts"] - imp["ts"]
+    if abs(gap - e["stay_seconds"]) > r.STAY_TOLERANCE_SECONDS:
+      return (f"stay_seconds {e['stay_seconds']} disagrees with leave ts - impression ts = "
+              f"{gap:.3f} for impression_id {impression_id}")
+  return None
+
+
+def assemble_impression(impression_id: int, events: Iterable[r.Parsed]):
   """Joins one impression's events; yields an ImpressionRecord and BadRecords for the rest.
 
-  Rules: exactly one impression event; every other event shares its user and host; the leave event
-  is at or after the impression; actions fall inside the stay. A second valid leave is a duplicate.
+  Rules, in order: one impression event (copies and conflicting versions are quarantined by
+  ``dedupe``); every other event shares its user and host, is at or after it, and a leave's stay
+  agrees with the two times; of the valid events, one per identity (``dedupe``: one leave, one
+  like, ...); actions fall inside the stay. The accepted line count goes to ``accepted``.
   """
-  events = sorted(events, key=lambda lr: (lr[1]["ts"], lr[1][r.EVENT] != r.IMPRESSION))
-  imps = [(ln, e) for ln, e in events if e[r.EVENT] == r.IMPRESSION]
-  others = [(ln, e) for ln, e in events if e[r.EVENT] != r.IMPRESSION]
+  events = list(events)
+  imps, imp_bad = dedupe(r.EVENTS, [p for p in events if p.rec[r.EVENT] == r.IMPRESSION])
+  yield from imp_bad
+  others = [p for p in events if p.rec[r.EVENT] != r.IMPRESSION]
   if not imps:
-    for ln, _ in events:
-      yield r.BadRecord(r.EVENTS, ln, f"no impression event for impression_id {impression_id}")
+    for p in others:
+      yield r.BadRecord.of(p.line, f"no impression event for impression_id {impression_id}")
     return
-  imp_line, imp = imps[0]
-  for ln, _ in imps[1:]:
-    yield r.BadRecord(r.EVENTS, ln, f"duplicate impression event for impression_id "
-                      f"{impression_id}")
-  leave, actions, used = None, [], [imp_line]
-  for ln, e in others:
-    if (e["user_id"], e["host_id"]) != (imp["user_id"], imp["host_id"]):
-      yield r.BadRecord(r.EVENTS, ln, f"user_id/host_id ({e['user_id']}, {e['host_id']}) differ "
-                        f"from impression {impression_id}'s ({imp['user_id']}, {imp['host_id']})")
-    elif e["ts"] < imp["ts"]:
-      yield r.BadRecord(r.EVENTS, ln, f"{e[r.EVENT]} ts {e['ts']} is before impression "
-                        f"{impression_id}'s ts {imp['ts']}")
-    elif e[r.EVENT] == r.LEAVE:
-      if leave is None:
-        leave = e
-        used.append(ln)
-      else:
-        yield r.BadRecord(r.EVENTS, ln, f"duplicate leave event for impression_id {impression_id}")
+  imp_p = imps[0]
+  imp = imp_p.rec
+  valid = []
+  for p in others:
+    problem = _event_problem(p.rec, imp, impression_id)
+    if problem:
+      yield r.BadRecord.of(p.line, problem)
     else:
-      actions.append((ln, e))
-  if leave is None:
-    yield r.BadRecord(r.EVENTS, imp_line, f"impression {impression_id} has no valid leave event")
-    for ln, _ in actions:
-      yield r.BadRecord(r.EVENTS, ln, f"impression {impression_id} has no valid leave event")
+      valid.append(p)
+  valid, dup_bad = dedupe(r.EVENTS, valid)
+  yield from dup_bad
+  leaves = [p for p in valid if p.rec[r.EVENT] == r.LEAVE]  # at most one after dedupe
+  actions = sorted((p for p in valid if p.rec[r.EVENT] != r.LEAVE), key=_fact_order)
+  if not leaves:
+    yield r.BadRecord.of(imp_p.line, f"impression {impression_id} has no valid leave event")
+    for p in actions:
+      yield r.BadRecord.of(p.line, f"impression {impression_id} has no valid leave event")
     return
+  leave = leaves[0].rec
   kept = []
-  for ln, e in actions:
+  for p in actions:
+    e = p.rec
     if e["ts"] > leave["ts"]:
-      yield r.BadRecord(r.EVENTS, ln, f"{e[r.EVENT]} ts {e['ts']} is after the leave ts "
-                        f"{leave['ts']} of impression {impression_id}")
+      yield r.BadRecord.of(p.line, f"{e[r.EVENT]} ts {e['ts']} is after the leave ts "
+                           f"{leave['ts']} of impression {impression_id}")
     else:
       kept.append(e)
-      used.append(ln)
-  yield beam.pvalue.TaggedOutput(EVENT_LINES_USED, len(used))
+  yield beam.pvalue.TaggedOutput(_ACCEPTED, (ACCEPTED.format(r.EVENTS), 2 + len(kept)))
   yield pit.ImpressionRecord(
       impression_id=impression_id, session_id=imp["session_id"], user_id=imp["user_id"],
       host_id=imp["host_id"], ts=imp["ts"], slot=imp["slot"],
@@ -119,13 +194,58 @@ def assemble_impression(impression_id: int, events: Iterable[Tuple[str, dict]]):
       gmv=sum(e.get("gmv", 0.0) for e in kept if e[r.EVENT] == r.PURCHASE))
 
 
+# --- Forward-in-time split -------------------------------------------------------------------------
+def session_starts(history: Iterable[pit.ImpressionRecord]) -> Dict[int, float]:
+  """session_id -> time of the session's first impression."""
+  starts: Dict[int, float] = {}
+  for imp in history:
+    starts[imp.session_id] = min(imp.ts, starts.get(imp.session_id, math.inf))
+  return starts
+
+
+def split_of(session_start: float, eval_start: float) -> str:
+  """A whole session goes to eval when it starts at or after ``eval_start``."""
+  return EVAL_SPLIT if session_start >= eval_start else TRAIN_SPLIT
+
+
+def eval_start_time(last_impression_ts: float, window_start: float, eval_days: int) -> float:
+  """Start of the eval period: midnight (relative to the log window) of the last ``eval_days``.
+
+  The last day is the day of the latest impression, counted from the declared window's start.
+  """
+  if eval_days < 1:
+    raise ValueError(f"eval_days must be >= 1, got {eval_days}")
+  last_day = math.floor((last_impression_ts - window_start) / lf.SECONDS_PER_DAY)
+  return window_start + (last_day - eval_days + 1) * lf.SECONDS_PER_DAY
+
+
+# --- Per-user and per-host parts -------------------------------------------------------------------
 def user_parts(user_id: int, grouped: Dict[str, list], users: dict, items: dict, hosts: dict,
-               realtime_len: int, lifelong_len: int):
-  """Per user: context, labels, real-time and lifelong sequences of each impression."""
-  history: List[pit.ImpressionRecord] = grouped["impressions"]
-  purchases = sorted(grouped["purchases"], key=lambda p: p["ts"], reverse=True)
+               realtime_len: int, lifelong_len: int, eval_start: float):
+  """Per user: split, context, labels, real-time and lifelong sequences of each impression.
+
+  Yields ``(impression_id, (split, features))``; the user's lifelong purchases are deduplicated
+  here (counts to ``accepted``, duplicates to ``bad``). A training example's real-time sequences
+  only ever hold training sessions' impressions.
+  """
+  purchases, bad = dedupe(r.PURCHASES, grouped["purchases"])
+  for b in bad:
+    yield beam.pvalue.TaggedOutput(_BAD, b)
+  if purchases:
+    yield beam.pvalue.TaggedOutput(_ACCEPTED, (ACCEPTED.format(r.PURCHASES), len(purchases)))
+  history: List[pit.ImpressionRecord] = sorted(grouped["impressions"],
+                                               key=lambda i: (i.ts, i.impression_id))
+  if not history:
+    return
+  # Most recent first; ties broken by content so shuffled input gives identical sequences.
+  purchases_desc = [p.rec for p in sorted(purchases, key=_fact_order, reverse=True)]
+  starts = session_starts(history)
+  split = {s: split_of(t, eval_start) for s, t in starts.items()}
+  train_history = [h for h in history if split[h.session_id] == TRAIN_SPLIT]
   level = users[user_id]["activity_level"]
   for imp in history:
+    imp_split = split[imp.session_id]
+    seen = train_history if imp_split == TRAIN_SPLIT else history
     feats = {
         F.IMPRESSION_ID: [imp.impression_id], F.SESSION_ID: [imp.session_id],
         F.TIMESTAMP: [int(imp.ts)], F.PROPENSITY: [imp.propensity], F.USER_ID: [user_id],
@@ -135,19 +255,27 @@ def user_parts(user_id: int, grouped: Dict[str, list], users: dict, items: dict,
     }
     feats.update({k: [v] for k, v in pit.labels(imp).items()})
     feats.update(pit.session_hosts(history, imp.session_id, imp.ts))
-    feats.update(pit.realtime_sequences(history, imp.ts, realtime_len, hosts))
-    feats.update(pit.lifelong_sequence(purchases, imp.ts, lifelong_len))
-    yield imp.impression_id, feats
+    feats.update(pit.realtime_sequences(seen, imp.ts, realtime_len, hosts))
+    feats.update(pit.lifelong_sequence(purchases_desc, imp.ts, lifelong_len))
+    yield imp.impression_id, (imp_split, feats)
 
 
 def host_parts(host_id: int, grouped: Dict[str, list], hosts: dict, items: dict):
   """Per host: static room features, window statistics and displayed products per impression."""
-  timeline = pit.HostTimeline(grouped["impressions"], grouped["displays"])
+  displays, bad = dedupe(r.DISPLAYS, grouped["displays"])
+  for b in bad:
+    yield beam.pvalue.TaggedOutput(_BAD, b)
+  if displays:
+    yield beam.pvalue.TaggedOutput(_ACCEPTED, (ACCEPTED.format(r.DISPLAYS), len(displays)))
+  impressions = list(grouped["impressions"])
+  if not impressions:
+    return
+  timeline = pit.HostTimeline(impressions, [p.rec for p in displays])
   info = hosts[host_id]
   cats = info["category_ids"][:F.HOST_MAX_CATEGORIES]
   static = {F.HOST_ID: [host_id], F.HOST_SHOP_ID: [info["shop_id"]],
             F.HOST_CATEGORY_IDS: cats + [0] * (F.HOST_MAX_CATEGORIES - len(cats))}
-  for imp in grouped["impressions"]:
+  for imp in impressions:
     feats = dict(static)
     feats.update(timeline.stats(imp.ts))
     feats.update(pit.display_features(timeline.displayed(imp.ts), items))
@@ -179,99 +307,152 @@ def _join_parts(kv, specs):
   if len(users) != 1 or len(hosts) != 1:
     raise ValueError(f"impression {impression_id}: expected one user part and one host part, "
                      f"got {len(users)} and {len(hosts)}")
-  return to_example({"user": users[0], "host": hosts[0]}, specs)
+  split, user_feats = users[0]
+  return split, to_example({"user": user_feats, "host": hosts[0]}, specs)
+
+
+def _count(pcoll, label: str, name: str):
+  return pcoll | label >> beam.Map(lambda _, n=name: (n, 1))
 
 
 @beam.ptransform_fn
-def LogsToExamples(lines: Dict[str, beam.PCollection], realtime_len: int = F.REALTIME_SEQ_LEN,
-                   lifelong_len: int = F.LIFELONG_SEQ_LEN):
+def LogsToExamples(lines: Dict[str, beam.PCollection], windows: Dict[str, lf.Window],
+                   realtime_len: int = F.REALTIME_SEQ_LEN,
+                   lifelong_len: int = F.LIFELONG_SEQ_LEN, eval_days: int = 1):
   """Raw log lines per kind -> {EXAMPLES, QUARANTINE, COUNTS}.
 
   Args:
-    lines: PCollections of raw JSON lines keyed by log kind (``records.LOG_KINDS``).
+    lines: PCollections of ``records.RawLine`` (or the reader's ``BadRecord``) keyed by log kind
+      (``records.LOG_KINDS``).
+    windows: the log's declared time windows (``log_format.parse_time_window``).
     realtime_len: padded length of the positive and negative real-time sequences.
     lifelong_len: padded length of the lifelong purchase sequence.
+    eval_days: sessions that start in the last ``eval_days`` days of the logs form the eval split.
 
   Returns:
-    A dict with ``EXAMPLES`` (tf.train.Example), ``QUARANTINE`` (records.BadRecord) and
-    ``COUNTS`` ((counter name, count) pairs; lines in = used + quarantined per kind).
+    A dict with ``EXAMPLES`` ((split name, tf.train.Example)), ``QUARANTINE``
+    (records.BadRecord) and ``COUNTS`` ((counter name, count) pairs).
   """
   missing = set(r.LOG_KINDS) - set(lines)
   if missing:
     raise ValueError(f"LogsToExamples needs lines for every log kind; missing {sorted(missing)}")
+  if eval_days < 1:
+    raise ValueError(f"eval_days must be >= 1, got {eval_days}")
   specs = F.raw_features(realtime_len, lifelong_len)
   good, bad, counts = {}, [], []
   for kind in r.LOG_KINDS:
-    parsed = lines[kind] | f"Parse[{kind}]" >> beam.ParDo(_ParseFn(kind)).with_outputs(
+    parsed = lines[kind] | f"Parse[{kind}]" >> beam.ParDo(_ParseFn(windows)).with_outputs(
         _BAD, main="good")
     good[kind] = parsed.good
     bad.append(parsed[_BAD])
-    counts.append(lines[kind] | f"CountIn[{kind}]" >> beam.Map(
-        lambda _, k=kind: (LINES_IN.format(k), 1)))
+    counts.append(_count(lines[kind], f"CountIn[{kind}]", LINES_IN.format(kind)))
 
-  def table(kind, key):
-    return beam.pvalue.AsDict(good[kind] | f"Key[{kind}]" >> beam.Map(lambda lr: (lr[1][key],
-                                                                                   lr[1])))
-  users, hosts, items = table(r.USERS, "user_id"), table(r.HOSTS, "host_id"), table(r.ITEMS,
-                                                                                   "item_id")
+  tables = {}
+  for kind in r.REFERENCE_KINDS:
+    deduped = (good[kind]
+               | f"KeyId[{kind}]" >> beam.Map(lambda p, k=kind: (r.identity(k, p.rec), p))
+               | f"GroupId[{kind}]" >> beam.GroupByKey()
+               | f"Dedupe[{kind}]" >> beam.FlatMap(_dedupe_group, kind).with_outputs(
+                   _BAD, main="good"))
+    bad.append(deduped[_BAD])
+    counts.append(_count(deduped.good, f"CountAccepted[{kind}]", ACCEPTED.format(kind)))
+    tables[kind] = beam.pvalue.AsDict(
+        deduped.good | f"Table[{kind}]" >> beam.Map(
+            lambda p, k=kind: (r.identity(k, p.rec)[0], p.rec)))
+  users, hosts, items = tables[r.USERS], tables[r.HOSTS], tables[r.ITEMS]
+
   checked = {}
   for kind in (r.PURCHASES, r.DISPLAYS, r.EVENTS):
     res = good[kind] | f"CheckRefs[{kind}]" >> beam.FlatMap(
-        lambda lr, u, h, i, k=kind: _check_refs(k, lr, u, h, i), users, hosts, items
-    ).with_outputs(_BAD, main="good")
+        _check_refs, users, hosts, items).with_outputs(_BAD, main="good")
     checked[kind] = res.good
     bad.append(res[_BAD])
 
   assembled = (
       checked[r.EVENTS]
-      | "KeyByImpression" >> beam.Map(lambda lr: (lr[1]["impression_id"], lr))
+      | "KeyByImpression" >> beam.Map(lambda p: (p.rec["impression_id"], p))
       | "GroupByImpression" >> beam.GroupByKey()
-      | "Assemble" >> beam.FlatMapTuple(assemble_impression).with_outputs(
-          EVENT_LINES_USED, main="impressions"))
+      | "Assemble" >> beam.FlatMap(lambda kv: assemble_impression(*kv)).with_outputs(
+          _ACCEPTED, main="impressions"))
   impressions = assembled.impressions | "OnlyImpressions" >> beam.Filter(
       lambda x: isinstance(x, pit.ImpressionRecord))
   bad.append(assembled.impressions | "AssemblyBad" >> beam.Filter(
       lambda x: isinstance(x, r.BadRecord)))
-  counts.append(assembled[EVENT_LINES_USED] | "CountUsed" >> beam.Map(
-      lambda n: (EVENT_LINES_USED, n)))
+  counts.append(assembled[_ACCEPTED])
 
-  by_user = (
+  # The eval period starts at the first midnight of the last ``eval_days`` days of the logs.
+  eval_start = beam.pvalue.AsSingleton(
+      impressions
+      | "ImpressionTs" >> beam.Map(lambda i: i.ts)
+      | "LastTs" >> beam.CombineGlobally(max).without_defaults()
+      | "EvalStart" >> beam.Map(eval_start_time, windows[lf.WINDOW_EVENTS][0], eval_days),
+      default_value=math.inf)  # no impressions at all: nothing to split
+
+  user_out = (
       {"impressions": impressions | "ImpByUser" >> beam.Map(lambda i: (i.user_id, i)),
        "purchases": checked[r.PURCHASES] | "PurByUser" >> beam.Map(
-           lambda lr: (lr[1]["user_id"], lr[1]))}
+           lambda p: (p.rec["user_id"], p))}
       | "GroupByUser" >> beam.CoGroupByKey()
-      | "UserParts" >> beam.FlatMap(lambda kv, u, i, h: user_parts(*kv, u, i, h, realtime_len,
-                                                                   lifelong_len),
-                                    users, items, hosts))
-  by_host = (
+      | "UserParts" >> beam.FlatMap(
+          lambda kv, u, i, h, t: user_parts(*kv, u, i, h, realtime_len, lifelong_len, t),
+          users, items, hosts, eval_start).with_outputs(_BAD, _ACCEPTED, main="parts"))
+  host_out = (
       {"impressions": impressions | "ImpByHost" >> beam.Map(lambda i: (i.host_id, i)),
        "displays": checked[r.DISPLAYS] | "DispByHost" >> beam.Map(
-           lambda lr: (lr[1]["host_id"], lr[1]))}
+           lambda p: (p.rec["host_id"], p))}
       | "GroupByHost" >> beam.CoGroupByKey()
-      | "DropIdleHosts" >> beam.Filter(lambda kv: len(list(kv[1]["impressions"])) > 0)
-      | "HostParts" >> beam.FlatMap(lambda kv, h, i: host_parts(*kv, h, i), hosts, items))
-  examples = ({"user": by_user, "host": by_host}
+      | "HostParts" >> beam.FlatMap(lambda kv, h, i: host_parts(*kv, h, i), hosts, items
+                                    ).with_outputs(_BAD, _ACCEPTED, main="parts"))
+  bad += [user_out[_BAD], host_out[_BAD]]
+  counts += [user_out[_ACCEPTED], host_out[_ACCEPTED]]
+  examples = ({"user": user_out.parts, "host": host_out.parts}
               | "JoinParts" >> beam.CoGroupByKey()
               | "ToExample" >> beam.Map(_join_parts, specs))
 
   quarantine = bad | "FlattenBad" >> beam.Flatten()
   counts += [
       quarantine | "CountBad" >> beam.Map(lambda b: (QUARANTINED.format(b.source), 1)),
-      checked[r.EVENTS] | "CountImpIn" >> beam.FlatMap(
-          lambda lr: [(IMPRESSIONS_IN, 1)] if lr[1][r.EVENT] == r.IMPRESSION else []),
+      impressions | "CountImpIn" >> beam.Map(lambda _: (IMPRESSIONS_IN, 1)),
       examples | "CountOut" >> beam.Map(lambda _: (EXAMPLES_OUT, 1)),
+      examples | "CountSplit" >> beam.Map(lambda se: (EXAMPLES_SPLIT.format(se[0]), 1)),
   ]
   all_counts = counts | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> beam.CombinePerKey(sum)
   return {EXAMPLES: examples, QUARANTINE: quarantine, COUNTS: all_counts}
 
 
 def check_accounting(counts: Dict[str, int]) -> List[str]:
-  """Violations of 'in = used + quarantined' in a counts dict (empty when it balances)."""
+  """Violations of the record accounting in a counts dict (empty when it balances).
+
+  Per log kind every line in is either accepted or quarantined; every accepted impression
+  becomes exactly one example; every example is in exactly one split.
+  """
   problems = []
   c = collections.defaultdict(int, counts)
   for kind in r.LOG_KINDS:
-    n_in, n_bad = c[LINES_IN.format(kind)], c[QUARANTINED.format(kind)]
-    used = c[EVENT_LINES_USED] if kind == r.EVENTS else n_in - n_bad
-    if n_in != used + n_bad:
-      problems.append(f"{kind}: {n_in} lines in != {used} used + {n_bad} quarantined")
+    n_in, n_ok, n_bad = (c[LINES_IN.format(kind)], c[ACCEPTED.format(kind)],
+                         c[QUARANTINED.format(kind)])
+    if n_in != n_ok + n_bad:
+      problems.append(f"{kind}: {n_in} lines in != {n_ok} accepted + {n_bad} quarantined")
+  if c[IMPRESSIONS_IN] != c[EXAMPLES_OUT]:
+    problems.append(f"{c[IMPRESSIONS_IN]} accepted impressions != {c[EXAMPLES_OUT]} examples out")
+  split_total = sum(c[EXAMPLES_SPLIT.format(s)] for s in SPLIT_NAMES)
+  if split_total != c[EXAMPLES_OUT]:
+    problems.append(f"{split_total} examples in splits != {c[EXAMPLES_OUT]} examples out")
   return problems
+
+
+def examples_of_split(examples: beam.PCollection, split: str,
+                      label: Optional[str] = None) -> beam.PCollection:
+  """The tf.Examples of one split from ``EXAMPLES``."""
+  return examples | (label or f"Only[{split}]") >> beam.FlatMap(
+      lambda se: [se[1]] if se[0] == split else [])
+
+
+def summary_line(counts: Dict[str, int], kinds: Sequence[str] = r.LOG_KINDS) -> str:
+  """One console line: lines in / accepted / quarantined per kind, and examples per split."""
+  c = collections.defaultdict(int, counts)
+  per_kind = ", ".join(f"{k} {c[LINES_IN.format(k)]}/{c[ACCEPTED.format(k)]}/"
+                       f"{c[QUARANTINED.format(k)]}" for k in kinds)
+  splits = ", ".join(f"{s} {c[EXAMPLES_SPLIT.format(s)]}" for s in SPLIT_NAMES)
+  return (f"LiveLogExampleGen: {c[EXAMPLES_OUT]} examples ({splits}); lines in/accepted/"
+          f"quarantined: {per_kind}")

@@ -83,7 +83,8 @@ def realtime_sequences(history: Sequence[ImpressionRecord], ts: float, seq_len: 
     seq_len: maximum (and padded) length of each sequence.
     host_info: host_id -> {"shop_id", "category_ids"}.
   """
-  done = sorted((h for h in history if h.leave_ts < ts), key=lambda h: h.leave_ts, reverse=True)
+  done = sorted((h for h in history if h.leave_ts < ts),
+                key=lambda h: (h.leave_ts, h.impression_id), reverse=True)
   out: Dict[str, list] = {}
   for prefix, keep in ((F.RT_POS, is_positive), (F.RT_NEG, is_negative)):
     seq = [h for h in done if keep(h)][:seq_len]
@@ -103,7 +104,7 @@ def realtime_sequences(history: Sequence[ImpressionRecord], ts: float, seq_len: 
 def session_hosts(history: Sequence[ImpressionRecord], session_id: int, ts: float) -> Dict[str, list]:
   """Rooms already shown in this session before ``ts``, most recent first."""
   shown = sorted((h for h in history if h.session_id == session_id and h.ts < ts),
-                 key=lambda h: h.ts, reverse=True)[:F.SESSION_HOSTS_LEN]
+                 key=lambda h: (h.ts, h.impression_id), reverse=True)[:F.SESSION_HOSTS_LEN]
   return {F.SESSION_HOSTS: _pad([h.host_id for h in shown], F.SESSION_HOSTS_LEN),
           F.SESSION_HOSTS_LEN_KEY: [len(shown)]}
 
@@ -112,7 +113,7 @@ def lifelong_sequence(purchases_desc: Sequence[dict], ts: float, seq_len: int) -
   """Main-site purchases strictly before ``ts``, most recent first, truncated to ``seq_len``.
 
   Args:
-    purchases_desc: the user's purchases sorted by ``ts`` descending.
+    purchases_desc: the user's purchases sorted by ``ts`` descending (ties in a stable order).
   """
   # First purchase with p.ts < ts in a descending list.
   keys = [-p["ts"] for p in purchases_desc]

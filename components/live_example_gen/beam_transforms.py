@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -126,7 +126,7 @@ def _check_refs(p: r.Parsed, users: dict, hosts: dict, items: dict):
 
 
 # --- Events -> impressions -------------------------------------------------------------------------
-def _event_problem(e: dict, imp: dict, impression_id: int) -> Optional[str]:
+def _event_problem(e: dict, imp: dict, impression_id: int) -> str | None:
   """Why a non-impression event cannot belong to its impression (None when it can)."""
   if (e["user_id"], e["host_id"]) != (imp["user_id"], imp["host_id"]):
     return (f"user_id/host_id ({e['user_id']}, {e['host_id']}) differ from impression "
@@ -442,7 +442,7 @@ def check_accounting(counts: Dict[str, int]) -> List[str]:
 
 
 def examples_of_split(examples: beam.PCollection, split: str,
-                      label: Optional[str] = None) -> beam.PCollection:
+                      label: str | None = None) -> beam.PCollection:
   """The tf.Examples of one split from ``EXAMPLES``."""
   return examples | (label or f"Only[{split}]") >> beam.FlatMap(
       lambda se: [se[1]] if se[0] == split else [])

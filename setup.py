@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIRECT = ["tfx[kfp]", "apache-beam[gcp]", "tensorflow", "tf-keras", "tensorflow-recommenders",
-          "tensorflow-serving-api", "absl-py", "grpcio", "matplotlib"]
+          "tensorflow-serving-api", "absl-py", "grpcio", "matplotlib", "scikit-learn"]
 DEV = ["pytest", "ruff"]
 BENCH = ["deepctr"]  # reference PLE for the training-throughput comparison
 

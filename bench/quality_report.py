@@ -1,9 +1,12 @@
-"""Quality report: each head's test AUC next to the oracle AUC from the simulator's ground truth.
+"""Quality report: each head's test AUC next to the reachable and oracle AUCs of the ground truth.
 
 Scores the eval split with the pushed SavedModel (through its ``serving_default`` signature), joins
 the simulator's true probabilities by impression id, and reports per head and per user-activity
-slice: model AUC, oracle AUC (the Bayes ceiling), the gap, GAUC by user and calibration (mean
-score / label rate). The buy head is scored only where the room displays products (its mask).
+slice: model AUC, reachable AUC (the truth with the hidden user traits replaced by what the
+lifelong purchases reveal, ``data_gen/reachable.py``), oracle AUC (the Bayes ceiling), the three
+ablated reachable AUCs (no appetite, no lifelong preference, neither), the lift captured
+(model - neither) / (reachable - neither), the gap to the oracle, GAUC by user and calibration
+(mean score / label rate). The buy head is scored only where the room displays products (its mask).
 
     python -m bench.quality_report --work work --pipeline_name livestream-ranking
 """
@@ -19,6 +22,8 @@ import tensorflow as tf
 from absl import app, flags
 
 from bench.common import write_json
+from bench.metrics import auc, gauc, lift_captured
+from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
 from models import features as F
 from serving.client import without_labels
@@ -29,37 +34,15 @@ ORACLE_FIELD = {F.HEAD_EFFECTIVE_VIEW: "p_effective_view", F.HEAD_INTERACT: "p_i
 SLICES = ("all",) + F.ACTIVITY_LEVELS
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-  """Area under the ROC curve (ties get half credit); NaN when only one class is present."""
-  labels = np.asarray(labels, bool)
-  n_pos, n_neg = labels.sum(), (~labels).sum()
-  if n_pos == 0 or n_neg == 0:
-    return float("nan")
-  order = np.argsort(scores, kind="mergesort")
-  s = np.asarray(scores)[order]
-  ranks = np.empty(len(s))
-  i = 0
-  while i < len(s):  # average ranks over ties
-    j = i
-    while j + 1 < len(s) and s[j + 1] == s[i]:
-      j += 1
-    ranks[i:j + 1] = (i + j) / 2.0 + 1.0
-    i = j + 1
-  rank_of = np.empty(len(s))
-  rank_of[order] = ranks
-  return float((rank_of[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+# Ceilings reported next to the model, as (report key prefix, reachable variant or None: oracle).
+CEILINGS = (("oracle", None),) + tuple((v, v) for v in rc.VARIANTS)
 
 
-def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
-  """Impression-weighted mean of per-group AUC over groups that have both classes."""
-  total, weight = 0.0, 0
-  for g in np.unique(groups):
-    m = groups == g
-    a = auc(labels[m], scores[m])
-    if not np.isnan(a):
-      total += a * m.sum()
-      weight += m.sum()
-  return total / weight if weight else float("nan")
+def truth_column(truth: Dict[int, dict], ids: np.ndarray, field: str) -> np.ndarray | None:
+  """``truth[i][field]`` for each impression id; None when the logs predate the field."""
+  if ids.size and field not in truth[int(ids[0])]:
+    return None
+  return np.array([truth[int(i)][field] for i in ids], np.float64)
 
 
 def score_with(serve_fn, examples: List[tf.train.Example],
@@ -80,7 +63,10 @@ def score_examples(model_dir: str, examples: List[tf.train.Example]) -> Dict[str
 
 
 def build_report(examples, scores: Dict[str, np.ndarray], truth: Dict[int, dict]) -> dict:
-  """Per head x slice metrics from examples, model scores and ground truth."""
+  """Per head x slice metrics from examples, model scores and ground truth.
+
+  Ground truth written before the reachable ceilings existed gives NaN for those keys.
+  """
   get_i = lambda k: np.array([ex.features.feature[k].int64_list.value[0] for ex in examples])  # noqa: E731
   ids, users = get_i(F.IMPRESSION_ID), get_i(F.USER_ID)
   level = np.array([ex.features.feature[F.ACTIVITY_LEVEL].bytes_list.value[0].decode()
@@ -89,21 +75,28 @@ def build_report(examples, scores: Dict[str, np.ndarray], truth: Dict[int, dict]
   report = {"n_examples": len(examples), "heads": {}}
   for head, label_key in F.HEADS.items():
     y = get_i(label_key)
-    oracle = np.array([truth[i][ORACLE_FIELD[head]] for i in ids])
+    field = ORACLE_FIELD[head]
+    ceilings = {name: truth_column(truth, ids, field if v is None else rc.field_name(field, v))
+                for name, v in CEILINGS}
+    oracle = ceilings["oracle"]
     report["heads"][head] = {}
     for sl in SLICES:
       m = np.ones(len(y), bool) if sl == "all" else level == sl
       if head == F.HEAD_BUY:
         m &= buy_mask
-      s_auc, o_auc = auc(y[m], scores[head][m]), auc(y[m], oracle[m])
-      report["heads"][head][sl] = {
-          "n": int(m.sum()), "label_rate": float(y[m].mean()) if m.any() else float("nan"),
-          "auc": s_auc, "oracle_auc": o_auc, "gap_to_oracle": o_auc - s_auc,
-          "gauc": gauc(y[m], scores[head][m], users[m]),
-          "oracle_gauc": gauc(y[m], oracle[m], users[m]),
-          "calibration": (float(scores[head][m].mean() / max(y[m].mean(), 1e-9))
-                          if m.any() else float("nan")),
-      }
+      row = {"n": int(m.sum()), "label_rate": float(y[m].mean()) if m.any() else float("nan"),
+             "auc": auc(y[m], scores[head][m])}
+      for name, col in ceilings.items():
+        row[f"{name}_auc"] = auc(y[m], col[m]) if col is not None else float("nan")
+      row.update(
+          gap_to_oracle=row["oracle_auc"] - row["auc"],
+          lift_captured=lift_captured(row["auc"], row[f"{rc.REACHABLE}_auc"],
+                                      row[f"{rc.NEITHER}_auc"]),
+          gauc=gauc(y[m], scores[head][m], users[m]),
+          oracle_gauc=gauc(y[m], oracle[m], users[m]),
+          calibration=(float(scores[head][m].mean() / max(y[m].mean(), 1e-9))
+                       if m.any() else float("nan")))
+      report["heads"][head][sl] = row
   return report
 
 
@@ -116,15 +109,17 @@ def plot_report(report: dict, path: str, title: str = "") -> None:
   for ax, head in zip(np.atleast_1d(axes), heads):
     rows = report["heads"][head]
     x = np.arange(len(SLICES))
-    ax.bar(x - 0.2, [rows[s]["auc"] for s in SLICES], 0.4, label="model")
-    ax.bar(x + 0.2, [rows[s]["oracle_auc"] for s in SLICES], 0.4, label="oracle (truth)")
+    ax.bar(x - 0.27, [rows[s]["auc"] for s in SLICES], 0.27, label="model")
+    ax.bar(x, [rows[s][f"{rc.REACHABLE}_auc"] for s in SLICES], 0.27,
+           label="reachable (lifelong estimate)")
+    ax.bar(x + 0.27, [rows[s]["oracle_auc"] for s in SLICES], 0.27, label="oracle (truth)")
     ax.set_xticks(x, [f"{s}\nn={rows[s]['n']}" for s in SLICES], fontsize=8)
     ax.set_title(head)
     ax.set_ylim(0.5, 1.0)
     ax.grid(axis="y", alpha=0.3)
   np.atleast_1d(axes)[0].set_ylabel("test AUC")
   np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=8)
-  fig.suptitle(title or "test AUC vs oracle AUC by user activity")
+  fig.suptitle(title or "test AUC vs reachable and oracle AUC by user activity")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -152,13 +147,16 @@ def write_report(work: str, pipeline_name: str, out_dir: str | None = None,
 
 
 def format_table(report: dict) -> str:
-  lines = [f"{'head':<15}{'slice':<6}{'n':>7}{'rate':>7}{'AUC':>7}{'oracle':>8}{'gap':>7}"
-           f"{'GAUC':>7}{'calib':>7}"]
+  """Model, reachable and oracle AUC and the lift captured, per head and slice."""
+  lines = [f"{'head':<15}{'slice':<6}{'n':>7}{'rate':>7}{'AUC':>7}{'reach':>7}{'oracle':>8}"
+           f"{'lift':>7}{'GAUC':>7}{'calib':>7}"]
   for head, rows in report["heads"].items():
     for sl, r in rows.items():
       lines.append(f"{head:<15}{sl:<6}{r['n']:>7}{r['label_rate']:>7.3f}{r['auc']:>7.3f}"
-                   f"{r['oracle_auc']:>8.3f}{r['gap_to_oracle']:>7.3f}{r['gauc']:>7.3f}"
-                   f"{r['calibration']:>7.2f}")
+                   f"{r[f'{rc.REACHABLE}_auc']:>7.3f}{r['oracle_auc']:>8.3f}"
+                   f"{r['lift_captured']:>7.2f}{r['gauc']:>7.3f}{r['calibration']:>7.2f}")
+  lines.append("reach: the truth with the user's hidden traits estimated from the lifelong "
+               "purchases; lift: (AUC - reach without lifelong and appetite) / (reach - that).")
   return "\n".join(lines)
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
 from data_gen.log_format import EFFECTIVE_VIEW_SECONDS, QUICK_SWIPE_SECONDS
 from data_gen.world import World
+
 APPETITE_DECAY_PER_SLOT = 0.85
 APPETITE_HALF_LIFE_SECONDS = 4 * 3600.0
 
@@ -29,6 +30,35 @@ class UserState:
   appetite: np.ndarray  # [C+1], moved by feedback, decays
   last_ts: float = 0.0
   shown_category_counts: np.ndarray | None = None  # [C+1] in the current session
+
+
+@dataclasses.dataclass(frozen=True)
+class UserTraits:
+  """A user's hidden long-term traits: all the response model knows about the person.
+
+  ``Behaviour.truth`` reads them from the world by default; passing an estimate instead gives the
+  ceiling of a predictor that only knows that estimate (``data_gen/reachable.py``).
+  """
+  cat_pref: np.ndarray  # [C+1], index 0 unused; sums to 1
+  brand_pref: np.ndarray  # [B+1], index 0 unused; sums to 1
+  price_sensitivity: float
+  entertain_taste: float
+
+
+class _Room(NamedTuple):
+  """The user-trait-free terms of one impression (room, time, real-time state)."""
+  cats: np.ndarray  # [C+1] the room's category membership
+  appetite: float
+  fatigue: float
+  quality: float
+  pop: float
+  hot: float
+  slot: int
+  entertain: float
+  sell: float
+  display_brands: np.ndarray | None  # brands of the displayed items; None: nothing displayed
+  price_z: float
+  order_value: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,40 +121,84 @@ class Behaviour:
     state.shown_category_counts = np.zeros_like(state.appetite)
 
   # --- Utilities -----------------------------------------------------------------------------------
-  def _affinity(self, user: int, host: int) -> float:
+  def user_traits(self, user: int) -> UserTraits:
+    """The user's true hidden traits, as the world drew them."""
     w = self.world
-    return float(w.user_cat_pref[user] @ w.host_cat_matrix[host])
+    return UserTraits(cat_pref=w.user_cat_pref[user], brand_pref=w.user_brand_pref[user],
+                      price_sensitivity=float(w.user_price_sensitivity[user]),
+                      entertain_taste=float(w.user_entertain_taste[user]))
 
-  def truth(self, user: int, state: UserState, host: int, t: float, hot: bool, slot: int) -> Truth:
-    """Exact objective probabilities for showing ``host`` to ``user`` now."""
+  def truth(self, user: int, state: UserState, host: int, t: float, hot: bool, slot: int,
+            traits: UserTraits | None = None, zero_appetite: bool = False) -> Truth:
+    """Exact objective probabilities for showing ``host`` to ``user`` now.
+
+    Args:
+      user: User id.
+      state: The user's real-time state (appetite, fatigue).
+      host: Room id.
+      t: Time of the impression.
+      hot: Whether the room is in a hot window.
+      slot: Slot index in the session.
+      traits: Hidden user traits to use instead of the true ones (an estimate, for the ceilings in
+        ``data_gen/reachable.py``); None uses the world's true traits.
+      zero_appetite: Treat the real-time appetite as zero (fatigue is kept).
+
+    Returns:
+      The :class:`Truth` of the impression.
+    """
+    return self.truths(user, state, host, t, hot, slot, [(traits, zero_appetite)])[0]
+
+  def truths(self, user: int, state: UserState, host: int, t: float, hot: bool, slot: int,
+             variants: Sequence[Tuple[UserTraits | None, bool]]) -> List[Truth]:
+    """:meth:`truth` for several ``(traits, zero_appetite)`` variants of the same impression.
+
+    The room-side terms (displayed items, popularity, fatigue) are looked up once; the simulator
+    writes the oracle and the reachable ceilings for every impression, so this keeps that cheap.
+    """
     w = self.world
     cats = w.host_cat_matrix[host]
-    aff = self._affinity(user, host)  # [0, 1]: long-term interest
-    appetite = float(state.appetite @ cats)  # real-time interest
-    fatigue = float(state.shown_category_counts @ cats)  # repeated categories this session
-    ent = w.host_entertain[host] * w.user_entertain_taste[user]
     display = w.displayed_items(host, t)
-    pop = w.popularity(host, t)
+    room = _Room(
+        cats=cats, appetite=float(state.appetite @ cats),  # real-time interest
+        fatigue=float(state.shown_category_counts @ cats),  # repeated categories this session
+        quality=float(w.host_quality[host]), pop=w.popularity(host, t), hot=float(hot),
+        slot=slot, entertain=float(w.host_entertain[host]), sell=float(w.host_sell[host]),
+        display_brands=w.item_brand[display] if display else None,
+        price_z=float(np.mean(w.log_price_z[display])) if display else 0.0,
+        order_value=float(np.mean(w.item_price[display])) if display else 0.0)
+    own = None
+    out = []
+    for traits, zero_appetite in variants:
+      if traits is None:
+        if own is None:
+          own = self.user_traits(user)
+        traits = own
+      out.append(self._respond(room, traits, zero_appetite))
+    return out
 
-    z_view = (-1.3 + 3.0 * aff + 0.9 * appetite + 0.6 * w.host_quality[host] + 0.4 * pop
-              + 0.7 * hot + 1.6 * ent - 0.35 * fatigue - 0.02 * slot)
+  def _respond(self, room: _Room, traits: UserTraits, zero_appetite: bool) -> Truth:
+    """The response equations of README.md for one room context and one set of user traits."""
+    aff = float(traits.cat_pref @ room.cats)  # [0, 1]: long-term interest
+    appetite = 0.0 if zero_appetite else room.appetite
+    fatigue, hot, q = room.fatigue, room.hot, room.quality
+    ent = room.entertain * traits.entertain_taste
+    z_view = (-1.3 + 3.0 * aff + 0.9 * appetite + 0.6 * q + 0.4 * room.pop
+              + 0.7 * hot + 1.6 * ent - 0.35 * fatigue - 0.02 * room.slot)
     p_view = sigmoid(z_view)
-    p_int_v = sigmoid(-1.6 + 3.0 * ent + 1.0 * aff + 0.5 * w.host_quality[host]
-                      + 0.4 * appetite)
-    if display:
-      brand_aff = float(np.mean(w.user_brand_pref[user, w.item_brand[display]])
-                        * w.config.n_brands)
-      price_z = float(np.mean(w.log_price_z[display]))
-      ps = w.user_price_sensitivity[user]
-      p_click_v = sigmoid(-1.8 + 2.4 * w.host_sell[host] + 0.6 * min(brand_aff, 3.0)
+    p_int_v = sigmoid(-1.6 + 3.0 * ent + 1.0 * aff + 0.5 * q + 0.4 * appetite)
+    if room.display_brands is not None:
+      # The mean of the displayed brands' preference (sum / n is what np.mean computes, without
+      # its overhead: this runs five times per logged impression).
+      brand_aff = (float(traits.brand_pref[room.display_brands].sum())
+                   / len(room.display_brands) * self.world.config.n_brands)
+      ps, price_z = traits.price_sensitivity, room.price_z
+      p_click_v = sigmoid(-1.8 + 2.4 * room.sell + 0.6 * min(brand_aff, 3.0)
                           + 1.5 * aff + 0.9 * hot)
-      p_cart_c = sigmoid(-0.9 + 0.8 * w.host_sell[host] - 0.6 * ps * price_z + 0.5 * hot)
+      p_cart_c = sigmoid(-0.9 + 0.8 * room.sell - 0.6 * ps * price_z + 0.5 * hot)
       p_direct_c = sigmoid(-3.0 + 1.2 * hot - 0.4 * ps * price_z)
       p_purchase_cart = sigmoid(-1.0 + 0.9 * hot - 0.5 * ps * price_z + 0.8 * aff)
-      order_value = float(np.mean(w.item_price[display]))
     else:
       p_click_v = p_cart_c = p_direct_c = p_purchase_cart = 0.0
-      order_value = 0.0
     p_quick_nv = sigmoid(-z_view - 0.3)
 
     p_click = p_view * p_click_v
@@ -134,24 +208,24 @@ class Behaviour:
     p_buy = p_click * (1 - (1 - p_cart_c) * (1 - p_direct_c))
     # Leaving the session: a purchase often ends it, a quick swipe-away and fatigue push out, a
     # good view keeps the user swiping.
-    base = -2.0 + 0.18 * fatigue + 0.04 * slot
+    base = -2.0 + 0.18 * fatigue + 0.04 * room.slot
     p_leave = {"quick": sigmoid(base + 0.9), "no_view": sigmoid(base + 0.3),
                "view": sigmoid(base - 0.7), "purchase": sigmoid(base + 2.2)}
     p_no_view = 1 - p_view
     leave = (p_no_view * (p_quick_nv * p_leave["quick"] + (1 - p_quick_nv) * p_leave["no_view"])
              + (p_view - p_purchase) * p_leave["view"] + p_purchase * p_leave["purchase"])
-    mean_stay_view = 25.0 + 60.0 * ent + 40.0 * aff + 20.0 * w.host_quality[host]
+    mean_stay_view = 25.0 + 60.0 * ent + 40.0 * aff + 20.0 * q
     mean_stay_view = max(mean_stay_view, 15.0)
     e_stay = (p_no_view * (p_quick_nv * 1.75 + (1 - p_quick_nv) * 6.5)
               + p_view * (EFFECTIVE_VIEW_SECONDS + mean_stay_view))
     return Truth(
         p_effective_view=p_view, p_interact=p_view * p_int_v, p_item_click=p_click,
         p_add_to_cart=p_cart, p_purchase=p_purchase, p_buy=p_buy, p_swipe_down=1 - leave,
-        e_stay_seconds=e_stay, e_gmv=p_purchase * order_value,
+        e_stay_seconds=e_stay, e_gmv=p_purchase * room.order_value,
         p_interact_given_view=p_int_v, p_click_given_view=p_click_v, p_cart_given_click=p_cart_c,
         p_direct_buy_given_click=p_direct_c, p_purchase_given_cart=p_purchase_cart,
         p_quick_given_no_view=p_quick_nv, p_leave=p_leave, mean_stay_view=mean_stay_view,
-        expected_order_value=order_value)
+        expected_order_value=room.order_value)
 
   def sample(self, rng: np.random.Generator, user: int, host: int, t: float,
              truth: Truth) -> Outcome:

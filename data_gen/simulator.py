@@ -11,6 +11,7 @@ Log layout written by :func:`generate_logs` (JSON lines, one record per line)::
     <out>/events.jsonl       impression / like / comment / share / follow / item_click /
                              add_to_cart / purchase / leave events, in time order per day
     <out>/ground_truth.jsonl impression_id -> the simulator's true probabilities (never a feature)
+                             and the reachable ceilings (GROUND_TRUTH_FIELDS)
     <out>/summary.json       what was written
 """
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from data_gen import behaviour as bh
 from data_gen import log_format as lf
+from data_gen import reachable as rc
 from data_gen.world import ACTIVITY_LEVELS, DAY, EPOCH, World, WorldConfig
 
 LOG_FILES = lf.LOG_KINDS
@@ -38,6 +40,9 @@ ACTION_EVENTS = lf.ACTION_EVENTS
 LIFELONG_HISTORY_DAYS = 366
 TRUTH_FIELDS = ("p_effective_view", "p_interact", "p_item_click", "p_add_to_cart", "p_purchase",
                 "p_buy", "p_swipe_down", "e_stay_seconds", "e_gmv")
+# Every column of ground_truth.jsonl besides impression_id: the oracle (``Truth`` attributes), then
+# the reachable ceilings (``data_gen/reachable.py``).
+GROUND_TRUTH_FIELDS = TRUTH_FIELDS + rc.REACHABLE_FIELDS
 
 
 @dataclasses.dataclass
@@ -82,11 +87,14 @@ class Simulator:
 
   def run_session(self, rng: np.random.Generator, user: int, start: float,
                   state: bh.UserState, policy: bh.Policy, sample_from_policy: bool,
-                  oracle: bool = False) -> Iterator[dict]:
+                  oracle: bool = False,
+                  reachable: rc.ReachableEstimator | None = None) -> Iterator[dict]:
     """Yields one record per slot: context, chosen room, propensity, truth and outcome.
 
     With ``sample_from_policy`` the policy's scores are probabilities to sample from (the logging
-    policy); otherwise the highest score is shown (a ranker under evaluation).
+    policy); otherwise the highest score is shown (a ranker under evaluation). With ``reachable``
+    each record also has ``"reachable"``: {field: probability} of ``rc.REACHABLE_FIELDS``, taken
+    before the outcome moves the state, like the truth.
     """
     w = self.world
     trigger_cat = int(rng.choice(len(w.user_cat_pref[user]), p=w.user_cat_pref[user]))
@@ -115,13 +123,19 @@ class Simulator:
       else:
         idx, propensity = int(np.argmax(scores)), 1.0
       host = int(hosts[idx])
-      truth = (truths[idx] if truths is not None
-               else self.behaviour.truth(user, state, host, t, bool(hot[idx]), slot))
+      reach = None
+      if reachable is not None:
+        truth, reach = reachable.fields(self.behaviour, user, state, host, t, bool(hot[idx]),
+                                        slot)
+      elif truths is not None:
+        truth = truths[idx]
+      else:
+        truth = self.behaviour.truth(user, state, host, t, bool(hot[idx]), slot)
       outcome = self.behaviour.sample(rng, user, host, t, truth)
       t_end = t + outcome.stay_seconds
       self.behaviour.update_state(state, host, outcome, t_end)
       yield {"slot": slot, "ts": t, "host_id": host, "trigger_item_id": trigger_item,
-             "propensity": propensity, "truth": truth, "outcome": outcome}
+             "propensity": propensity, "truth": truth, "reachable": reach, "outcome": outcome}
       shown.append(host)
       if not outcome.swipe_down:
         return
@@ -209,6 +223,8 @@ def generate_logs(config: WorldConfig, out_dir: str, corrupt_fraction: float = 0
   world = World(config)
   sim = Simulator(world)
   policy = bh.LoggingPolicy(world, seed=config.seed + 1)
+  # What the lifelong purchases reveal about each user, once per user (no randomness drawn).
+  estimator = rc.ReachableEstimator(world)
   rng = np.random.default_rng(config.seed + 2)
   files = {name: open(os.path.join(out_dir, f"{name}.jsonl"), "w") for name in LOG_FILES}
   truth_file = open(os.path.join(out_dir, GROUND_TRUTH_FILE), "w")
@@ -250,7 +266,8 @@ def generate_logs(config: WorldConfig, out_dir: str, corrupt_fraction: float = 0
         start = max(start, state.last_ts + 30.0)
         session_id += 1
         bad_this_session = rng.random() < corrupt_fraction
-        for rec in sim.run_session(rng, user, start, state, policy, sample_from_policy=True):
+        for rec in sim.run_session(rng, user, start, state, policy, sample_from_policy=True,
+                                   reachable=estimator):
           impression_id += 1
           o: bh.Outcome = rec["outcome"]
           tr: bh.Truth = rec["truth"]
@@ -267,8 +284,10 @@ def generate_logs(config: WorldConfig, out_dir: str, corrupt_fraction: float = 0
           leave = dict(base, event="leave", ts=round(rec["ts"] + o.stay_seconds, 3),
                        stay_seconds=o.stay_seconds, swipe_down=bool(o.swipe_down))
           day_events.append(leave)
-          _write(truth_file, dict({"impression_id": impression_id},
-                                  **{k: round(float(getattr(tr, k)), 6) for k in TRUTH_FIELDS}))
+          truth_rec = {"impression_id": impression_id}
+          truth_rec.update((k, round(float(getattr(tr, k)), 6)) for k in TRUTH_FIELDS)
+          truth_rec.update((k, round(rec["reachable"][k], 6)) for k in rc.REACHABLE_FIELDS)
+          _write(truth_file, truth_rec)
           counts["impressions"] += 1
           counts["by_activity"][ACTIVITY_LEVELS[world.user_activity[user]]] += 1
           for k in ("effective_view", "item_click", "add_to_cart", "purchase", "swipe_down",

@@ -315,9 +315,10 @@ def generate_logs(config: WorldConfig, out_dir: str, corrupt_fraction: float = 0
       f.close()
     truth_file.close()
   n = max(counts["impressions"], 1)
-  # The declared window: sessions start inside the simulated days but may run past the last
-  # midnight, so the end is the later of the two.
-  events_end = float(max(EPOCH + config.days * DAY, math.floor(last_ts) + 1))
+  # The declared window: sessions and a room's last stint start inside the simulated days but may
+  # run past the last midnight, so the end is the latest of the three.
+  last_display = max((d["ts"] for d in world.displays), default=0.0)
+  events_end = float(max(EPOCH + config.days * DAY, math.floor(max(last_ts, last_display)) + 1))
   summary = {
       lf.TIME_WINDOW: {lf.WINDOW_EVENTS: [float(EPOCH), events_end],
                        lf.WINDOW_PURCHASES: [float(EPOCH - LIFELONG_HISTORY_DAYS * DAY),

@@ -46,10 +46,9 @@ def test_examplegen_accounts_for_every_record(pipeline_run):
   counts = eg_executor.read_counts(qdir)
   assert counts["accounting_problems"] == []
   assert counts["examples_out"] == summary["counts"]["impressions"]  # no good record lost
-  bad = [json.loads(x) for f in glob.glob(os.path.join(qdir, "records*"))
-         for x in open(f).read().splitlines()]
+  bad = eg_executor.read_quarantine(qdir)
   assert len(bad) == summary["counts"]["corrupt_lines"] > 0
-  assert all(b["reason"] and b["line"] for b in bad)
+  assert all(b.reason and b.raw and b.line_no >= 1 for b in bad)
 
 
 def test_served_scores_match_the_saved_model(pipeline_run):

@@ -1,15 +1,18 @@
 """Ablation of the feedback model against multi-task baselines, on one generated dataset.
 
-Trains every variant on the same transformed examples of one pipeline run (same steps, batch and
-seed), scores the raw eval split through the same Transform layer and serving function, and reports
-test AUC per head, the gap to the oracle AUC from the simulator's truth, by user-activity slice;
-the seesaw check (each head's AUC against shared-bottom); and training examples/s.
+Trains every variant on the same transformed examples of one pipeline run with the Trainer's own
+regime (epochs over the train split, early stopping on the eval loss, best weights restored), for
+several training seeds; scores the raw eval split through the same Transform layer and serving
+function; and reports per head the test AUC as mean ± sd over the seeds next to the reachable and
+oracle AUCs of the simulator's truth and the share of the user-signal lift captured, by
+user-activity slice; the seesaw check against shared-bottom; epochs trained and examples/s.
 
-    python -m bench.ablation_feedback --work work --steps 300
+    python -m bench.ablation_feedback --work work --seeds 1,2,3
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import time
@@ -22,16 +25,16 @@ from absl import app, flags, logging
 
 from bench import quality_report as qr
 from bench.common import define_run_flags, write_json
+from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
 from models import features as F
 from models import trainer
 from models.spec import ModelSpec
 from serving.examples_io import latest_examples_dir, read_examples
 
-VARIANTS = ["dnn", "shared_bottom", "mmoe", "ple", "feedback_no_negative", "feedback_no_triplet",
-            "feedback"]
+VARIANTS = ["dnn", "shared_bottom", "dcn", "mmoe", "ple", "feedback_no_realtime",
+            "feedback_no_negative", "feedback_no_triplet", "feedback"]
 REFERENCE = "shared_bottom"
-WARMUP_STEPS = 20
 
 
 def latest_transform_dirs(work: str, pipeline_name: str) -> Dict[str, str]:
@@ -44,28 +47,45 @@ def latest_transform_dirs(work: str, pipeline_name: str) -> Dict[str, str]:
   return {"graph": graph[-1], "examples": examples[-1]}
 
 
-def train_variant(name: str, tft_output, train_pattern: str, steps: int, batch_size: int,
-                  seed: int, cfg: trainer.TrainConfig):
-  """Trains one variant; returns (model, training examples/s after warm-up)."""
+def train_variant(name: str, tft_output, examples_dir: str, seed: int, cfg: trainer.TrainConfig):
+  """Trains one variant as the Trainer does; returns (model, per-epoch history, seconds)."""
   tf.keras.utils.set_random_seed(seed)
-  spec = ModelSpec.from_transform_output(tft_output, cfg.embedding_dim)
+  spec = ModelSpec.from_transform_output(tft_output, cfg.embedding_dim, cfg.embedding_l2)
   model = trainer.MODEL_BUILDERS[name](spec)
   trainer.compile_model(model, cfg.learning_rate, cfg.triplet_weight, cfg.triplet_margin)
-  ds = trainer.transformed_dataset(train_pattern, tft_output, batch_size, model.output_names,
-                                   shuffle_seed=seed)
-  model.fit(ds, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)  # traces the graph
+  data = lambda split, shuffle: trainer.transformed_dataset(  # noqa: E731
+      os.path.join(examples_dir, f"Split-{split}", "*.gz"), tft_output, cfg.batch_size,
+      model.output_names, shuffle_seed=seed if shuffle else None, repeat=False)
   start = time.perf_counter()
-  model.fit(ds, steps_per_epoch=steps - WARMUP_STEPS, epochs=1, verbose=0)
-  seconds = time.perf_counter() - start
-  return model, (steps - WARMUP_STEPS) * batch_size / seconds
+  history = trainer.fit(model, data("train", True), data("eval", False), cfg, verbose=0)
+  return model, history.history, time.perf_counter() - start
+
+
+def summarize(reports: List[dict]) -> Dict[str, Dict[str, dict]]:
+  """Per head x slice: AUC, lift captured and calibration as mean and sd over training seeds."""
+  out: Dict[str, Dict[str, dict]] = {}
+  for head in F.HEADS:
+    out[head] = {}
+    for sl in qr.SLICES:
+      rows = [r["heads"][head][sl] for r in reports]
+      cell = {}
+      for key in ("auc", "lift_captured", "calibration", "gauc"):
+        vals = np.array([row[key] for row in rows], np.float64)
+        cell[f"{key}_mean"] = float(vals.mean())
+        cell[f"{key}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+      for key in ("oracle_auc", f"{rc.REACHABLE}_auc", f"{rc.NEITHER}_auc", "n"):
+        cell[key] = rows[0][key]
+      out[head][sl] = cell
+  return out
 
 
 def seesaw(results: Dict[str, dict], reference: str = REFERENCE) -> Dict[str, dict]:
-  """Per variant: each head's AUC minus the reference's (overall); seesaw = some up, some down."""
+  """Per variant: each head's mean AUC minus the reference's (overall); seesaw = some up, some down."""
   out = {}
-  ref = results[reference]["report"]["heads"]
+  ref = results[reference]["summary"]
   for name, res in results.items():
-    deltas = {h: res["report"]["heads"][h]["all"]["auc"] - ref[h]["all"]["auc"] for h in F.HEADS}
+    deltas = {h: res["summary"][h]["all"]["auc_mean"] - ref[h]["all"]["auc_mean"]
+              for h in F.HEADS}
     out[name] = {"delta_auc_vs_" + reference: deltas,
                  "seesaw": bool(max(deltas.values()) > 0 > min(deltas.values()))}
   return out
@@ -79,74 +99,85 @@ def plot(results: Dict[str, dict], path: str) -> None:
   heads = list(F.HEADS)
   fig, axes = plt.subplots(1, len(heads), figsize=(5.2 * len(heads), 4.2), sharey=False)
   width = 0.8 / len(results)
+  first = next(iter(results.values()))["summary"]
   for ax, head in zip(axes, heads):
     x = np.arange(len(slices))
     for i, (name, res) in enumerate(results.items()):
-      rows = res["report"]["heads"][head]
-      ax.bar(x + i * width - 0.4 + width / 2, [rows[s]["auc"] for s in slices], width, label=name)
-    oracle = [next(iter(results.values()))["report"]["heads"][head][s]["oracle_auc"]
-              for s in slices]
-    ax.scatter(x, oracle, marker="_", s=900, color="black", label="oracle (truth)", zorder=3)
+      rows = res["summary"][head]
+      ax.bar(x + i * width - 0.4 + width / 2, [rows[s]["auc_mean"] for s in slices], width,
+             yerr=[rows[s]["auc_sd"] for s in slices], capsize=2, label=name)
+    for key, marker, label in (("oracle_auc", "_", "oracle (truth)"),
+                               (f"{rc.REACHABLE}_auc", "x", "reachable")):
+      ax.scatter(x, [first[head][s][key] for s in slices], marker=marker, s=300 if marker == "_"
+                 else 40, color="black", label=label, zorder=3)
     ax.set_xticks(x, slices)
-    ax.set_title(f"{head}: test AUC")
-    lo = min(min(res["report"]["heads"][head][s]["auc"] for s in slices)
-             for res in results.values())
-    ax.set_ylim(max(0.5, lo - 0.03), max(oracle) + 0.02)
+    ax.set_title(f"{head}: test AUC (mean ± sd over seeds)")
+    lo = min(min(res["summary"][head][s]["auc_mean"] for s in slices) for res in results.values())
+    ax.set_ylim(max(0.5, lo - 0.03), max(first[head][s]["oracle_auc"] for s in slices) + 0.02)
     ax.grid(axis="y", alpha=0.3)
   handles, labels = axes[0].get_legend_handles_labels()
-  fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-  fig.suptitle("Feedback-model ablation vs multi-task baselines (same data, steps, seed)")
-  fig.tight_layout(rect=(0, 0.07, 1, 1))
+  fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
+  fig.suptitle("Model ablation on one generated dataset (same data, training regime and seeds)")
+  fig.tight_layout(rect=(0, 0.1, 1, 1))
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
-def run(work: str, pipeline_name: str, out_dir: str, steps: int, batch_size: int, seed: int,
-        variants: List[str]) -> dict:
+def run(work: str, pipeline_name: str, out_dir: str, seeds: List[int], variants: List[str],
+        name: str = "ablation_feedback", cfg: trainer.TrainConfig | None = None) -> dict:
   dirs = latest_transform_dirs(work, pipeline_name)
   tft_output = tft.TFTransformOutput(dirs["graph"])
-  train_pattern = os.path.join(dirs["examples"], "Split-train", "*.gz")
   examples = read_examples(latest_examples_dir(work, pipeline_name), limit=10**9)
   truth = read_ground_truth(os.path.join(work, "logs"))
-  cfg = trainer.TrainConfig()
+  cfg = cfg or trainer.TrainConfig()
   results = {}
-  for i, name in enumerate(variants, 1):
-    logging.info("[%d/%d] training %s for %d steps", i, len(variants), name, steps)
-    print(f"[{i}/{len(variants)}] {name}: training {steps} steps x {batch_size}", flush=True)
-    model, eps = train_variant(name, tft_output, train_pattern, steps, batch_size, seed, cfg)
-    module = trainer.ServingModule(model, tft_output)
-    report = qr.build_report(examples, qr.score_with(module.serve, examples), truth)
-    results[name] = {"train_examples_per_second": eps, "params": model.count_params(),
-                     "report": report}
-    h = report["heads"]
-    print(f"    view {h['effective_view']['all']['auc']:.4f}  interact "
-          f"{h['interact']['all']['auc']:.4f}  buy {h['buy']['all']['auc']:.4f}  "
-          f"{eps:,.0f} ex/s", flush=True)
-  out = {"work": os.path.abspath(work), "steps": steps, "batch_size": batch_size, "seed": seed,
+  total = len(variants) * len(seeds)
+  done = 0
+  for variant in variants:
+    runs = {}
+    for seed in seeds:
+      done += 1
+      logging.info("[%d/%d] training %s, seed %d", done, total, variant, seed)
+      model, history, seconds = train_variant(variant, tft_output, dirs["examples"], seed, cfg)
+      module = trainer.ServingModule(model, tft_output)
+      report = qr.build_report(examples, qr.score_with(module.serve, examples), truth)
+      h = report["heads"]
+      runs[str(seed)] = {"epochs": len(history["loss"]), "seconds": seconds,
+                         "val_loss": history["val_loss"], "report": report}
+      print(f"[{done}/{total}] {variant:<22} seed {seed}: view {h['effective_view']['all']['auc']:.4f}"
+            f"  interact {h['interact']['all']['auc']:.4f}  buy {h['buy']['all']['auc']:.4f}  "
+            f"({len(history['loss'])} epochs, {seconds:.0f} s)", flush=True)
+    results[variant] = {"params": model.count_params(), "runs": runs,
+                        "summary": summarize([r["report"] for r in runs.values()])}
+  out = {"work": os.path.abspath(work), "seeds": seeds, "train_config": dataclasses.asdict(cfg),
          "n_eval": len(examples), "variants": results}
   if REFERENCE in results:
     out["seesaw"] = seesaw(results)
-  write_json(out, out_dir, "ablation_feedback")
-  plot(results, os.path.join(out_dir, "ablation_feedback.png"))
+  write_json(out, out_dir, name)
+  plot(results, os.path.join(out_dir, f"{name}.png"))
   return out
 
 
 def format_table(out: dict) -> str:
-  lines = [f"{'variant':<22}{'slice':<6}" + "".join(f"{h[:8]:>9}{'gap':>7}" for h in F.HEADS)
-           + f"{'ex/s':>9}"]
+  """AUC mean ± sd per head and slice, the lift captured, and the ceilings."""
+  lines = [f"{'variant':<22}{'slice':<6}" + "".join(f"{h[:12]:>16}{'lift':>6}" for h in F.HEADS)
+           + f"{'epochs':>8}"]
   for name, res in out["variants"].items():
+    epochs = np.mean([r["epochs"] for r in res["runs"].values()])
     for sl in qr.SLICES:
       row = f"{name:<22}{sl:<6}"
       for h in F.HEADS:
-        r = res["report"]["heads"][h][sl]
-        row += f"{r['auc']:>9.4f}{r['gap_to_oracle']:>7.3f}"
-      row += f"{res['train_examples_per_second']:>9,.0f}" if sl == "all" else ""
+        c = res["summary"][h][sl]
+        row += f"{c['auc_mean']:>9.4f}±{c['auc_sd']:.4f}{c['lift_captured_mean']:>6.2f}"
+      row += f"{epochs:>8.1f}" if sl == "all" else ""
       lines.append(row)
-  oracle = next(iter(out["variants"].values()))["report"]["heads"]
-  lines.append(f"{'oracle':<22}{'all':<6}" + "".join(
-      f"{oracle[h]['all']['oracle_auc']:>9.4f}{'':>7}" for h in F.HEADS))
+  first = next(iter(out["variants"].values()))["summary"]
+  for key, label in ((f"{rc.REACHABLE}_auc", "reachable"), (f"{rc.NEITHER}_auc", "reach. neither"),
+                     ("oracle_auc", "oracle")):
+    lines.append(f"{label:<22}{'all':<6}" + "".join(
+        f"{first[h]['all'][key]:>16.4f}{'':>6}" for h in F.HEADS))
   if "seesaw" in out:
-    lines.append(f"\nAUC minus {REFERENCE} (overall): view / interact / buy, seesaw")
+    lines.append(f"\nMean AUC minus {REFERENCE} (overall): view / interact / buy, seesaw")
     for name, s in out["seesaw"].items():
       d = s[f"delta_auc_vs_{REFERENCE}"]
       lines.append(f"{name:<22}" + " ".join(f"{d[h]:+.4f}" for h in F.HEADS)
@@ -157,16 +188,18 @@ def format_table(out: dict) -> str:
 def main(argv):
   del argv
   fl = flags.FLAGS
-  out = run(fl.work, fl.pipeline_name, fl.out_dir, fl.steps, fl.batch_size, fl.seed,
-            fl.variants)
+  cfg = trainer.TrainConfig(max_epochs=fl.max_epochs, patience=fl.patience)
+  out = run(fl.work, fl.pipeline_name, fl.out_dir, [int(s) for s in fl.seeds], fl.variants,
+            fl.name, cfg)
   print(format_table(out))
-  print(f"\nwrote {fl.out_dir}/ablation_feedback.json and .png")
+  print(f"\nwrote {fl.out_dir}/{fl.name}.json and .png")
 
 
 if __name__ == "__main__":
   define_run_flags()
-  flags.DEFINE_integer("steps", 300, "Training steps per variant (~1 epoch at default scale).")
-  flags.DEFINE_integer("batch_size", 256, "Batch size.")
-  flags.DEFINE_integer("seed", 7, "Seed for initialisation and shuffling.")
+  flags.DEFINE_list("seeds", ["1", "2", "3"], "Training seeds (initialisation and shuffling).")
   flags.DEFINE_list("variants", VARIANTS, "Variants to compare.")
+  flags.DEFINE_string("name", "ablation_feedback", "Result file name (JSON and PNG).")
+  flags.DEFINE_integer("max_epochs", trainer.TrainConfig.max_epochs, "Epoch budget.")
+  flags.DEFINE_integer("patience", trainer.TrainConfig.patience, "Early-stopping patience.")
   app.run(main)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from models import features as F
 from models import preprocessing as P
-from models.layers import MaskedMeanPooling
+from models.layers import IdMatchCount, MaskedMeanPooling, MatchSummary
 from models.spec import ModelSpec
 
 xf = F.transformed_name
@@ -32,17 +32,34 @@ class Embeddings:
   """One embedding table per id space, shared by every place the id occurs."""
 
   def __init__(self, spec: ModelSpec):
-    self.tables = {name: tf.keras.layers.Embedding(n, spec.embedding_dim, name=f"emb_{name}")
+    reg = tf.keras.regularizers.L2(spec.embedding_l2) if spec.embedding_l2 else None
+    self.tables = {name: tf.keras.layers.Embedding(n, spec.embedding_dim, name=f"emb_{name}",
+                                                   embeddings_regularizer=reg)
                    for name, n in table_sizes(spec).items()}
 
   def __call__(self, table: str, ids: tf.Tensor) -> tf.Tensor:
     return self.tables[table](ids)  # [B, L] -> [B, L, D]
 
 
+def multi_id_tokens(emb: Embeddings, table: str, ids: tf.Tensor, width: int) -> tf.Tensor:
+  """Sum of the embeddings of ``width`` ids per position (0 = padding, contributes nothing).
+
+  Args:
+    ids: [B, L * width] position-major ids, e.g. every category of each past room.
+  Returns:
+    [B, L, D].
+  """
+  ids = tf.reshape(ids, [-1, ids.shape[-1] // width, width])  # [B, L, W]
+  vectors = emb(table, ids) * tf.cast(ids > 0, tf.float32)[..., tf.newaxis]  # [B, L, W, D]
+  return tf.reduce_sum(vectors, axis=2)  # [B, L, D]
+
+
 def sequence_tokens(emb: Embeddings, x: Dict[str, tf.Tensor], prefix: str) -> tf.Tensor:
-  """Per-position vectors of a real-time sequence: room + category + shop + stay + age."""
+  """Per-position vectors of a real-time sequence: room + its categories + shop + stay + age."""
   s = lambda f: x[xf(F.seq_key(prefix, f))]  # noqa: E731
-  return (emb(P.HOST_VOCAB, s("host_ids")) + emb(P.CATEGORY_VOCAB, s("category_ids"))
+  cats = multi_id_tokens(emb, P.CATEGORY_VOCAB, s("category_ids"),
+                         F.RT_FIELD_WIDTH["category_ids"])  # [B, L, D]
+  return (emb(P.HOST_VOCAB, s("host_ids")) + cats
           + emb(P.SHOP_VOCAB, s("shop_ids")) + emb("stay", s("stay_buckets"))
           + emb("age", s("age_seconds")))  # [B, L, D]
 
@@ -72,6 +89,8 @@ def display_tokens(emb: Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
 def context_features(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
   """Non-sequence features: user, context, candidate room, host statistics, displayed products."""
   pool = MaskedMeanPooling(name="pool_display")
+  display_price = MaskedMeanPooling(name="mean_display_log_price")(
+      [x[xf(F.DISPLAY_PRICES)][..., tf.newaxis], x[xf(F.DISPLAY_LEN)]])  # [B, 1]
   stats = tf.concat([x[xf(k)] for k in F.HOST_STAT_KEYS], axis=-1)  # [B, 12]
   lengths = tf.math.log1p(tf.cast(tf.concat([x[xf(k)] for k in P.LENGTH_FEATURES], -1),
                                   tf.float32))  # [B, 5]
@@ -79,11 +98,68 @@ def context_features(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor
       candidate_tokens(emb, x),
       emb("activity", x[xf(F.ACTIVITY_LEVEL)])[:, 0], emb("hour", x[xf(F.HOUR_OF_DAY)])[:, 0],
       emb("slot", x[xf(F.SLOT_INDEX)])[:, 0],
+      # The trigger item enters through its category only: its id embedding (one item per
+      # session, shared by every impression of it) memorised the training sessions' outcomes
+      # (eval AUC fell from the second epoch on; BUILD_NOTES "Why the models did not learn").
       emb(P.CATEGORY_VOCAB, x[xf(F.TRIGGER_CATEGORY_ID)])[:, 0],
-      emb("item", x[xf(F.TRIGGER_ITEM_ID)])[:, 0],
-      pool([display_tokens(emb, x), x[xf(F.DISPLAY_LEN)]]),
+      pool([display_tokens(emb, x), x[xf(F.DISPLAY_LEN)]]), display_price,
       stats, lengths,
-  ]
+  ] + context_match(x)
+
+
+def _match(name: str, query: tf.Tensor, keys: tf.Tensor, width: int = 1) -> tf.Tensor:
+  return IdMatchCount(width, name=f"match_{name}")([query, keys])  # [B, L]
+
+
+def _normalized(name: str, parts: List[tf.Tensor]) -> tf.Tensor:
+  """Match features on very different scales (counts, shares) -> one batch-normalised vector."""
+  return tf.keras.layers.BatchNormalization(name=f"{name}_norm")(
+      tf.keras.layers.Concatenate(name=f"{name}_concat")(parts))
+
+
+def context_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+  """The candidate against this session: trigger-category hit, repeated rooms and categories."""
+  cand_cats = x[xf(F.HOST_CATEGORY_IDS)]  # [B, C]
+  n_shown = x[xf(F.SESSION_HOSTS_LEN_KEY)]
+  trigger = _match("trigger_category", cand_cats, x[xf(F.TRIGGER_CATEGORY_ID)])  # [B, 1]
+  session_cats = _match("session_categories", cand_cats, x[xf(F.SESSION_CATEGORY_IDS)],
+                        F.HOST_MAX_CATEGORIES)  # [B, S]
+  session_room = _match("session_room", x[xf(F.HOST_ID)], x[xf(F.SESSION_HOSTS)])  # [B, S]
+  return [_normalized("context_match", [
+      trigger,
+      MatchSummary(name="summary_session_categories")([session_cats, n_shown]),
+      MatchSummary(name="summary_session_room")([session_room, n_shown])])]
+
+
+def realtime_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+  """The candidate's room, categories and shop against the positive and negative sequences."""
+  parts = []
+  for prefix in (F.RT_POS, F.RT_NEG):
+    length, age = x[xf(F.len_key(prefix))], x[xf(F.seq_key(prefix, "age_seconds"))]
+    for field, query in (("category_ids", F.HOST_CATEGORY_IDS), ("host_ids", F.HOST_ID),
+                         ("shop_ids", F.HOST_SHOP_ID)):
+      hits = _match(f"{prefix}_{field}", x[xf(query)], x[xf(F.seq_key(prefix, field))],
+                    F.RT_FIELD_WIDTH.get(field, 1))  # [B, L]
+      parts.append(MatchSummary(decay=0.85, num_buckets=AGE_BUCKETS,
+                                name=f"summary_{prefix}_{field}")([hits, length, age]))  # [B, 6]
+  return [_normalized("realtime_match", parts)]
+
+
+def lifelong_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+  """The candidate's categories and shop, and the displayed products, against the purchases."""
+  s = lambda f: x[xf(F.seq_key(F.LL, f))]  # noqa: E731
+  length, n_display = x[xf(F.len_key(F.LL))], x[xf(F.DISPLAY_LEN)]
+  parts = []
+  for field, query in (("category_ids", x[xf(F.HOST_CATEGORY_IDS)]),
+                       ("shop_ids", x[xf(F.HOST_SHOP_ID)])):
+    hits = _match(f"lifelong_{field}", query, s(field))  # [B, L]
+    parts.append(MatchSummary(decay=0.98, num_buckets=LL_AGE_BUCKETS,
+                              name=f"summary_lifelong_{field}")([hits, length, s("age_days")]))
+  # Per displayed product: how many past purchases share its brand / category.
+  for field, display in (("brand_ids", F.DISPLAY_BRAND_IDS), ("category_ids", F.DISPLAY_CATEGORY_IDS)):
+    hits = _match(f"display_{field}_in_lifelong", s(field), x[xf(display)])  # [B, N]
+    parts.append(MatchSummary(name=f"summary_display_{field}_in_lifelong")([hits, n_display]))
+  return [_normalized("lifelong_match", parts)]
 
 
 def pooled_realtime(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
@@ -103,5 +179,6 @@ def pooled_session_and_lifelong(emb: Embeddings, x: Dict[str, tf.Tensor]) -> Lis
 
 
 def pooled_sequences(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
-  """Every sequence mean-pooled (the baselines' sequence view)."""
-  return pooled_realtime(emb, x) + pooled_session_and_lifelong(emb, x)
+  """Every sequence mean-pooled and matched against the candidate (the baselines' view)."""
+  return (pooled_realtime(emb, x) + pooled_session_and_lifelong(emb, x) + realtime_match(x)
+          + lifelong_match(x))

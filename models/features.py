@@ -52,6 +52,9 @@ TRIGGER_ITEM_ID = "trigger_item_id"
 TRIGGER_CATEGORY_ID = "trigger_category_id"
 SESSION_HOSTS = "session_host_ids"
 SESSION_HOSTS_LEN_KEY = "session_host_ids_len"
+# Every category of each room already shown in the session (position-major, HOST_MAX_CATEGORIES
+# per room, 0-padded): the simulator's fatigue counts repeated categories, not repeated rooms.
+SESSION_CATEGORY_IDS = "session_category_ids"
 
 # --- Candidate host (live room). -------------------------------------------------------------------
 HOST_ID = "host_id"
@@ -60,6 +63,7 @@ HOST_CATEGORY_IDS = "host_category_ids"
 DISPLAY_ITEM_IDS = "display_item_ids"
 DISPLAY_CATEGORY_IDS = "display_category_ids"
 DISPLAY_BRAND_IDS = "display_brand_ids"
+DISPLAY_PRICES = "display_prices"
 DISPLAY_LEN = "display_len"
 
 
@@ -75,6 +79,14 @@ HOST_STAT_KEYS: Tuple[str, ...] = tuple(
 RT_POS = "rt_pos"
 RT_NEG = "rt_neg"
 RT_FIELDS = ("host_ids", "category_ids", "shop_ids", "stay_buckets", "age_seconds")
+# Values per sequence position: a past room carries all its categories (position-major, padded
+# with 0), because the simulator's appetite moves on every category of a room, not the first.
+RT_FIELD_WIDTH = {"category_ids": HOST_MAX_CATEGORIES}
+
+
+def rt_field_length(field: str, realtime_len: int = REALTIME_SEQ_LEN) -> int:
+  """Stored length of one real-time sequence field."""
+  return realtime_len * RT_FIELD_WIDTH.get(field, 1)
 
 
 def seq_key(prefix: str, field: str) -> str:
@@ -139,15 +151,18 @@ def raw_features(realtime_len: int = REALTIME_SEQ_LEN,
       RawFeature(HOUR_OF_DAY, "int"), RawFeature(SLOT_INDEX, "int"),
       RawFeature(TRIGGER_ITEM_ID, "int"), RawFeature(TRIGGER_CATEGORY_ID, "int"),
       RawFeature(SESSION_HOSTS, "int", SESSION_HOSTS_LEN), RawFeature(SESSION_HOSTS_LEN_KEY, "int"),
+      RawFeature(SESSION_CATEGORY_IDS, "int", SESSION_HOSTS_LEN * HOST_MAX_CATEGORIES),
       RawFeature(HOST_ID, "int"), RawFeature(HOST_SHOP_ID, "int"),
       RawFeature(HOST_CATEGORY_IDS, "int", HOST_MAX_CATEGORIES),
       RawFeature(DISPLAY_ITEM_IDS, "int", DISPLAY_TOP_N),
       RawFeature(DISPLAY_CATEGORY_IDS, "int", DISPLAY_TOP_N),
-      RawFeature(DISPLAY_BRAND_IDS, "int", DISPLAY_TOP_N), RawFeature(DISPLAY_LEN, "int"),
+      RawFeature(DISPLAY_BRAND_IDS, "int", DISPLAY_TOP_N),
+      RawFeature(DISPLAY_PRICES, "float", DISPLAY_TOP_N), RawFeature(DISPLAY_LEN, "int"),
   ]
   feats += [RawFeature(k, "float") for k in HOST_STAT_KEYS]
   for prefix in (RT_POS, RT_NEG):
-    feats += [RawFeature(seq_key(prefix, f), "int", realtime_len) for f in RT_FIELDS]
+    feats += [RawFeature(seq_key(prefix, f), "int", rt_field_length(f, realtime_len))
+              for f in RT_FIELDS]
     feats.append(RawFeature(len_key(prefix), "int"))
   feats += [RawFeature(seq_key(LL, f), "int", lifelong_len) for f in LL_INT_FIELDS]
   feats += [RawFeature(seq_key(LL, f), "float", lifelong_len) for f in LL_FLOAT_FIELDS]
@@ -171,4 +186,4 @@ def transformed_name(key: str) -> str:
 # request copies one user's context and swaps these in for each candidate.
 HOST_SIDE_FEATURES: Tuple[str, ...] = (
     HOST_ID, HOST_SHOP_ID, HOST_CATEGORY_IDS, DISPLAY_ITEM_IDS, DISPLAY_CATEGORY_IDS,
-    DISPLAY_BRAND_IDS, DISPLAY_LEN) + HOST_STAT_KEYS
+    DISPLAY_BRAND_IDS, DISPLAY_PRICES, DISPLAY_LEN) + HOST_STAT_KEYS

@@ -30,29 +30,36 @@ def _cosine_distance(a, b):
 
 
 def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool = True,
-                   num_heads: int = 2, name: str = "feedback") -> tf.keras.Model:
+                   use_realtime: bool = True, num_heads: int = 2,
+                   name: str = "feedback") -> tf.keras.Model:
   """Builds the feedback model; the switches give the ablations.
 
   Args:
     spec: input sizes.
     use_negative: attend over the negative sequence and form the contrastive residual.
     use_triplet: expose the ``triplet_gap`` output that the triplet loss trains.
+    use_realtime: read the real-time sequences at all (False: the same model without them, the
+      reference the real-time mechanism is measured against).
   """
   if use_triplet and not use_negative:
     raise ValueError("the triplet loss needs the negative sequence (use_negative=True)")
+  if use_negative and not use_realtime:
+    raise ValueError("the negative sequence is a real-time sequence (needs use_realtime=True)")
   inputs = spec.inputs()
   emb = encoders.Embeddings(spec)
   d = spec.embedding_dim
   cand = encoders.candidate_tokens(emb, inputs)  # [B, D]
   attend = lambda prefix: TargetAttention(num_heads, d, output_dim=d, name=f"att_{prefix}")(  # noqa: E731
       [cand, encoders.sequence_tokens(emb, inputs, prefix), inputs[xf(F.len_key(prefix))]])
-  u_pos = attend(F.RT_POS)  # [B, D]
-  parts = encoders.context_features(emb, inputs) + [u_pos, u_pos * cand]
+  parts = encoders.context_features(emb, inputs)
+  if use_realtime:
+    u_pos = attend(F.RT_POS)  # [B, D]
+    parts += [u_pos, u_pos * cand] + encoders.realtime_match(inputs)
   if use_negative:
     u_neg = attend(F.RT_NEG)  # [B, D]
     residual = MLP([d], name="contrastive_residual")(u_pos - u_neg)  # [B, D]
     parts += [u_neg, residual, residual * cand]
-  parts += encoders.pooled_session_and_lifelong(emb, inputs)
+  parts += encoders.pooled_session_and_lifelong(emb, inputs) + encoders.lifelong_match(inputs)
   x = tf.keras.layers.Concatenate(name="features")(parts)
   tasks = PLE(NUM_TASKS, num_levels=2, task_experts=2, shared_experts=2, expert_units=(128, 64),
               name="ple")(x)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from models import encoders
 from models import features as F
-from models.layers import MLP
+from models.layers import MLP, CrossNetwork
 from models.layers.experts import PLE, mmoe, shared_bottom
 from models.spec import ModelSpec
 
@@ -38,14 +38,27 @@ def extractor(kind: str, expert_units: Sequence[int] = (128, 64)) -> tf.keras.la
 
 
 def build_multitask(spec: ModelSpec, kind: str, use_sequences: bool = True,
-                    name: str | None = None) -> tf.keras.Model:
+                    cross_layers: int = 0, name: str | None = None) -> tf.keras.Model:
+  """Shared encoders -> [DCN-v2 cross network] -> expert block ``kind`` -> one head per task.
+
+  Args:
+    use_sequences: add the pooled sequences and their match features against the candidate.
+    cross_layers: stacked DCN-v2 cross layers before the expert block (0: none).
+  """
   inputs = spec.inputs()
   emb = encoders.Embeddings(spec)
   parts = encoders.context_features(emb, inputs)
   if use_sequences:
     parts += encoders.pooled_sequences(emb, inputs)
   x = tf.keras.layers.Concatenate(name="features")(parts)  # [B, D]
+  if cross_layers:
+    x = CrossNetwork(cross_layers, name="cross")(x)  # [B, D]
   return tf.keras.Model(inputs, task_heads(extractor(kind)(x)), name=name or kind)
+
+
+def build_dcn(spec: ModelSpec) -> tf.keras.Model:
+  """DCN-v2 baseline: two cross layers over the shared features, then a shared bottom."""
+  return build_multitask(spec, "shared_bottom", cross_layers=2, name="dcn")
 
 
 def build_dnn(spec: ModelSpec) -> tf.keras.Model:

@@ -31,6 +31,7 @@ SHARED_VOCABS: Dict[str, List[str]] = {
     SHOP_VOCAB: [F.HOST_SHOP_ID, F.seq_key(F.RT_POS, "shop_ids"), F.seq_key(F.RT_NEG, "shop_ids"),
                  F.seq_key(F.LL, "shop_ids")],
     CATEGORY_VOCAB: [F.HOST_CATEGORY_IDS, F.TRIGGER_CATEGORY_ID, F.DISPLAY_CATEGORY_IDS,
+                     F.SESSION_CATEGORY_IDS,
                      F.seq_key(F.RT_POS, "category_ids"), F.seq_key(F.RT_NEG, "category_ids"),
                      F.seq_key(F.LL, "category_ids")],
     BRAND_VOCAB: [F.DISPLAY_BRAND_IDS, F.seq_key(F.LL, "brand_ids")],
@@ -109,6 +110,7 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
   # Log prices / stay / weight: bounded, and 0 stays 0 on padding.
   for field in F.LL_FLOAT_FIELDS:
     out[xf(F.seq_key(F.LL, field))] = tf.math.log1p(inputs[F.seq_key(F.LL, field)])
+  out[xf(F.DISPLAY_PRICES)] = tf.math.log1p(inputs[F.DISPLAY_PRICES])
   # Labels (absent at serving: TFT drops the outputs whose inputs are missing).
   for head, label in F.HEADS.items():
     out[head] = tf.cast(inputs[label], tf.float32)

@@ -20,14 +20,19 @@ class ModelSpec:
   vocab_sizes: Dict[str, int]  # shared vocabulary name -> embedding rows (incl. pad and OOV)
   feature_shapes: Dict[str, int]  # transformed model-input name -> last dimension
   embedding_dim: int = 16
+  # L2 penalty per looked-up embedding row (0: none): keeps rare ids (hashed items, small rooms)
+  # from memorising the training days.
+  embedding_l2: float = 0.0
 
   @classmethod
-  def from_transform_output(cls, tf_transform_output, embedding_dim: int = 16) -> ModelSpec:
+  def from_transform_output(cls, tf_transform_output, embedding_dim: int = 16,
+                            embedding_l2: float = 0.0) -> ModelSpec:
     spec = tf_transform_output.transformed_feature_spec()
     vocab = {v: P.vocab_size(tf_transform_output, v) for v in P.SHARED_VOCABS}
     shapes = {k: int(s.shape[-1]) if s.shape else 1 for k, s in spec.items()
               if k not in NON_INPUT_KEYS}
-    return cls(vocab_sizes=vocab, feature_shapes=shapes, embedding_dim=embedding_dim)
+    return cls(vocab_sizes=vocab, feature_shapes=shapes, embedding_dim=embedding_dim,
+               embedding_l2=embedding_l2)
 
   def inputs(self) -> Dict[str, tf.keras.Input]:
     """Keras inputs keyed by transformed feature name."""
@@ -36,8 +41,8 @@ class ModelSpec:
 
 
 def _dtype(name: str) -> tf.DType:
-  float_keys = {xf(k) for k in F.HOST_STAT_KEYS} | {xf(F.seq_key(F.LL, f))
-                                                     for f in F.LL_FLOAT_FIELDS}
+  float_keys = ({xf(k) for k in F.HOST_STAT_KEYS} | {xf(F.DISPLAY_PRICES)}
+                | {xf(F.seq_key(F.LL, f)) for f in F.LL_FLOAT_FIELDS})
   return tf.float32 if name in float_keys else tf.int64
 
 
@@ -46,7 +51,7 @@ def transformed_feature_shapes(realtime_len: int = F.REALTIME_SEQ_LEN,
   """The transformed model-input shapes preprocessing_fn produces, without running Transform."""
   raw = {f.name: f.length for f in F.serving_raw_features(realtime_len, lifelong_len)}
   keys = [k for ks in P.SHARED_VOCABS.values() for k in ks] + P.ITEM_FEATURES + P.LENGTH_FEATURES
-  keys += [F.ACTIVITY_LEVEL, F.HOUR_OF_DAY, F.SLOT_INDEX, *F.HOST_STAT_KEYS]
+  keys += [F.ACTIVITY_LEVEL, F.HOUR_OF_DAY, F.SLOT_INDEX, F.DISPLAY_PRICES, *F.HOST_STAT_KEYS]
   keys += [F.seq_key(p, f) for p in (F.RT_POS, F.RT_NEG) for f in ("age_seconds", "stay_buckets")]
   keys += [F.seq_key(F.LL, "age_days")] + [F.seq_key(F.LL, f) for f in F.LL_FLOAT_FIELDS]
   return {xf(k): raw[k] for k in keys}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Callable, Dict
 
 import tensorflow as tf
@@ -20,6 +19,7 @@ from models.spec import NON_INPUT_KEYS, ModelSpec
 ModelBuilder = Callable[[ModelSpec], tf.keras.Model]
 MODEL_BUILDERS: Dict[str, ModelBuilder] = {
     "dnn": multitask.build_dnn,
+    "dcn": multitask.build_dcn,
     "shared_bottom": lambda s: multitask.build_multitask(s, "shared_bottom"),
     "baseline": lambda s: multitask.build_multitask(s, "shared_bottom", name="baseline"),
     "mmoe": lambda s: multitask.build_multitask(s, "mmoe"),
@@ -29,6 +29,9 @@ MODEL_BUILDERS: Dict[str, ModelBuilder] = {
                                                              name="feedback_no_triplet"),
     "feedback_no_negative": lambda s: feedback.build_feedback(
         s, use_negative=False, use_triplet=False, name="feedback_no_negative"),
+    "feedback_no_realtime": lambda s: feedback.build_feedback(
+        s, use_negative=False, use_triplet=False, use_realtime=False,
+        name="feedback_no_realtime"),
 }
 SERVING_SIGNATURE = "serving_default"
 TRANSFORM_SIGNATURE = "transform_features"
@@ -42,7 +45,12 @@ class TrainConfig:
   batch_size: int = 256
   learning_rate: float = 2e-3
   embedding_dim: int = 16
-  epochs: int = 1
+  embedding_l2: float = 3e-5  # see ModelSpec.embedding_l2
+  # Epochs are full passes over the train split; training stops when the eval loss has not
+  # improved for ``patience`` epochs and the best epoch's weights are restored. The Trainer's
+  # train_steps is a hard budget on top (whichever comes first).
+  max_epochs: int = 30
+  patience: int = 2
   triplet_weight: float = 0.1
   triplet_margin: float = 0.2
   seed: int = 7  # initialisation and input shuffling (narrows, does not remove, run-to-run noise)
@@ -57,7 +65,52 @@ class TrainConfig:
     cfg = cls(**(custom or {}))
     if cfg.model_name not in MODEL_BUILDERS:
       raise ValueError(f"model_name {cfg.model_name!r} is not one of {sorted(MODEL_BUILDERS)}")
+    for name in ("batch_size", "embedding_dim", "max_epochs"):
+      if getattr(cfg, name) < 1:
+        raise ValueError(f"trainer {name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.embedding_l2 < 0:
+      raise ValueError(f"trainer embedding_l2 must be >= 0, got {cfg.embedding_l2}")
+    if cfg.patience < 0:
+      raise ValueError(f"trainer patience must be >= 0, got {cfg.patience}")
+    if not cfg.learning_rate > 0:
+      raise ValueError(f"trainer learning_rate must be > 0, got {cfg.learning_rate}")
     return cfg
+
+
+class StepBudget(tf.keras.callbacks.Callback):
+  """Stops training once ``max_steps`` batches have run, whatever epoch that falls in."""
+
+  def __init__(self, max_steps: int):
+    super().__init__()
+    if max_steps < 1:
+      raise ValueError(f"StepBudget max_steps must be >= 1, got {max_steps}")
+    self.max_steps = int(max_steps)
+    self.steps = 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.steps += 1
+    if self.steps >= self.max_steps:
+      self.model.stop_training = True
+
+
+def fit(model: tf.keras.Model, train_ds: tf.data.Dataset, eval_ds: tf.data.Dataset,
+        cfg: TrainConfig, max_steps: int | None = None, verbose: int = 2,
+        log_dir: str | None = None):
+  """Epochs over the finite train split with early stopping on the eval loss.
+
+  Restores the weights of the epoch with the lowest eval loss. Returns the Keras History (its
+  ``history`` holds the per-epoch training curves).
+  """
+  stopper = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                             restore_best_weights=True)
+  callbacks = [stopper] + ([StepBudget(max_steps)] if max_steps else [])
+  if log_dir:  # per-epoch curves for TensorBoard
+    callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
+                                                    profile_batch=0))
+  # tf_keras' EarlyStopping restores the best weights at the end of training however it ended
+  # (patience, epoch budget or step budget); the test pins that.
+  return model.fit(train_ds, epochs=cfg.max_epochs, validation_data=eval_ds,
+                   callbacks=callbacks, verbose=verbose)
 
 
 def split_labels(batch: Dict[str, tf.Tensor], output_names=tuple(F.HEADS)):
@@ -154,16 +207,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   cfg = TrainConfig.from_custom_config(fn_args.custom_config)
   tf.keras.utils.set_random_seed(cfg.seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  spec = ModelSpec.from_transform_output(tf_transform_output, cfg.embedding_dim)
+  spec = ModelSpec.from_transform_output(tf_transform_output, cfg.embedding_dim,
+                                         cfg.embedding_l2)
   model = MODEL_BUILDERS[cfg.model_name](spec)
   compile_model(model, cfg.learning_rate, cfg.triplet_weight, cfg.triplet_margin)
   train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                          cfg.batch_size, model.output_names, cfg.seed)
+                          cfg.batch_size, model.output_names, cfg.seed, num_epochs=1)
   eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                         cfg.batch_size, model.output_names, cfg.seed)
-  steps = max(1, fn_args.train_steps // cfg.epochs)
-  logging.info("training %s for %d epochs x %d steps", cfg.model_name, cfg.epochs, steps)
-  model.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=eval_ds,
-            validation_steps=fn_args.eval_steps, verbose=2)
+                         cfg.batch_size, model.output_names, cfg.seed, num_epochs=1)
+  logging.info("training %s: up to %d epochs (patience %d), at most %s steps", cfg.model_name,
+               cfg.max_epochs, cfg.patience, fn_args.train_steps)
+  history = fit(model, train_ds, eval_ds, cfg, max_steps=fn_args.train_steps,
+                log_dir=fn_args.model_run_dir)
+  logging.info("trained %s for %d epochs; eval loss by epoch %s", cfg.model_name,
+               len(history.history["val_loss"]), [round(v, 4) for v in history.history["val_loss"]])
   export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
-  os.makedirs(fn_args.model_run_dir, exist_ok=True)

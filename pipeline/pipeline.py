@@ -10,6 +10,7 @@ from tfx import v1 as tfx
 from components.anomaly_gate import AnomalyGate
 from components.live_example_gen.component import LiveLogExampleGen
 from models import features as F
+from models.trainer import TrainConfig
 
 
 def eval_config(min_effective_view_auc: float) -> tfma.EvalConfig:
@@ -56,6 +57,8 @@ def create_pipeline(
   The eval split (Evaluator, early stopping, quality report) is the last ``eval_days`` days of
   the logs; training sees only earlier sessions.
   """
+  # Fail now, not ~400 s later inside the Trainer: unknown keys, unknown model, bad values.
+  TrainConfig.from_custom_config(trainer_config)
   example_gen = LiveLogExampleGen(input_base=log_dir, realtime_seq_len=realtime_seq_len,
                                   lifelong_seq_len=lifelong_seq_len, eval_days=eval_days)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])

@@ -145,7 +145,9 @@ def test_positive_negative_split_most_recent_first(clean_run):
   assert _ints(f4, F.seq_key(F.RT_POS, "host_ids")) == [1, 0, 0]
   assert _ints(f4, F.len_key(F.RT_POS)) == [1]
   assert _ints(f4, F.seq_key(F.RT_NEG, "host_ids")) == [2, 0, 0]
-  assert _ints(f4, F.seq_key(F.RT_NEG, "category_ids")) == [22, 0, 0]
+  # Every category of the past room (HOST_MAX_CATEGORIES per position, 0-padded).
+  width = F.HOST_MAX_CATEGORIES
+  assert _ints(f4, F.seq_key(F.RT_NEG, "category_ids")) == [22, 30] + [0] * (RT_LEN * width - 2)
   assert _ints(f4, F.seq_key(F.RT_NEG, "shop_ids")) == [52, 0, 0]
   assert _ints(f4, F.seq_key(F.RT_NEG, "stay_buckets")) == [pit.stay_bucket(1.5), 0, 0]
   # Age is measured from the end of the past stay: T0+200 - (T0+31+1.5) = 167.
@@ -199,6 +201,12 @@ def test_truncation_keeps_most_recent(tmp_path):
   assert _ints(by_id[20], F.len_key(F.RT_NEG)) == [RT_LEN]
   assert neg == [2 + 4 % 2, 2 + 3 % 2, 2 + 2 % 2]  # imps 14, 13, 12
   assert _ints(by_id[20], F.SESSION_HOSTS)[:6] == [2, 3, 2, 3, 2, 0]  # imps 14..10
+  # Their categories, HOST_MAX_CATEGORIES per shown room (host h: 20 + h and 30).
+  session_cats = _ints(by_id[20], F.SESSION_CATEGORY_IDS)
+  assert session_cats[:6] == [22, 30, 0, 23, 30, 0]
+  assert len(session_cats) == F.SESSION_HOSTS_LEN * F.HOST_MAX_CATEGORIES
+  assert session_cats[5 * F.HOST_MAX_CATEGORIES:] == [0] * ((F.SESSION_HOSTS_LEN - 5)
+                                                            * F.HOST_MAX_CATEGORIES)
 
 
 def test_bad_records_are_quarantined_with_reasons_and_counted(tmp_path):

@@ -103,9 +103,15 @@ def test_feedback_ablation_switches():
   names = lambda m: {layer.name for layer in m.layers}  # noqa: E731
   assert {"att_rt_pos", "att_rt_neg", "contrastive_residual"} <= names(full)
   assert "att_rt_neg" not in names(no_neg) and "contrastive_residual" not in names(no_neg)
+  no_rt = trainer.MODEL_BUILDERS["feedback_no_realtime"](spec)
+  assert not any(layer.name.startswith(("att_rt", "match_rt", "summary_rt"))
+                 for layer in no_rt.layers)
+  assert {"match_rt_pos_category_ids", "summary_rt_neg_host_ids"} <= names(full)
+  from models import feedback
   with pytest.raises(ValueError, match="needs the negative sequence"):
-    from models import feedback
     feedback.build_feedback(spec, use_negative=False, use_triplet=True)
+  with pytest.raises(ValueError, match="needs use_realtime=True"):
+    feedback.build_feedback(spec, use_triplet=False, use_realtime=False)
 
 
 @pytest.mark.parametrize("name", ["baseline", "feedback"])

@@ -254,7 +254,7 @@ def user_parts(user_id: int, grouped: Dict[str, list], users: dict, items: dict,
         F.TRIGGER_CATEGORY_ID: [items[imp.trigger_item_id]["category_id"]],
     }
     feats.update({k: [v] for k, v in pit.labels(imp).items()})
-    feats.update(pit.session_hosts(history, imp.session_id, imp.ts))
+    feats.update(pit.session_hosts(history, imp.session_id, imp.ts, hosts))
     feats.update(pit.realtime_sequences(seen, imp.ts, realtime_len, hosts))
     feats.update(pit.lifelong_sequence(purchases_desc, imp.ts, lifelong_len))
     yield imp.impression_id, (imp_split, feats)

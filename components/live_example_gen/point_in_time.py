@@ -90,22 +90,31 @@ def realtime_sequences(history: Sequence[ImpressionRecord], ts: float, seq_len: 
     seq = [h for h in done if keep(h)][:seq_len]
     cols = {
         "host_ids": [h.host_id for h in seq],
-        "category_ids": [host_info[h.host_id]["category_ids"][0] for h in seq],
+        "category_ids": _all_categories([h.host_id for h in seq], host_info),
         "shop_ids": [host_info[h.host_id]["shop_id"] for h in seq],
         "stay_buckets": [stay_bucket(h.stay_seconds) for h in seq],
         "age_seconds": [int(ts - h.leave_ts) for h in seq],
     }
     for field in F.RT_FIELDS:
-      out[F.seq_key(prefix, field)] = _pad(cols[field], seq_len)
+      out[F.seq_key(prefix, field)] = _pad(cols[field], F.rt_field_length(field, seq_len))
     out[F.len_key(prefix)] = [len(seq)]
   return out
 
 
-def session_hosts(history: Sequence[ImpressionRecord], session_id: int, ts: float) -> Dict[str, list]:
-  """Rooms already shown in this session before ``ts``, most recent first."""
+def _all_categories(host_ids: Sequence[int], host_info: Dict[int, dict]) -> list:
+  """Every category of each room, HOST_MAX_CATEGORIES per room (0-padded), position-major."""
+  return [c for h in host_ids for c in _pad(host_info[h]["category_ids"], F.HOST_MAX_CATEGORIES)]
+
+
+def session_hosts(history: Sequence[ImpressionRecord], session_id: int, ts: float,
+                  host_info: Dict[int, dict]) -> Dict[str, list]:
+  """Rooms already shown in this session before ``ts`` and their categories, most recent first."""
   shown = sorted((h for h in history if h.session_id == session_id and h.ts < ts),
                  key=lambda h: (h.ts, h.impression_id), reverse=True)[:F.SESSION_HOSTS_LEN]
-  return {F.SESSION_HOSTS: _pad([h.host_id for h in shown], F.SESSION_HOSTS_LEN),
+  ids = [h.host_id for h in shown]
+  return {F.SESSION_HOSTS: _pad(ids, F.SESSION_HOSTS_LEN),
+          F.SESSION_CATEGORY_IDS: _pad(_all_categories(ids, host_info),
+                                       F.SESSION_HOSTS_LEN * F.HOST_MAX_CATEGORIES),
           F.SESSION_HOSTS_LEN_KEY: [len(shown)]}
 
 
@@ -184,5 +193,6 @@ def display_features(item_ids: Sequence[int], items: Dict[int, dict]) -> Dict[st
       F.DISPLAY_ITEM_IDS: _pad(ids, n),
       F.DISPLAY_CATEGORY_IDS: _pad([items[i]["category_id"] for i in ids], n),
       F.DISPLAY_BRAND_IDS: _pad([items[i]["brand_id"] for i in ids], n),
+      F.DISPLAY_PRICES: _pad([items[i]["price"] for i in ids], n, 0.0),
       F.DISPLAY_LEN: [len(ids)],
   }

@@ -70,3 +70,41 @@ class MaskedMeanPooling(tf.keras.layers.Layer):
     total = tf.reduce_sum(seq * mask[:, :, tf.newaxis], axis=1)  # [B, D]
     count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)  # [B, 1]
     return total / count
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class CrossNetwork(tf.keras.layers.Layer):
+  """DCN-v2 cross network: ``num_layers`` stacked ``tfrs.layers.dcn.Cross`` on one input.
+
+  x_{l+1} = x_0 * (W_l x_l + b_l) + x_l: explicit feature crosses of bounded degree, which an MLP
+  learns poorly (e.g. candidate x sequence products). Call with [B, D]; returns [B, D].
+
+  Args:
+    num_layers: cross layers (>= 1).
+    projection_dim: low-rank size of each W_l; None for full rank.
+  """
+
+  def __init__(self, num_layers: int = 2, projection_dim: int | None = None, **kwargs):
+    super().__init__(**kwargs)
+    if int(num_layers) < 1:
+      raise ValueError(f"CrossNetwork num_layers must be >= 1, got {num_layers}")
+    if projection_dim is not None and int(projection_dim) < 1:
+      raise ValueError(f"CrossNetwork projection_dim must be >= 1 or None, got {projection_dim}")
+    self.num_layers = int(num_layers)
+    self.projection_dim = None if projection_dim is None else int(projection_dim)
+
+  def build(self, input_shape):
+    import tensorflow_recommenders as tfrs  # pylint: disable=import-outside-toplevel
+    self._cross = [tfrs.layers.dcn.Cross(projection_dim=self.projection_dim, name=f"cross_{i}")
+                   for i in range(self.num_layers)]
+    super().build(input_shape)
+
+  def call(self, x0):  # [B, D] -> [B, D]
+    x = x0
+    for cross in self._cross:
+      x = cross(x0, x)
+    return x
+
+  def get_config(self):
+    return dict(super().get_config(), num_layers=self.num_layers,
+                projection_dim=self.projection_dim)

@@ -1,0 +1,136 @@
+"""Candidate-sequence match layers, the DCN-v2 cross network and the early-stopping regime."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import trainer
+from models.layers import CrossNetwork, IdMatchCount, MatchSummary
+
+
+def test_id_match_count_hand_computed_with_width_and_padding():
+  query = tf.constant([[5, 7, 0], [3, 0, 0]], tf.int64)  # candidate categories, 0 = padding
+  # Two past rooms per row, three categories each (position-major); 0s are padding.
+  keys = tf.constant([[5, 9, 0, 7, 5, 0], [0, 0, 0, 3, 3, 1]], tf.int64)
+  out = IdMatchCount(width=3)([query, keys]).numpy()
+  # Row 0: room 1 shares 5; room 2 shares 7 and 5. Row 1: padding never matches query padding.
+  np.testing.assert_array_equal(out, [[1.0, 2.0], [0.0, 2.0]])
+
+
+def test_id_match_count_counts_occurrences_when_the_query_is_a_sequence():
+  lifelong_brands = tf.constant([[4, 4, 2, 0, 0]], tf.int64)
+  display_brands = tf.constant([[4, 2, 8, 0]], tf.int64)
+  out = IdMatchCount()([lifelong_brands, display_brands]).numpy()
+  np.testing.assert_array_equal(out, [[2.0, 1.0, 0.0, 0.0]])
+
+
+def test_id_match_count_validation_and_config():
+  with pytest.raises(ValueError, match="width must be >= 1, got 0"):
+    IdMatchCount(width=0)
+  with pytest.raises(ValueError, match="keys length 5 is not a multiple of width 3"):
+    IdMatchCount(width=3)([tf.constant([[1]]), tf.constant([[1, 2, 3, 4, 5]])])
+  layer = IdMatchCount(width=3, name="m")
+  assert IdMatchCount.from_config(layer.get_config()).width == 3
+
+
+def test_match_summary_hand_computed_masked_and_empty():
+  matches = tf.constant([[1.0, 0.0, 2.0, 9.0], [0.0, 0.0, 0.0, 0.0]])  # 9.0 is past the length
+  length = tf.constant([[3], [0]])
+  out = MatchSummary(decay=0.5, smoothing=1.0)([matches, length]).numpy()
+  total = 3.0
+  np.testing.assert_allclose(out[0], [np.log1p(total), total / 3, total / 4,
+                                      1.0 + 0.25 * 2.0, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(out[1], [0.0, 0.0, 0.0, 0.0, 0.0])  # a new user: zeros, no NaN
+
+
+def test_match_summary_learned_bucket_weights_and_config():
+  layer = MatchSummary(num_buckets=4)
+  matches = tf.constant([[1.0, 1.0, 1.0]])
+  out = layer([matches, tf.constant([[2]]), tf.constant([[1, 3, 2]])])
+  assert out.shape == (1, 6) and len(layer.trainable_weights) == 1
+  layer.bucket_weights.assign([0.0, 10.0, 20.0, 30.0])
+  out = layer([matches, tf.constant([[2]]), tf.constant([[1, 3, 2]])]).numpy()
+  assert out[0, 5] == pytest.approx(10.0 + 30.0)  # buckets of the two valid positions
+  clone = MatchSummary.from_config(layer.get_config())
+  assert (clone.decay, clone.smoothing, clone.num_buckets) == (0.85, 5.0, 4)
+
+
+@pytest.mark.parametrize("kwargs,fragment", [({"decay": 0.0}, "decay must be in"),
+                                             ({"decay": 1.5}, "decay must be in"),
+                                             ({"smoothing": -1.0}, "smoothing must be >= 0"),
+                                             ({"num_buckets": -2}, "num_buckets must be >= 0")])
+def test_match_summary_rejects_bad_arguments(kwargs, fragment):
+  with pytest.raises(ValueError, match=fragment):
+    MatchSummary(**kwargs)
+
+
+def test_cross_network_hand_computed_and_weight_count():
+  layer = CrossNetwork(num_layers=2)
+  x0 = tf.constant([[1.0, 2.0, -1.0]])
+  out = layer(x0).numpy()
+  assert layer.count_params() == 2 * (3 * 3 + 3)  # full-rank W and b per layer
+  x = x0.numpy()
+  for cross in layer._cross:  # pylint: disable=protected-access
+    kernel, bias = [w.numpy() for w in cross.trainable_weights]
+    x = x0.numpy() * (x @ kernel + bias) + x
+  np.testing.assert_allclose(out, x, rtol=1e-5)
+  assert CrossNetwork.from_config(layer.get_config()).num_layers == 2
+  with pytest.raises(ValueError, match="num_layers must be >= 1, got 0"):
+    CrossNetwork(num_layers=0)
+
+
+def _regression_data(seed):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(64, 4)).astype(np.float32)
+  y = (x @ np.array([1.0, -2.0, 0.5, 0.0], np.float32))[:, None]
+  return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+def test_fit_restores_the_weights_of_the_best_eval_epoch():
+  """Eval data with the opposite target: eval loss rises while training fits, so the best
+  epoch is the first, and its weights (not the last epoch's) must be what the model keeps."""
+  tf.keras.utils.set_random_seed(0)
+  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
+  model.compile(tf.keras.optimizers.SGD(0.05), "mse")
+  train = _regression_data(0)
+  eval_ds = train.map(lambda x, y: (x, -y))
+
+  class Snapshots(tf.keras.callbacks.Callback):
+    def __init__(self):
+      super().__init__()
+      self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+      self.weights.append([w.copy() for w in self.model.get_weights()])
+
+  snaps = Snapshots()
+  cfg = trainer.TrainConfig(max_epochs=6, patience=2)
+  original_fit = model.fit
+  model.fit = lambda *a, **k: original_fit(*a, **dict(k, callbacks=k["callbacks"] + [snaps]))
+  history = trainer.fit(model, train, eval_ds, cfg, verbose=0)
+  val = history.history["val_loss"]
+  best = int(np.argmin(val))
+  assert len(val) == best + 1 + cfg.patience < cfg.max_epochs  # stopped by patience
+  for got, want in zip(model.get_weights(), snaps.weights[best]):
+    np.testing.assert_allclose(got, want)
+  assert not np.allclose(model.get_weights()[0], snaps.weights[-1][0])
+
+
+def test_fit_step_budget_stops_mid_run_and_keeps_the_best_weights():
+  tf.keras.utils.set_random_seed(0)
+  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
+  model.compile(tf.keras.optimizers.SGD(0.05), "mse")
+  train = _regression_data(1)  # 4 batches per epoch
+  history = trainer.fit(model, train, train, trainer.TrainConfig(max_epochs=50, patience=50),
+                        max_steps=10, verbose=0)
+  assert len(history.history["loss"]) == 3  # batches 1-4, 5-8, 9-10 then the budget stops it
+  with pytest.raises(ValueError, match="max_steps must be >= 1, got 0"):
+    trainer.StepBudget(0)
+
+
+@pytest.mark.parametrize("custom,fragment", [({"max_epochs": 0}, "max_epochs must be >= 1"),
+                                             ({"patience": -1}, "patience must be >= 0"),
+                                             ({"learning_rate": 0.0}, "learning_rate must be > 0")])
+def test_train_config_rejects_bad_values(custom, fragment):
+  with pytest.raises(ValueError, match=fragment):
+    trainer.TrainConfig.from_custom_config(custom)

@@ -32,6 +32,7 @@ ROWS = [
          activity_level=[b"new"], host_uv_10m=[0.0], display_len=[0], trigger_item_id=[0]),
     _row(host_id=[7], rt_neg_age_seconds=[5000, 5000], rt_neg_len=[0], host_shop_id=[11],
          host_category_ids=[4, 6, 0], display_brand_ids=[3, 3, 0, 0, 0, 0], display_len=[2],
+         display_prices=[9.0, 99.0, 0, 0, 0, 0], session_category_ids=[4] + [0] * 29,
          activity_level=[b"high"], host_uv_10m=[math.e - 1], trigger_item_id=[123]),
     _row(host_id=[9], host_shop_id=[12], host_category_ids=[6, 4, 0], display_len=[1],
          activity_level=[b"vip"], host_uv_10m=[math.e ** 2 - 1], label_effective_view=[1],
@@ -83,3 +84,27 @@ def test_activity_items_labels_and_mask(transformed):
   assert items[1] != items[2]
   assert [float(r[F.BUY_MASK]) for r in transformed] == [0.0, 1.0, 1.0]
   assert [float(r[F.HEAD_EFFECTIVE_VIEW]) for r in transformed] == [0.0, 0.0, 1.0]
+
+
+def test_model_input_spec_equals_what_preprocessing_produces(transformed):
+  from models.spec import NON_INPUT_KEYS, ModelSpec, transformed_feature_shapes
+  produced = {k: np.asarray(v) for k, v in transformed[0].items() if k not in NON_INPUT_KEYS}
+  shapes = transformed_feature_shapes(realtime_len=RT, lifelong_len=LL)
+  assert set(shapes) == set(produced)
+  assert {k: (v.size if v.ndim else 1) for k, v in produced.items()} == shapes
+  inputs = ModelSpec(vocab_sizes={}, feature_shapes=shapes).inputs()
+  for k, v in produced.items():
+    want_float = np.issubdtype(v.dtype, np.floating)
+    assert inputs[k].dtype.is_floating == want_float, k
+
+
+def test_session_categories_share_the_category_vocabulary_and_prices_are_logged(transformed):
+  # Row 1's session category 4 gets the same index as host category 4.
+  rows = list(ROWS)
+  assert rows[0][F.SESSION_CATEGORY_IDS] == [0] * (F.SESSION_HOSTS_LEN * F.HOST_MAX_CATEGORIES)
+  assert list(transformed[0][xf(F.SESSION_CATEGORY_IDS)]) == [0] * len(
+      rows[0][F.SESSION_CATEGORY_IDS])
+  cats = transformed[1][xf(F.HOST_CATEGORY_IDS)]  # [4, 6, 0] -> indices of 4 and 6
+  assert transformed[1][xf(F.SESSION_CATEGORY_IDS)][0] == cats[0] > 0
+  np.testing.assert_allclose(transformed[1][xf(F.DISPLAY_PRICES)],
+                             np.log1p([9.0, 99.0, 0, 0, 0, 0]), rtol=1e-6)

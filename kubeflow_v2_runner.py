@@ -29,7 +29,7 @@ def compile_pipeline(output: str, gcs_root: str, image: str, model_name: str) ->
       log_dir=f"{gcs_root}/logs", schema_path="/app/schemas/schema.pbtxt",
       serving_model_dir=f"{gcs_root}/serving/{configs.PIPELINE_NAME}",
       preprocessing_fn=configs.PREPROCESSING_FN, run_fn=configs.RUN_FN,
-      train_steps=configs.TRAIN_STEPS, eval_steps=configs.EVAL_STEPS,
+      train_steps=configs.TRAIN_STEPS,
       trainer_config={"model_name": model_name},
       min_effective_view_auc=configs.MIN_EFFECTIVE_VIEW_AUC,
       beam_pipeline_args=["--runner=DataflowRunner"])

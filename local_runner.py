@@ -28,7 +28,6 @@ def paths(work: str, pipeline_name: str = configs.PIPELINE_NAME) -> dict:
 
 
 def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.TRAIN_STEPS,
-          eval_steps: int = configs.EVAL_STEPS,
           min_auc: float = configs.MIN_EFFECTIVE_VIEW_AUC) -> tfx.dsl.Pipeline:
   p = paths(work)
   return pipeline_lib.create_pipeline(
@@ -36,7 +35,7 @@ def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.
       log_dir=p["log_dir"], schema_path=SCHEMA_PATH,
       serving_model_dir=os.path.join(p["serving_dir"], configs.PIPELINE_NAME),
       preprocessing_fn=configs.PREPROCESSING_FN, run_fn=configs.RUN_FN,
-      train_steps=train_steps, eval_steps=eval_steps,
+      train_steps=train_steps,
       trainer_config={"model_name": model_name}, min_effective_view_auc=min_auc,
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           p["metadata"]),

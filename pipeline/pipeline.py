@@ -43,7 +43,6 @@ def create_pipeline(
     preprocessing_fn: str,
     run_fn: str,
     train_steps: int,
-    eval_steps: int,
     trainer_config: Dict,
     min_effective_view_auc: float,
     realtime_seq_len: int = F.REALTIME_SEQ_LEN,
@@ -73,8 +72,8 @@ def create_pipeline(
   trainer = tfx.components.Trainer(
       run_fn=run_fn, examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
-      train_args=tfx.proto.TrainArgs(num_steps=train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=eval_steps), custom_config=trainer_config)
+      # Every epoch evaluates the whole eval split (early stopping), so no eval_args step count.
+      train_args=tfx.proto.TrainArgs(num_steps=train_steps), custom_config=trainer_config)
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
       eval_config=eval_config(min_effective_view_auc))

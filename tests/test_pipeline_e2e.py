@@ -29,7 +29,7 @@ def _generate(work, corrupt_fraction=0.0):
 
 def _run(work, model_name="feedback"):
   tfx.orchestration.LocalDagRunner().run(local_runner.build(
-      work=str(work), model_name=model_name, train_steps=40, eval_steps=3, min_auc=0.5))
+      work=str(work), model_name=model_name, train_steps=40, min_auc=0.5))
 
 
 @pytest.fixture(scope="module")

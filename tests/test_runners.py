@@ -39,3 +39,16 @@ def test_eval_config_per_head_auc_and_blessing_on_overall_slice_only():
     else:
       assert thresholds == []
   assert [list(s.feature_keys) for s in cfg.slicing_specs] == [[], [F.ACTIVITY_LEVEL]]
+
+
+def test_bad_trainer_config_fails_when_the_pipeline_is_built(tmp_path):
+  import pytest
+
+  import local_runner
+  with pytest.raises(ValueError, match="model_name 'nope' is not one of"):
+    local_runner.build(work=str(tmp_path), model_name="nope")
+  with pytest.raises(ValueError, match="unknown trainer custom_config keys"):
+    kubeflow_v2_runner.pipeline_lib.create_pipeline(
+        pipeline_name="p", pipeline_root=str(tmp_path), log_dir=str(tmp_path), schema_path="s",
+        serving_model_dir=str(tmp_path), preprocessing_fn="m.f", run_fn="m.r", train_steps=1,
+        trainer_config={"epochs": 3}, min_effective_view_auc=0.5)

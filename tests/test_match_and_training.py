@@ -134,3 +134,13 @@ def test_fit_step_budget_stops_mid_run_and_keeps_the_best_weights():
 def test_train_config_rejects_bad_values(custom, fragment):
   with pytest.raises(ValueError, match=fragment):
     trainer.TrainConfig.from_custom_config(custom)
+
+
+def test_train_curve_overrides_are_typed_and_checked():
+  from bench.train_curves import parse_overrides
+  assert parse_overrides(["learning_rate=5e-4", "patience=3", "model_name=dcn"]) == {
+      "learning_rate": 5e-4, "patience": 3, "model_name": "dcn"}
+  with pytest.raises(ValueError, match="'lr=1'"):
+    parse_overrides(["lr=1"])
+  with pytest.raises(ValueError, match="'patience'"):
+    parse_overrides(["patience"])

@@ -87,7 +87,11 @@ def display_tokens(emb: Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
 
 
 def context_features(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
-  """Non-sequence features: user, context, candidate room, host statistics, displayed products."""
+  """Non-sequence features: user, context, candidate room, host statistics, displayed products.
+
+  The candidate-vs-session match features are separate (:func:`context_match`) so a model can
+  also route them to a linear path.
+  """
   pool = MaskedMeanPooling(name="pool_display")
   display_price = MaskedMeanPooling(name="mean_display_log_price")(
       [x[xf(F.DISPLAY_PRICES)][..., tf.newaxis], x[xf(F.DISPLAY_LEN)]])  # [B, 1]
@@ -104,7 +108,7 @@ def context_features(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor
       emb(P.CATEGORY_VOCAB, x[xf(F.TRIGGER_CATEGORY_ID)])[:, 0],
       pool([display_tokens(emb, x), x[xf(F.DISPLAY_LEN)]]), display_price,
       stats, lengths,
-  ] + context_match(x)
+  ]
 
 
 def _match(name: str, query: tf.Tensor, keys: tf.Tensor, width: int = 1) -> tf.Tensor:
@@ -179,6 +183,5 @@ def pooled_session_and_lifelong(emb: Embeddings, x: Dict[str, tf.Tensor]) -> Lis
 
 
 def pooled_sequences(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
-  """Every sequence mean-pooled and matched against the candidate (the baselines' view)."""
-  return (pooled_realtime(emb, x) + pooled_session_and_lifelong(emb, x) + realtime_match(x)
-          + lifelong_match(x))
+  """Every sequence mean-pooled (the baselines' sequence view; match features are separate)."""
+  return pooled_realtime(emb, x) + pooled_session_and_lifelong(emb, x)

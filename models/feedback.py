@@ -51,7 +51,7 @@ def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool
   cand = encoders.candidate_tokens(emb, inputs)  # [B, D]
   attend = lambda prefix: TargetAttention(num_heads, d, output_dim=d, name=f"att_{prefix}")(  # noqa: E731
       [cand, encoders.sequence_tokens(emb, inputs, prefix), inputs[xf(F.len_key(prefix))]])
-  parts = encoders.context_features(emb, inputs)
+  parts = encoders.context_features(emb, inputs) + encoders.context_match(inputs)
   if use_realtime:
     u_pos = attend(F.RT_POS)  # [B, D]
     parts += [u_pos, u_pos * cand] + encoders.realtime_match(inputs)

@@ -19,10 +19,26 @@ from models.spec import ModelSpec
 NUM_TASKS = len(F.HEADS)
 
 
-def task_heads(task_inputs: List[tf.Tensor], tower_units: Sequence[int] = (32,)) -> dict:
-  """One tower + sigmoid per head, one input per head, outputs named by head."""
-  return {head: MLP(list(tower_units) + [1], final_activation="sigmoid", name=head)(x)  # [B, 1]
-          for head, x in zip(F.HEADS, task_inputs)}
+def task_heads(task_inputs: List[tf.Tensor], tower_units: Sequence[int] = (32,),
+               wide: tf.Tensor | None = None) -> dict:
+  """One tower per head on its own input, outputs named by head.
+
+  Args:
+    task_inputs: one [B, D] input per head, in ``F.HEADS`` order.
+    wide: optional [B, W] features that also enter every head's logit linearly (Wide & Deep):
+      the match features are near-linear in the true logit, and a linear path learns them in the
+      first epoch, before the id embeddings start to memorise.
+  """
+  heads = {}
+  for head, x in zip(F.HEADS, task_inputs):
+    if wide is None:
+      heads[head] = MLP(list(tower_units) + [1], final_activation="sigmoid", name=head)(x)
+      continue
+    logit = MLP(list(tower_units) + [1], final_activation=None, name=f"{head}_deep")(x)
+    logit = tf.keras.layers.Add(name=f"{head}_logit")(
+        [logit, tf.keras.layers.Dense(1, name=f"{head}_wide")(wide)])  # [B, 1]
+    heads[head] = tf.keras.layers.Activation("sigmoid", name=head)(logit)  # [B, 1]
+  return heads
 
 
 def extractor(kind: str, expert_units: Sequence[int] = (128, 64)) -> tf.keras.layers.Layer:
@@ -38,22 +54,27 @@ def extractor(kind: str, expert_units: Sequence[int] = (128, 64)) -> tf.keras.la
 
 
 def build_multitask(spec: ModelSpec, kind: str, use_sequences: bool = True,
-                    cross_layers: int = 0, name: str | None = None) -> tf.keras.Model:
+                    cross_layers: int = 0, wide: bool = False,
+                    name: str | None = None) -> tf.keras.Model:
   """Shared encoders -> [DCN-v2 cross network] -> expert block ``kind`` -> one head per task.
 
   Args:
     use_sequences: add the pooled sequences and their match features against the candidate.
     cross_layers: stacked DCN-v2 cross layers before the expert block (0: none).
+    wide: the match features also enter each head's logit linearly (Wide & Deep).
   """
   inputs = spec.inputs()
   emb = encoders.Embeddings(spec)
+  matches = encoders.context_match(inputs)
   parts = encoders.context_features(emb, inputs)
   if use_sequences:
     parts += encoders.pooled_sequences(emb, inputs)
-  x = tf.keras.layers.Concatenate(name="features")(parts)  # [B, D]
+    matches += encoders.realtime_match(inputs) + encoders.lifelong_match(inputs)
+  x = tf.keras.layers.Concatenate(name="features")(parts + matches)  # [B, D]
   if cross_layers:
     x = CrossNetwork(cross_layers, name="cross")(x)  # [B, D]
-  return tf.keras.Model(inputs, task_heads(extractor(kind)(x)), name=name or kind)
+  wide_x = tf.keras.layers.Concatenate(name="wide")(matches) if wide else None
+  return tf.keras.Model(inputs, task_heads(extractor(kind)(x), wide=wide_x), name=name or kind)
 
 
 def build_dcn(spec: ModelSpec) -> tf.keras.Model:

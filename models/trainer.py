@@ -20,6 +20,8 @@ ModelBuilder = Callable[[ModelSpec], tf.keras.Model]
 MODEL_BUILDERS: Dict[str, ModelBuilder] = {
     "dnn": multitask.build_dnn,
     "dcn": multitask.build_dcn,
+    "wide_deep": lambda s: multitask.build_multitask(s, "shared_bottom", wide=True,
+                                                     name="wide_deep"),
     "shared_bottom": lambda s: multitask.build_multitask(s, "shared_bottom"),
     "baseline": lambda s: multitask.build_multitask(s, "shared_bottom", name="baseline"),
     "mmoe": lambda s: multitask.build_multitask(s, "mmoe"),

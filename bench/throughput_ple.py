@@ -46,8 +46,6 @@ def _id_space(raw_key: str) -> str | None:
     return "stay"
   if raw_key.endswith("age_seconds"):
     return "age"
-  if raw_key.endswith("steps_ago"):
-    return "steps"
   return None
 
 

@@ -18,7 +18,6 @@ from models.spec import ModelSpec
 xf = F.transformed_name
 STAY_BUCKETS = len(F.STAY_BUCKET_BOUNDARIES) + 2
 AGE_BUCKETS = len(P.AGE_SECONDS_BOUNDARIES) + 2
-STEPS_BUCKETS = P.MAX_STEPS_AGO + 2  # padding + 0..MAX_STEPS_AGO
 LL_AGE_BUCKETS = len(P.AGE_DAYS_BOUNDARIES) + 2
 
 
@@ -26,7 +25,6 @@ def table_sizes(spec: ModelSpec) -> Dict[str, int]:
   """Rows of every embedding table by id-space name: the shared vocabularies and fixed spaces."""
   return dict(spec.vocab_sizes, item=P.ITEM_HASH_BUCKETS, activity=P.NUM_ACTIVITY_LEVELS,
               hour=24, slot=P.MAX_SLOT + 1, stay=STAY_BUCKETS, age=AGE_BUCKETS,
-              steps=STEPS_BUCKETS,
               ll_age=LL_AGE_BUCKETS)
 
 
@@ -63,7 +61,7 @@ def sequence_tokens(emb: Embeddings, x: Dict[str, tf.Tensor], prefix: str) -> tf
                          F.RT_FIELD_WIDTH["category_ids"])  # [B, L, D]
   return (emb(P.HOST_VOCAB, s("host_ids")) + cats
           + emb(P.SHOP_VOCAB, s("shop_ids")) + emb("stay", s("stay_buckets"))
-          + emb("age", s("age_seconds")) + emb("steps", s("steps_ago")))  # [B, L, D]
+          + emb("age", s("age_seconds")))  # [B, L, D]
 
 
 def lifelong_tokens(emb: Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
@@ -128,14 +126,11 @@ def context_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
   cand_cats = x[xf(F.HOST_CATEGORY_IDS)]  # [B, C]
   n_shown = x[xf(F.SESSION_HOSTS_LEN_KEY)]
   trigger = _match("trigger_category", cand_cats, x[xf(F.TRIGGER_CATEGORY_ID)])  # [B, 1]
-  # The trigger's pull fades as the user swipes on: its hit weighted by a learned decay per slot.
-  trigger_by_slot = MatchSummary(num_buckets=P.MAX_SLOT + 1, name="summary_trigger_by_slot")(
-      [trigger, tf.ones_like(x[xf(F.SLOT_INDEX)]), x[xf(F.SLOT_INDEX)]])[:, -1:]  # [B, 1]
   session_cats = _match("session_categories", cand_cats, x[xf(F.SESSION_CATEGORY_IDS)],
                         F.HOST_MAX_CATEGORIES)  # [B, S]
   session_room = _match("session_room", x[xf(F.HOST_ID)], x[xf(F.SESSION_HOSTS)])  # [B, S]
   return [_normalized("context_match", [
-      trigger, trigger_by_slot,
+      trigger,
       MatchSummary(name="summary_session_categories")([session_cats, n_shown]),
       MatchSummary(name="summary_session_room")([session_room, n_shown])])]
 
@@ -145,16 +140,12 @@ def realtime_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
   parts = []
   for prefix in (F.RT_POS, F.RT_NEG):
     length, age = x[xf(F.len_key(prefix))], x[xf(F.seq_key(prefix, "age_seconds"))]
-    steps = x[xf(F.seq_key(prefix, "steps_ago"))]
     for field, query in (("category_ids", F.HOST_CATEGORY_IDS), ("host_ids", F.HOST_ID),
                          ("shop_ids", F.HOST_SHOP_ID)):
       hits = _match(f"{prefix}_{field}", x[xf(query)], x[xf(F.seq_key(prefix, field))],
                     F.RT_FIELD_WIDTH.get(field, 1))  # [B, L]
       parts.append(MatchSummary(decay=0.85, num_buckets=AGE_BUCKETS,
                                 name=f"summary_{prefix}_{field}")([hits, length, age]))  # [B, 6]
-      # The same hits weighted by a learned decay over rooms ago (the appetite's clock).
-      by_steps = MatchSummary(num_buckets=STEPS_BUCKETS, name=f"summary_steps_{prefix}_{field}")
-      parts.append(by_steps([hits, length, steps])[:, -1:])  # [B, 1]
   return [_normalized("realtime_match", parts)]
 
 

@@ -78,10 +78,7 @@ HOST_STAT_KEYS: Tuple[str, ...] = tuple(
 # --- Real-time feedback sequences (positive / negative), most recent first. ------------------------
 RT_POS = "rt_pos"
 RT_NEG = "rt_neg"
-# steps_ago: how many of the user's impressions ended between that one and now (0 = the last
-# one). The simulator's appetite decays per shown room, not per second, so recency in rooms is
-# what a model needs to weigh feedback by; age_seconds carries the decay between sessions.
-RT_FIELDS = ("host_ids", "category_ids", "shop_ids", "stay_buckets", "age_seconds", "steps_ago")
+RT_FIELDS = ("host_ids", "category_ids", "shop_ids", "stay_buckets", "age_seconds")
 # Values per sequence position: a past room carries all its categories (position-major, padded
 # with 0), because the simulator's appetite moves on every category of a room, not the first.
 RT_FIELD_WIDTH = {"category_ids": HOST_MAX_CATEGORIES}

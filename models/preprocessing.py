@@ -21,7 +21,6 @@ AGE_SECONDS_BOUNDARIES = [60.0, 300.0, 900.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 36
                           2 * 86400.0]
 AGE_DAYS_BOUNDARIES = [1.0, 3.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 270.0]
 MAX_SLOT = 29
-MAX_STEPS_AGO = 30  # rooms ago; older feedback shares the last bucket
 NUM_ACTIVITY_LEVELS = len(F.ACTIVITY_LEVELS) + 1  # + unknown
 
 # Vocabulary name -> raw features that hold that id.
@@ -105,8 +104,6 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     out[xf(F.seq_key(prefix, "age_seconds"))] = _bucketize(
         inputs[F.seq_key(prefix, "age_seconds")], AGE_SECONDS_BOUNDARIES, valid)
     out[xf(F.seq_key(prefix, "stay_buckets"))] = inputs[F.seq_key(prefix, "stay_buckets")]
-    steps = tf.minimum(tf.cast(inputs[F.seq_key(prefix, "steps_ago")], tf.int64), MAX_STEPS_AGO)
-    out[xf(F.seq_key(prefix, "steps_ago"))] = tf.where(valid, steps + 1, tf.zeros_like(steps))
   ll_valid = _seq_valid(inputs, F.LL, inputs[F.seq_key(F.LL, "age_days")].shape[-1])
   out[xf(F.seq_key(F.LL, "age_days"))] = _bucketize(inputs[F.seq_key(F.LL, "age_days")],
                                                    AGE_DAYS_BOUNDARIES, ll_valid)

@@ -52,7 +52,6 @@ def transformed_feature_shapes(realtime_len: int = F.REALTIME_SEQ_LEN,
   raw = {f.name: f.length for f in F.serving_raw_features(realtime_len, lifelong_len)}
   keys = [k for ks in P.SHARED_VOCABS.values() for k in ks] + P.ITEM_FEATURES + P.LENGTH_FEATURES
   keys += [F.ACTIVITY_LEVEL, F.HOUR_OF_DAY, F.SLOT_INDEX, F.DISPLAY_PRICES, *F.HOST_STAT_KEYS]
-  keys += [F.seq_key(p, f) for p in (F.RT_POS, F.RT_NEG)
-           for f in ("age_seconds", "stay_buckets", "steps_ago")]
+  keys += [F.seq_key(p, f) for p in (F.RT_POS, F.RT_NEG) for f in ("age_seconds", "stay_buckets")]
   keys += [F.seq_key(F.LL, "age_days")] + [F.seq_key(F.LL, f) for f in F.LL_FLOAT_FIELDS]
   return {xf(k): raw[k] for k in keys}

@@ -152,9 +152,6 @@ def test_positive_negative_split_most_recent_first(clean_run):
   assert _ints(f4, F.seq_key(F.RT_NEG, "stay_buckets")) == [pit.stay_bucket(1.5), 0, 0]
   # Age is measured from the end of the past stay: T0+200 - (T0+31+1.5) = 167.
   assert _ints(f4, F.seq_key(F.RT_NEG, "age_seconds")) == [167, 0, 0]
-  # Rooms ago: imp 3 ended after imp 2, and imps 3 and 2 after imp 1.
-  assert _ints(f4, F.seq_key(F.RT_NEG, "steps_ago")) == [1, 0, 0]
-  assert _ints(f4, F.seq_key(F.RT_POS, "steps_ago")) == [2, 0, 0]
 
 
 def test_no_leakage_of_feedback_not_finished_before_the_impression(clean_run):

@@ -85,7 +85,6 @@ def realtime_sequences(history: Sequence[ImpressionRecord], ts: float, seq_len: 
   """
   done = sorted((h for h in history if h.leave_ts < ts),
                 key=lambda h: (h.leave_ts, h.impression_id), reverse=True)
-  steps_ago = {h.impression_id: i for i, h in enumerate(done)}
   out: Dict[str, list] = {}
   for prefix, keep in ((F.RT_POS, is_positive), (F.RT_NEG, is_negative)):
     seq = [h for h in done if keep(h)][:seq_len]
@@ -95,7 +94,6 @@ def realtime_sequences(history: Sequence[ImpressionRecord], ts: float, seq_len: 
         "shop_ids": [host_info[h.host_id]["shop_id"] for h in seq],
         "stay_buckets": [stay_bucket(h.stay_seconds) for h in seq],
         "age_seconds": [int(ts - h.leave_ts) for h in seq],
-        "steps_ago": [steps_ago[h.impression_id] for h in seq],
     }
     for field in F.RT_FIELDS:
       out[F.seq_key(prefix, field)] = _pad(cols[field], F.rt_field_length(field, seq_len))

@@ -86,44 +86,55 @@ def _regression_data(seed):
   return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
 
 
+class _Snapshots(tf.keras.callbacks.Callback):
+  """Every epoch's weights, to compare with what training leaves in the model."""
+
+  def __init__(self):
+    super().__init__()
+    self.weights = []
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def _fit_with_snapshots(train, eval_ds, cfg, max_steps=None):
+  tf.keras.utils.set_random_seed(0)
+  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
+  model.compile(tf.keras.optimizers.SGD(0.05), "mse")
+  snaps = _Snapshots()
+  original_fit = model.fit
+  model.fit = lambda *a, **k: original_fit(*a, **dict(k, callbacks=k["callbacks"] + [snaps]))
+  history = trainer.fit(model, train, eval_ds, cfg, max_steps=max_steps, verbose=0)
+  return model, history.history, snaps.weights
+
+
+def _assert_weights_equal(got, want):
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b)
+
+
 def test_fit_restores_the_weights_of_the_best_eval_epoch():
   """Eval data with the opposite target: eval loss rises while training fits, so the best
   epoch is the first, and its weights (not the last epoch's) must be what the model keeps."""
-  tf.keras.utils.set_random_seed(0)
-  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
-  model.compile(tf.keras.optimizers.SGD(0.05), "mse")
   train = _regression_data(0)
-  eval_ds = train.map(lambda x, y: (x, -y))
-
-  class Snapshots(tf.keras.callbacks.Callback):
-    def __init__(self):
-      super().__init__()
-      self.weights = []
-
-    def on_epoch_end(self, epoch, logs=None):
-      self.weights.append([w.copy() for w in self.model.get_weights()])
-
-  snaps = Snapshots()
   cfg = trainer.TrainConfig(max_epochs=6, patience=2)
-  original_fit = model.fit
-  model.fit = lambda *a, **k: original_fit(*a, **dict(k, callbacks=k["callbacks"] + [snaps]))
-  history = trainer.fit(model, train, eval_ds, cfg, verbose=0)
-  val = history.history["val_loss"]
-  best = int(np.argmin(val))
-  assert len(val) == best + 1 + cfg.patience < cfg.max_epochs  # stopped by patience
-  for got, want in zip(model.get_weights(), snaps.weights[best]):
-    np.testing.assert_allclose(got, want)
-  assert not np.allclose(model.get_weights()[0], snaps.weights[-1][0])
+  model, history, snaps = _fit_with_snapshots(train, train.map(lambda x, y: (x, -y)), cfg)
+  best = int(np.argmin(history["val_loss"]))
+  assert len(history["val_loss"]) == best + 1 + cfg.patience < cfg.max_epochs  # by patience
+  _assert_weights_equal(model.get_weights(), snaps[best])
+  assert not np.allclose(model.get_weights()[0], snaps[-1][0])
 
 
 def test_fit_step_budget_stops_mid_run_and_keeps_the_best_weights():
-  tf.keras.utils.set_random_seed(0)
-  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
-  model.compile(tf.keras.optimizers.SGD(0.05), "mse")
   train = _regression_data(1)  # 4 batches per epoch
-  history = trainer.fit(model, train, train, trainer.TrainConfig(max_epochs=50, patience=50),
-                        max_steps=10, verbose=0)
-  assert len(history.history["loss"]) == 3  # batches 1-4, 5-8, 9-10 then the budget stops it
+  # Eval on the opposite target again, so the best epoch is not the last one.
+  model, history, snaps = _fit_with_snapshots(
+      train, train.map(lambda x, y: (x, -y)), trainer.TrainConfig(max_epochs=50, patience=50),
+      max_steps=10)
+  assert len(history["loss"]) == 3  # batches 1-4, 5-8, 9-10 then the budget stops it
+  best = int(np.argmin(history["val_loss"]))
+  assert best < 2
+  _assert_weights_equal(model.get_weights(), snaps[best])
   with pytest.raises(ValueError, match="max_steps must be >= 1, got 0"):
     trainer.StepBudget(0)
 

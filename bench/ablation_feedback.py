@@ -51,11 +51,10 @@ def train_variant(name: str, tft_output, examples_dir: str, seed: int, cfg: trai
   """Trains one variant as the Trainer does; returns (model, per-epoch history, seconds)."""
   tf.keras.utils.set_random_seed(seed)
   spec = ModelSpec.from_transform_output(tft_output, cfg.embedding_dim, cfg.embedding_l2)
-  model = trainer.MODEL_BUILDERS[name](spec)
-  trainer.compile_model(model, cfg.learning_rate, cfg.triplet_weight, cfg.triplet_margin)
+  model = trainer.build_model(spec, dataclasses.replace(cfg, model_name=name))
   data = lambda split, shuffle: trainer.transformed_dataset(  # noqa: E731
       os.path.join(examples_dir, f"Split-{split}", "*.gz"), tft_output, cfg.batch_size,
-      model.output_names, shuffle_seed=seed if shuffle else None, repeat=False)
+      model.tasks, shuffle_seed=seed if shuffle else None, repeat=False)
   start = time.perf_counter()
   history = trainer.fit(model, data("train", True), data("eval", False), cfg, verbose=0)
   return model, history.history, time.perf_counter() - start

@@ -21,13 +21,14 @@ from absl import app, flags
 
 from bench.ablation_feedback import WARMUP_STEPS, latest_transform_dirs
 from bench.common import define_run_flags, write_json
-from models import encoders, trainer
+from models import encoders, tasks, trainer
 from models import features as F
 from models import preprocessing as P
 from models.spec import ModelSpec
 
 xf = F.transformed_name
 EMBEDDING_DIM = 16
+LEARNING_RATE = 2e-3
 CACHED_BATCHES = 50
 
 
@@ -109,13 +110,17 @@ def run(work: str, pipeline_name: str, out_dir: str, steps: int, batch_size: int
   tft_output = tft.TFTransformOutput(dirs["graph"])
   pattern = os.path.join(dirs["examples"], "Split-train", "*.gz")
   spec = ModelSpec.from_transform_output(tft_output, EMBEDDING_DIM)
-  models = {"ours_ple": trainer.MODEL_BUILDERS["ple"](spec), "deepctr_ple": build_deepctr_ple(spec),
-            "ours_feedback": trainer.MODEL_BUILDERS["feedback"](spec)}
+  ours = lambda name: trainer.build_model(  # noqa: E731
+      spec, trainer.TrainConfig(model_name=name, learning_rate=LEARNING_RATE))
+  deepctr = build_deepctr_ple(spec)
+  # The same per-head losses and optimizer as our models' tasks (DeepCTR is a plain Keras model).
+  deepctr.compile(tf.keras.optimizers.Adam(LEARNING_RATE),
+                  loss={h.output: h.loss() for h in tasks.ENGAGEMENT.heads})
+  models = {"ours_ple": ours("ple"), "deepctr_ple": deepctr, "ours_feedback": ours("feedback")}
   data = {}
   for name, model in models.items():
-    trainer.compile_model(model, 2e-3)
-    ds = trainer.transformed_dataset(pattern, tft_output, batch_size, model.output_names,
-                                     shuffle_seed=1)
+    model_tasks = getattr(model, "tasks", tasks.ENGAGEMENT)
+    ds = trainer.transformed_dataset(pattern, tft_output, batch_size, model_tasks, shuffle_seed=1)
     ds = _deepctr_batches(ds, model) if name.startswith("deepctr") else ds
     # A fixed set of batches held in memory and cycled: the timing measures the model's training
     # step, not gzip parsing or refilling the shuffle buffer at every fit().

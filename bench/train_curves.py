@@ -62,12 +62,11 @@ def run(work: str, pipeline_name: str, variant: str, overrides: Dict[str, object
   dirs = latest_transform_dirs(work, pipeline_name)
   tft_output = tft.TFTransformOutput(dirs["graph"])
   tf.keras.utils.set_random_seed(seed)
-  model = trainer.MODEL_BUILDERS[variant](
-      ModelSpec.from_transform_output(tft_output, cfg.embedding_dim, cfg.embedding_l2))
-  trainer.compile_model(model, cfg.learning_rate, cfg.triplet_weight, cfg.triplet_margin)
+  model = trainer.build_model(
+      ModelSpec.from_transform_output(tft_output, cfg.embedding_dim, cfg.embedding_l2), cfg)
   data = lambda split, shuffle: trainer.transformed_dataset(  # noqa: E731
       os.path.join(dirs["examples"], f"Split-{split}", "*.gz"), tft_output, cfg.batch_size,
-      model.output_names, shuffle_seed=seed if shuffle else None, repeat=False)
+      model.tasks, shuffle_seed=seed if shuffle else None, repeat=False)
   log = EpochLog()
   original_fit = model.fit
   model.fit = lambda *a, **k: original_fit(*a, **dict(k, callbacks=k["callbacks"] + [log]))
@@ -109,7 +108,7 @@ def main(argv):
 
 if __name__ == "__main__":
   define_run_flags()
-  flags.DEFINE_string("variant", "baseline", "Model name (trainer.MODEL_BUILDERS).")
+  flags.DEFINE_string("variant", "baseline", "Model name (trainer.MODELS).")
   flags.DEFINE_multi_string("set", [], "TrainConfig override key=value (repeatable).")
   flags.DEFINE_integer("seed", 1, "Training seed.")
   flags.DEFINE_string("name", "train_curves", "Result file name (JSON and PNG).")

@@ -14,14 +14,29 @@ import tensorflow as tf
 
 from models import encoders
 from models import features as F
+from models import tasks as tasks_lib
 from models.layers import MLP
 from models.layers.attention import TargetAttention
 from models.layers.experts import PLE
+from models.losses import LabelAwareTripletLoss
 from models.multitask import NUM_TASKS, task_heads
 from models.spec import ModelSpec
 
 xf = F.transformed_name
 TRIPLET_OUTPUT = "triplet_gap"
+
+
+def feedback_tasks(triplet_weight: float = 0.1, triplet_margin: float = 0.2,
+                   use_triplet: bool = True) -> tasks_lib.Tasks:
+  """The engagement heads, plus the triplet gap labelled 'engaged' (effective view or interact).
+
+  Engaged is the same event the positive sequence holds (see ``F.POSITIVE_STAY_SECONDS``).
+  """
+  if not use_triplet:
+    return tasks_lib.ENGAGEMENT
+  return tasks_lib.with_head(tasks_lib.ENGAGEMENT, tasks_lib.Head(
+      output=TRIPLET_OUTPUT, labels=(F.HEAD_EFFECTIVE_VIEW, F.HEAD_INTERACT),
+      loss=lambda: LabelAwareTripletLoss(triplet_margin), weight=triplet_weight, served=False))
 
 
 def _cosine_distance(a, b):

@@ -13,27 +13,42 @@ from tfx_bsl.public import tfxio
 
 from models import features as F
 from models import feedback, multitask
-from models.losses import LabelAwareTripletLoss
-from models.spec import NON_INPUT_KEYS, ModelSpec
+from models import tasks as tasks_lib
+from models.spec import ModelSpec
 
-ModelBuilder = Callable[[ModelSpec], tf.keras.Model]
-MODEL_BUILDERS: Dict[str, ModelBuilder] = {
-    "dnn": multitask.build_dnn,
-    "dcn": multitask.build_dcn,
-    "wide_deep": lambda s: multitask.build_multitask(s, "shared_bottom", wide=True,
-                                                     name="wide_deep"),
-    "shared_bottom": lambda s: multitask.build_multitask(s, "shared_bottom"),
-    "baseline": lambda s: multitask.build_multitask(s, "shared_bottom", name="baseline"),
-    "mmoe": lambda s: multitask.build_multitask(s, "mmoe"),
-    "ple": lambda s: multitask.build_multitask(s, "ple"),
-    "feedback": feedback.build_feedback,
-    "feedback_no_triplet": lambda s: feedback.build_feedback(s, use_triplet=False,
-                                                             name="feedback_no_triplet"),
-    "feedback_no_negative": lambda s: feedback.build_feedback(
-        s, use_negative=False, use_triplet=False, name="feedback_no_negative"),
-    "feedback_no_realtime": lambda s: feedback.build_feedback(
-        s, use_negative=False, use_triplet=False, use_realtime=False,
-        name="feedback_no_realtime"),
+
+@dataclasses.dataclass(frozen=True)
+class ModelDef:
+  """A model by name: its network builder and the heads it is trained on."""
+  network: Callable[[ModelSpec], tf.keras.Model]
+  tasks: Callable[[TrainConfig], tasks_lib.Tasks] = lambda cfg: tasks_lib.ENGAGEMENT
+
+
+def _multitask(kind: str, **kwargs) -> ModelDef:
+  return ModelDef(lambda s: multitask.build_multitask(s, kind, **kwargs))
+
+
+def _feedback(**switches) -> ModelDef:
+  triplet = switches.get("use_triplet", True)
+  return ModelDef(lambda s: feedback.build_feedback(s, **switches),
+                  lambda cfg: feedback.feedback_tasks(cfg.triplet_weight, cfg.triplet_margin,
+                                                      use_triplet=triplet))
+
+
+MODELS: Dict[str, ModelDef] = {
+    "dnn": ModelDef(multitask.build_dnn),
+    "dcn": ModelDef(multitask.build_dcn),
+    "wide_deep": _multitask("shared_bottom", wide=True, name="wide_deep"),
+    "shared_bottom": _multitask("shared_bottom"),
+    "baseline": _multitask("shared_bottom", name="baseline"),
+    "mmoe": _multitask("mmoe"),
+    "ple": _multitask("ple"),
+    "feedback": _feedback(),
+    "feedback_no_triplet": _feedback(use_triplet=False, name="feedback_no_triplet"),
+    "feedback_no_negative": _feedback(use_negative=False, use_triplet=False,
+                                      name="feedback_no_negative"),
+    "feedback_no_realtime": _feedback(use_negative=False, use_triplet=False, use_realtime=False,
+                                      name="feedback_no_realtime"),
 }
 SERVING_SIGNATURE = "serving_default"
 TRANSFORM_SIGNATURE = "transform_features"
@@ -65,8 +80,8 @@ class TrainConfig:
       raise ValueError(f"unknown trainer custom_config keys {sorted(unknown)}; known: "
                        f"{sorted(fields)}")
     cfg = cls(**(custom or {}))
-    if cfg.model_name not in MODEL_BUILDERS:
-      raise ValueError(f"model_name {cfg.model_name!r} is not one of {sorted(MODEL_BUILDERS)}")
+    if cfg.model_name not in MODELS:
+      raise ValueError(f"model_name {cfg.model_name!r} is not one of {sorted(MODELS)}")
     for name in ("batch_size", "embedding_dim", "max_epochs"):
       if getattr(cfg, name) < 1:
         raise ValueError(f"trainer {name} must be >= 1, got {getattr(cfg, name)}")
@@ -115,34 +130,31 @@ def fit(model: tf.keras.Model, train_ds: tf.data.Dataset, eval_ds: tf.data.Datas
                    callbacks=callbacks, verbose=verbose)
 
 
-def split_labels(batch: Dict[str, tf.Tensor], output_names=tuple(F.HEADS)):
-  """Transformed batch -> (model inputs, labels per output, sample weights per output).
+def build_model(spec: ModelSpec, cfg: TrainConfig) -> tasks_lib.RankingModel:
+  """The named model's network wrapped with its heads, compiled with Adam."""
+  definition = MODELS[cfg.model_name]
+  model = tasks_lib.RankingModel(definition.network(spec), definition.tasks(cfg))
+  model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate))
+  return model
 
-  The buy head is masked (weight 0) where the room displays no products; the triplet output, when
-  the model has one, is labelled 'engaged' = effective view or interact.
-  """
-  features = {k: v for k, v in batch.items() if k not in NON_INPUT_KEYS}
-  labels = {h: batch[h] for h in F.HEADS}
-  ones = tf.ones_like(batch[F.BUY_MASK])
-  weights = {h: (batch[F.BUY_MASK] if h == F.HEAD_BUY else ones) for h in F.HEADS}
-  if feedback.TRIPLET_OUTPUT in output_names:
-    labels[feedback.TRIPLET_OUTPUT] = tf.maximum(batch[F.HEAD_EFFECTIVE_VIEW],
-                                                 batch[F.HEAD_INTERACT])
-    weights[feedback.TRIPLET_OUTPUT] = ones
-  return features, labels, weights
+
+def model_tasks(cfg: TrainConfig) -> tasks_lib.Tasks:
+  """The heads of the configured model, without building it."""
+  return MODELS[cfg.model_name].tasks(cfg)
 
 
 def make_dataset(file_pattern, data_accessor, tf_transform_output, batch_size: int,
-                 output_names, seed: int, num_epochs=None) -> tf.data.Dataset:
+                 tasks: tasks_lib.Tasks, seed: int, num_epochs=None) -> tf.data.Dataset:
   ds = data_accessor.tf_dataset_factory(
       file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=num_epochs,
                                                    shuffle_seed=seed),
       tf_transform_output.transformed_metadata.schema)
-  return ds.map(lambda b: split_labels(b, tuple(output_names)))
+  return ds.map(tasks.split)
 
 
-def transformed_dataset(file_pattern: str, tf_transform_output, batch_size: int, output_names,
-                        shuffle_seed: int | None = None, repeat: bool = True) -> tf.data.Dataset:
+def transformed_dataset(file_pattern: str, tf_transform_output, batch_size: int,
+                        tasks: tasks_lib.Tasks, shuffle_seed: int | None = None,
+                        repeat: bool = True) -> tf.data.Dataset:
   """Transformed gzip TFRecords -> (features, labels, weights) batches, outside the Trainer."""
   files = tf.io.gfile.glob(file_pattern)
   if not files:
@@ -154,43 +166,31 @@ def transformed_dataset(file_pattern: str, tf_transform_output, batch_size: int,
     ds = ds.shuffle(20_000, seed=shuffle_seed)
   spec = tf_transform_output.transformed_feature_spec()
   return (ds.batch(batch_size).map(lambda x: tf.io.parse_example(x, spec))
-          .map(lambda b: split_labels(b, tuple(output_names))).prefetch(2))
-
-
-def compile_model(model: tf.keras.Model, learning_rate: float, triplet_weight: float = 0.1,
-                  triplet_margin: float = 0.2) -> None:
-  """Per-head cross-entropy (+ the weighted triplet loss when the model has that output)."""
-  losses = {h: tf.keras.losses.BinaryCrossentropy() for h in F.HEADS}
-  loss_weights = {h: 1.0 for h in F.HEADS}
-  if feedback.TRIPLET_OUTPUT in model.output_names:
-    losses[feedback.TRIPLET_OUTPUT] = LabelAwareTripletLoss(triplet_margin)
-    loss_weights[feedback.TRIPLET_OUTPUT] = triplet_weight
-  model.compile(
-      optimizer=tf.keras.optimizers.Adam(learning_rate), loss=losses, loss_weights=loss_weights,
-      weighted_metrics={h: [tf.keras.metrics.AUC(name="auc")] for h in F.HEADS})
+          .map(tasks.split).prefetch(2))
 
 
 class ServingModule(tf.Module):
   """Holds the Keras model and the Transform layer; its tf.functions are the exported signatures."""
 
-  def __init__(self, model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput):
+  def __init__(self, model: tasks_lib.RankingModel, tf_transform_output: tft.TFTransformOutput):
     super().__init__()
-    self.model = model
+    self.model = model.network
+    self.tasks = model.tasks
     self.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
     self._serving_spec = {k: v for k, v in raw_spec.items() if k not in F.LABEL_KEYS}
     self._raw_spec = raw_spec
-    self._input_keys = sorted(model.input.keys()) if isinstance(model.input, dict) else None
+    self._input_keys = sorted(model.network.input.keys())
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
   def serve(self, examples):
-    """Serialized tf.Examples (no labels) -> every head's score, [B] each."""
+    """Serialized tf.Examples (no labels) -> every served head's score, [B] each.
+
+    A head's mask zeroes its score (a purchase cannot happen in a room without products).
+    """
     transformed = self.tft_layer(tf.io.parse_example(examples, self._serving_spec))
     outputs = self.model({k: transformed[k] for k in self._input_keys}, training=False)
-    scores = {h: tf.reshape(outputs[h], [-1]) for h in F.HEADS}
-    # A purchase cannot happen in a room that displays no products: the buy score is 0 there.
-    scores[F.HEAD_BUY] *= tf.reshape(transformed[F.BUY_MASK], [-1])
-    return scores
+    return tasks_lib.scored_outputs(self.tasks, outputs, transformed)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
   def transform(self, examples):
@@ -211,12 +211,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   spec = ModelSpec.from_transform_output(tf_transform_output, cfg.embedding_dim,
                                          cfg.embedding_l2)
-  model = MODEL_BUILDERS[cfg.model_name](spec)
-  compile_model(model, cfg.learning_rate, cfg.triplet_weight, cfg.triplet_margin)
+  model = build_model(spec, cfg)
   train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                          cfg.batch_size, model.output_names, cfg.seed, num_epochs=1)
+                          cfg.batch_size, model.tasks, cfg.seed, num_epochs=1)
   eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                         cfg.batch_size, model.output_names, cfg.seed, num_epochs=1)
+                         cfg.batch_size, model.tasks, cfg.seed, num_epochs=1)
   logging.info("training %s: up to %d epochs (patience %d), at most %s steps", cfg.model_name,
                cfg.max_epochs, cfg.patience, fn_args.train_steps)
   history = fit(model, train_ds, eval_ds, cfg, max_steps=fn_args.train_steps,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -10,14 +10,23 @@ from tfx import v1 as tfx
 from components.anomaly_gate import AnomalyGate
 from components.live_example_gen.component import LiveLogExampleGen
 from models import features as F
-from models.trainer import TrainConfig
+from models.tasks import Head
+from models.trainer import SERVING_SIGNATURE, TRANSFORM_SIGNATURE, TrainConfig, model_tasks
 
 
-def eval_config(min_effective_view_auc: float) -> tfma.EvalConfig:
-  """Per-head AUC, overall and by user activity level; blessing on the effective-view AUC."""
+def eval_config(min_effective_view_auc: float, served_heads: Sequence[Head]) -> tfma.EvalConfig:
+  """Per-head AUC, overall and by user activity level; blessing on the effective-view AUC.
+
+  Args:
+    min_effective_view_auc: the blessing threshold.
+    served_heads: the model's served heads (the serving signature's outputs).
+  """
+  heads = [h.output for h in served_heads]
+  if F.HEAD_EFFECTIVE_VIEW not in heads:
+    raise ValueError(f"the model serves {heads}; blessing needs {F.HEAD_EFFECTIVE_VIEW!r}")
   overall = [tfma.SlicingSpec()]
   metrics_specs = [tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name="ExampleCount")])]
-  for head in F.HEADS:
+  for head in heads:
     thresholds = []
     if head == F.HEAD_EFFECTIVE_VIEW:  # bless on the whole eval set, not on small slices
       thresholds = [tfma.PerSliceMetricThreshold(
@@ -28,8 +37,9 @@ def eval_config(min_effective_view_auc: float) -> tfma.EvalConfig:
                             config=f'"name": "auc_{head}"')
     metrics_specs.append(tfma.MetricsSpec(metrics=[auc], output_names=[head]))
   return tfma.EvalConfig(
-      model_specs=[tfma.ModelSpec(signature_name="serving_default", label_keys=dict(F.HEADS),
-                                  preprocessing_function_names=["transform_features"])],
+      model_specs=[tfma.ModelSpec(signature_name=SERVING_SIGNATURE,
+                                  label_keys={h: F.HEADS[h] for h in heads},
+                                  preprocessing_function_names=[TRANSFORM_SIGNATURE])],
       metrics_specs=metrics_specs,
       slicing_specs=overall + [tfma.SlicingSpec(feature_keys=[F.ACTIVITY_LEVEL])])
 
@@ -57,7 +67,7 @@ def create_pipeline(
   the logs; training sees only earlier sessions.
   """
   # Fail now, not ~400 s later inside the Trainer: unknown keys, unknown model, bad values.
-  TrainConfig.from_custom_config(trainer_config)
+  served_heads = model_tasks(TrainConfig.from_custom_config(trainer_config)).served
   example_gen = LiveLogExampleGen(input_base=log_dir, realtime_seq_len=realtime_seq_len,
                                   lifelong_seq_len=lifelong_seq_len, eval_days=eval_days)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
@@ -76,7 +86,7 @@ def create_pipeline(
       train_args=tfx.proto.TrainArgs(num_steps=train_steps), custom_config=trainer_config)
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs["examples"], model=trainer.outputs["model"],
-      eval_config=eval_config(min_effective_view_auc))
+      eval_config=eval_config(min_effective_view_auc, served_heads))
   pusher = tfx.components.Pusher(
       model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
       push_destination=tfx.proto.PushDestination(

@@ -47,38 +47,45 @@ def _spec():
 
 
 def _batch(spec, n=8, seed=0):
+  """A transformed batch: model inputs, one label per head and the buy mask."""
   rng = np.random.default_rng(seed)
-  feats = {}
+  batch = {}
   for name, inp in spec.inputs().items():
     shape = (n, spec.feature_shapes[name])
     if inp.dtype == tf.float32:
-      feats[name] = rng.normal(size=shape).astype(np.float32)
+      batch[name] = rng.normal(size=shape).astype(np.float32)
     else:
-      feats[name] = rng.integers(0, 3, size=shape).astype(np.int64)
-  labels = {h: rng.integers(0, 2, size=(n, 1)).astype(np.float32) for h in F.HEADS}
-  return feats, labels
+      batch[name] = rng.integers(0, 3, size=shape).astype(np.int64)
+  for h in F.HEADS:
+    batch[h] = rng.integers(0, 2, size=(n, 1)).astype(np.int64)
+  batch[F.BUY_MASK] = rng.integers(0, 2, size=(n, 1)).astype(np.float32)
+  return batch
+
+
+def _build(name, spec, **overrides):
+  return trainer.build_model(spec, trainer.TrainConfig(model_name=name, **overrides))
 
 
 def _fit_one_step(name):
   spec = _spec()
-  model = trainer.MODEL_BUILDERS[name](spec)
-  trainer.compile_model(model, 1e-2)
+  model = _build(name, spec, learning_rate=1e-2)
   model.run_eagerly = True  # one step: tracing the whole graph would cost ~30 s per model
-  feats, labels = _batch(spec)
-  if "triplet_gap" in model.output_names:
-    labels["triplet_gap"] = labels[F.HEAD_INTERACT]
+  batch = _batch(spec)
+  data = tf.data.Dataset.from_tensors(batch).map(model.tasks.split)
   before = [w.numpy().copy() for w in model.trainable_weights]
-  hist = model.fit(feats, labels, epochs=1, batch_size=8, verbose=0)
+  hist = model.fit(data, epochs=1, verbose=0)
   assert np.isfinite(hist.history["loss"][0])
+  assert {f"{h}_auc" for h in F.HEADS} <= set(hist.history)
   assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, model.trainable_weights))
-  return model, feats
+  features, _, _ = model.tasks.split(batch)
+  return model, features
 
 
-@pytest.mark.parametrize("name", sorted(trainer.MODEL_BUILDERS))
+@pytest.mark.parametrize("name", sorted(trainer.MODELS))
 def test_every_model_fits_one_step(name):
   model, feats = _fit_one_step(name)
   preds = model.predict(feats, verbose=0)
-  assert set(F.HEADS) <= set(preds)
+  assert set(preds) == set(model.tasks.outputs)
   assert all(((preds[h] >= 0) & (preds[h] <= 1)).all() for h in F.HEADS)
 
 
@@ -87,7 +94,7 @@ def test_every_model_fits_one_step(name):
 def test_savedmodel_round_trip(tmp_path, name):
   model, feats = _fit_one_step(name)
   preds = model.predict(feats, verbose=0)
-  model.save(str(tmp_path / "m"))
+  model.network.save(str(tmp_path / "m"))
   loaded = tf.keras.models.load_model(str(tmp_path / "m"))
   again = loaded.predict(feats, verbose=0)
   for h in F.HEADS:
@@ -96,14 +103,14 @@ def test_savedmodel_round_trip(tmp_path, name):
 
 def test_feedback_ablation_switches():
   spec = _spec()
-  full = trainer.MODEL_BUILDERS["feedback"](spec)
-  no_neg = trainer.MODEL_BUILDERS["feedback_no_negative"](spec)
-  no_trip = trainer.MODEL_BUILDERS["feedback_no_triplet"](spec)
+  full = trainer.MODELS["feedback"].network(spec)
+  no_neg = trainer.MODELS["feedback_no_negative"].network(spec)
+  no_trip = trainer.MODELS["feedback_no_triplet"].network(spec)
   assert "triplet_gap" in full.output_names and "triplet_gap" not in no_trip.output_names
   names = lambda m: {layer.name for layer in m.layers}  # noqa: E731
   assert {"att_rt_pos", "att_rt_neg", "contrastive_residual"} <= names(full)
   assert "att_rt_neg" not in names(no_neg) and "contrastive_residual" not in names(no_neg)
-  no_rt = trainer.MODEL_BUILDERS["feedback_no_realtime"](spec)
+  no_rt = trainer.MODELS["feedback_no_realtime"].network(spec)
   assert not any(layer.name.startswith(("att_rt", "match_rt", "summary_rt"))
                  for layer in no_rt.layers)
   assert {"match_rt_pos_category_ids", "summary_rt_neg_host_ids"} <= names(full)
@@ -117,8 +124,8 @@ def test_feedback_ablation_switches():
 @pytest.mark.parametrize("name", ["baseline", "feedback"])
 def test_models_handle_empty_sequences(name):
   spec = _spec()
-  model = trainer.MODEL_BUILDERS[name](spec)
-  feats, _ = _batch(spec)
+  model = _build(name, spec)
+  feats, _, _ = model.tasks.split(_batch(spec))
   for k in list(feats):
     if k.endswith("_len_xf") or "rt_" in k or "ll_" in k or "session" in k:
       feats[k] = np.zeros_like(feats[k])  # a new user: nothing in any sequence

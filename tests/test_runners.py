@@ -22,9 +22,10 @@ def test_kubeflow_v2_compile(tmp_path):
 
 def test_eval_config_per_head_auc_and_blessing_on_overall_slice_only():
   from models import features as F
+  from models import tasks
   from pipeline.pipeline import eval_config
 
-  cfg = eval_config(0.6)
+  cfg = eval_config(0.6, tasks.ENGAGEMENT.served)
   by_output = {tuple(s.output_names): s for s in cfg.metrics_specs}
   assert set(by_output) == {()} | {(h,) for h in F.HEADS}
   assert by_output[()].metrics[0].class_name == "ExampleCount"

@@ -1,0 +1,113 @@
+"""Per-model tasks: labels, masks, the weighted loss, served scores and the trainer's registry."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features as F
+from models import feedback, tasks, trainer
+from models.losses import LabelAwareTripletLoss
+
+
+def _batch():
+  """Four examples with one input feature, every head's label and the buy mask."""
+  return {
+      "x_xf": tf.constant([[0.5], [-1.0], [2.0], [0.0]]),
+      F.HEAD_EFFECTIVE_VIEW: tf.constant([[1], [0], [0], [1]], tf.int64),
+      F.HEAD_INTERACT: tf.constant([[0], [1], [0], [1]], tf.int64),
+      F.HEAD_BUY: tf.constant([[1], [0], [1], [0]], tf.int64),
+      F.BUY_MASK: tf.constant([[1.0], [0.0], [1.0], [1.0]]),
+  }
+
+
+def test_split_keeps_inputs_and_gives_each_head_its_label_and_mask():
+  feedback_tasks = feedback.feedback_tasks(triplet_weight=0.5, triplet_margin=0.1)
+  features, labels, weights = feedback_tasks.split(_batch())
+  assert list(features) == ["x_xf"]  # labels and masks are never model inputs
+  np.testing.assert_array_equal(labels[F.HEAD_BUY].numpy().ravel(), [1, 0, 1, 0])
+  np.testing.assert_array_equal(weights[F.HEAD_BUY].numpy().ravel(), [1, 0, 1, 1])
+  np.testing.assert_array_equal(weights[F.HEAD_INTERACT].numpy().ravel(), [1, 1, 1, 1])
+  # Engaged = effective view or interact.
+  np.testing.assert_array_equal(labels[feedback.TRIPLET_OUTPUT].numpy().ravel(), [1, 1, 0, 1])
+  assert feedback_tasks.served_outputs == tuple(F.HEADS)
+  assert feedback_tasks.outputs == tuple(F.HEADS) + (feedback.TRIPLET_OUTPUT,)
+
+
+def _toy_network(with_gap: bool) -> tf.keras.Model:
+  x = tf.keras.Input(shape=(1,), name="x_xf")
+  outputs = {h: tf.keras.layers.Dense(1, activation="sigmoid", name=h)(x) for h in F.HEADS}
+  if with_gap:
+    outputs[feedback.TRIPLET_OUTPUT] = tf.keras.layers.Dense(1, name=feedback.TRIPLET_OUTPUT)(x)
+  return tf.keras.Model({"x_xf": x}, outputs)
+
+
+def test_loss_is_the_weighted_sum_of_head_losses_with_masks():
+  tf.keras.utils.set_random_seed(0)
+  model = tasks.RankingModel(_toy_network(with_gap=True),
+                             feedback.feedback_tasks(triplet_weight=0.5, triplet_margin=0.1))
+  model.compile(tf.keras.optimizers.SGD(0.0))
+  batch = _batch()
+  features, labels, weights = model.tasks.split(batch)
+  preds = model(features)
+  bce = tf.keras.losses.BinaryCrossentropy()
+  want = sum(float(bce(labels[h], preds[h], sample_weight=weights[h])) for h in F.HEADS)
+  want += 0.5 * float(LabelAwareTripletLoss(0.1)(labels[feedback.TRIPLET_OUTPUT],
+                                                 preds[feedback.TRIPLET_OUTPUT]))
+  # The buy loss ignores the masked row: changing its label changes nothing.
+  flipped = dict(batch, **{F.HEAD_BUY: tf.constant([[1], [1], [1], [0]], tf.int64)})
+  got = model.evaluate(tf.data.Dataset.from_tensors(batch).map(model.tasks.split),
+                       verbose=0, return_dict=True)
+  got_flipped = model.evaluate(tf.data.Dataset.from_tensors(flipped).map(model.tasks.split),
+                               verbose=0, return_dict=True)
+  assert got["loss"] == pytest.approx(want, rel=1e-5)
+  assert got_flipped["loss"] == pytest.approx(want, rel=1e-5)
+  assert got[f"{F.HEAD_INTERACT}_loss"] == pytest.approx(
+      float(bce(labels[F.HEAD_INTERACT], preds[F.HEAD_INTERACT])), rel=1e-5)
+  # Every head reports its loss; only served heads an AUC (not the triplet gap).
+  assert set(got) == ({"loss"} | {f"{h}_auc" for h in F.HEADS}
+                      | {f"{h}_loss" for h in model.tasks.outputs})
+
+
+def test_training_reduces_the_loss_and_reports_val_auc_per_head():
+  tf.keras.utils.set_random_seed(0)
+  model = tasks.RankingModel(_toy_network(with_gap=False), tasks.ENGAGEMENT)
+  model.compile(tf.keras.optimizers.Adam(0.1))
+  data = tf.data.Dataset.from_tensors(_batch()).map(model.tasks.split).repeat(20)
+  history = model.fit(data, validation_data=data.take(1), epochs=2, verbose=0).history
+  assert history["loss"][1] < history["loss"][0]
+  assert {f"val_{h}_auc" for h in F.HEADS} <= set(history)
+
+
+def test_network_outputs_must_match_the_heads():
+  with pytest.raises(ValueError, match=r"without a head \['triplet_gap'\]"):
+    tasks.RankingModel(_toy_network(with_gap=True), tasks.ENGAGEMENT)
+  with pytest.raises(ValueError, match=r"missing \['triplet_gap'\]"):
+    tasks.RankingModel(_toy_network(with_gap=False), feedback.feedback_tasks())
+
+
+def test_scored_outputs_are_the_served_heads_with_masks_applied():
+  outputs = {h: tf.constant([[0.5], [0.25]]) for h in F.HEADS}
+  outputs[feedback.TRIPLET_OUTPUT] = tf.constant([[3.0], [3.0]])
+  scores = tasks.scored_outputs(feedback.feedback_tasks(), outputs,
+                                {F.BUY_MASK: tf.constant([[1.0], [0.0]])})
+  assert set(scores) == set(F.HEADS)
+  np.testing.assert_allclose(scores[F.HEAD_BUY].numpy(), [0.5, 0.0])
+  np.testing.assert_allclose(scores[F.HEAD_INTERACT].numpy(), [0.5, 0.25])  # unmasked
+
+
+def test_head_arguments_are_validated():
+  with pytest.raises(ValueError, match="'x' needs at least one label"):
+    tasks.Head(output="x", labels=())
+  with pytest.raises(ValueError, match="'x' weight must be >= 0, got -1"):
+    tasks.Head(output="x", labels=("y",), weight=-1.0)
+  head = tasks.Head(output="x", labels=("y",))
+  with pytest.raises(ValueError, match="duplicate head outputs"):
+    tasks.Tasks((head, head))
+
+
+def test_every_registered_model_declares_the_served_engagement_heads():
+  for name in trainer.MODELS:
+    cfg = trainer.TrainConfig(model_name=name)
+    assert trainer.model_tasks(cfg).served_outputs == tuple(F.HEADS), name
+  triplet = trainer.model_tasks(trainer.TrainConfig(model_name="feedback", triplet_weight=0.3))
+  assert triplet.heads[-1].weight == 0.3 and not triplet.heads[-1].served

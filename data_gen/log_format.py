@@ -41,6 +41,11 @@ EVENT_TYPES = (IMPRESSION, LEAVE) + ACTION_EVENTS
 
 ACTIVITY_LEVELS = ("new", "low", "high")
 
+# --- Displays (``displays.jsonl``): a room's displayed top-N products from ``ts`` on. ------------
+# True while the room runs a flash sale (optional; absent means false). A room announces its
+# display again when a flash sale starts and ends, so the flag is exact at every moment.
+DISPLAY_FLASH_SALE = "flash_sale"
+
 # --- Behavioural thresholds (seconds). --------------------------------------------------------------
 # A stay of at least this long is an effective view (a label, and in the simulator what raises the
 # user's real-time appetite for the room's categories).

@@ -22,6 +22,33 @@ HOT_WINDOW_SECONDS = 1_800  # a flash sale lasts 30 minutes
 ACTIVITY_LEVELS = lf.ACTIVITY_LEVELS
 
 
+def flash_sale_displays(refreshes: List[dict], hot_start: float, end: float) -> List[dict]:
+  """One stint's display records with the flash-sale flag (``log_format.DISPLAY_FLASH_SALE``).
+
+  A flash sale is what a viewer sees in the room, so the logs say when it runs: the room
+  announces its current display again when the sale starts and when it ends (no new products,
+  so what the behaviour sees is unchanged), and every record says whether the sale is on.
+
+  Args:
+    refreshes: the stint's regular refreshes, in time order (``host_id``, ``ts``, ``item_ids``).
+    hot_start: the flash sale's start, or a negative number for none.
+    end: the stint's end.
+  """
+  # Log times have millisecond resolution; the flag uses the logged bounds.
+  sale_start, sale_end = round(hot_start, 3), round(hot_start + HOT_WINDOW_SECONDS, 3)
+  marks = [sale_start] + ([sale_end] if sale_end < end else [])
+  records = list(refreshes)
+  if hot_start >= 0 and refreshes:
+    taken = {r["ts"] for r in refreshes}
+    for mark in marks:
+      if mark not in taken:
+        current = [r for r in refreshes if r["ts"] <= mark][-1]
+        records.append(dict(current, ts=mark))
+    records.sort(key=lambda r: r["ts"])
+  return [dict(r, **{lf.DISPLAY_FLASH_SALE: bool(hot_start >= 0 and sale_start <= r["ts"] < sale_end)})
+          for r in records]
+
+
 @dataclasses.dataclass(frozen=True)
 class WorldConfig:
   """Scale knobs and the seed. ``SCALES`` holds the named presets."""
@@ -194,11 +221,13 @@ class World:
         end = start + rng.uniform(2, 5) * HOUR
         hot = start + rng.uniform(0, end - start - HOT_WINDOW_SECONDS) if rng.random() < 0.35 else -1
         self.stints.append((h, start, end, hot))
+        refreshes = []
         t = start
         while t < end:
-          self.displays.append({"host_id": h, "ts": round(t, 3),
-                                "item_ids": self._display_items(rng, h)})
+          refreshes.append({"host_id": h, "ts": round(t, 3),
+                            "item_ids": self._display_items(rng, h)})
           t += DISPLAY_REFRESH_SECONDS
+        self.displays += flash_sale_displays(refreshes, hot, end)
     self.stints.sort(key=lambda s: s[1])
     self._stint_arr = np.array([s[1:] for s in self.stints]).reshape(-1, 3)
     self._stint_host = np.array([s[0] for s in self.stints], np.int64)

@@ -107,6 +107,7 @@ def context_features(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor
       # (eval AUC fell from the second epoch on; BUILD_NOTES "Why the models did not learn").
       emb(P.CATEGORY_VOCAB, x[xf(F.TRIGGER_CATEGORY_ID)])[:, 0],
       pool([display_tokens(emb, x), x[xf(F.DISPLAY_LEN)]]), display_price,
+      x[xf(F.HOST_FLASH_SALE)],  # [B, 1]
       stats, lengths,
   ]
 

@@ -65,6 +65,7 @@ DISPLAY_CATEGORY_IDS = "display_category_ids"
 DISPLAY_BRAND_IDS = "display_brand_ids"
 DISPLAY_PRICES = "display_prices"
 DISPLAY_LEN = "display_len"
+HOST_FLASH_SALE = "host_flash_sale"  # 1 while the room runs a flash sale (from its display log)
 
 
 def host_stat_key(kind: str, window: str) -> str:
@@ -158,6 +159,7 @@ def raw_features(realtime_len: int = REALTIME_SEQ_LEN,
       RawFeature(DISPLAY_CATEGORY_IDS, "int", DISPLAY_TOP_N),
       RawFeature(DISPLAY_BRAND_IDS, "int", DISPLAY_TOP_N),
       RawFeature(DISPLAY_PRICES, "float", DISPLAY_TOP_N), RawFeature(DISPLAY_LEN, "int"),
+      RawFeature(HOST_FLASH_SALE, "int"),
   ]
   feats += [RawFeature(k, "float") for k in HOST_STAT_KEYS]
   for prefix in (RT_POS, RT_NEG):
@@ -186,4 +188,4 @@ def transformed_name(key: str) -> str:
 # request copies one user's context and swaps these in for each candidate.
 HOST_SIDE_FEATURES: Tuple[str, ...] = (
     HOST_ID, HOST_SHOP_ID, HOST_CATEGORY_IDS, DISPLAY_ITEM_IDS, DISPLAY_CATEGORY_IDS,
-    DISPLAY_BRAND_IDS, DISPLAY_PRICES, DISPLAY_LEN) + HOST_STAT_KEYS
+    DISPLAY_BRAND_IDS, DISPLAY_PRICES, DISPLAY_LEN, HOST_FLASH_SALE) + HOST_STAT_KEYS

@@ -97,6 +97,8 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
   out[xf(F.ACTIVITY_LEVEL)] = _activity_index(inputs[F.ACTIVITY_LEVEL])
   out[xf(F.HOUR_OF_DAY)] = tf.clip_by_value(inputs[F.HOUR_OF_DAY], 0, 23)
   out[xf(F.SLOT_INDEX)] = tf.clip_by_value(inputs[F.SLOT_INDEX], 0, MAX_SLOT)
+  out[xf(F.HOST_FLASH_SALE)] = tf.cast(tf.clip_by_value(inputs[F.HOST_FLASH_SALE], 0, 1),
+                                      tf.float32)
   for k in F.HOST_STAT_KEYS:
     out[xf(k)] = tft.scale_to_z_score(tf.math.log1p(inputs[k]))
   for prefix in (F.RT_POS, F.RT_NEG):

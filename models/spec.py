@@ -41,7 +41,7 @@ class ModelSpec:
 
 
 def _dtype(name: str) -> tf.DType:
-  float_keys = ({xf(k) for k in F.HOST_STAT_KEYS} | {xf(F.DISPLAY_PRICES)}
+  float_keys = ({xf(k) for k in F.HOST_STAT_KEYS} | {xf(F.DISPLAY_PRICES), xf(F.HOST_FLASH_SALE)}
                 | {xf(F.seq_key(F.LL, f)) for f in F.LL_FLOAT_FIELDS})
   return tf.float32 if name in float_keys else tf.int64
 
@@ -51,7 +51,8 @@ def transformed_feature_shapes(realtime_len: int = F.REALTIME_SEQ_LEN,
   """The transformed model-input shapes preprocessing_fn produces, without running Transform."""
   raw = {f.name: f.length for f in F.serving_raw_features(realtime_len, lifelong_len)}
   keys = [k for ks in P.SHARED_VOCABS.values() for k in ks] + P.ITEM_FEATURES + P.LENGTH_FEATURES
-  keys += [F.ACTIVITY_LEVEL, F.HOUR_OF_DAY, F.SLOT_INDEX, F.DISPLAY_PRICES, *F.HOST_STAT_KEYS]
+  keys += [F.ACTIVITY_LEVEL, F.HOUR_OF_DAY, F.SLOT_INDEX, F.DISPLAY_PRICES, F.HOST_FLASH_SALE,
+           *F.HOST_STAT_KEYS]
   keys += [F.seq_key(p, f) for p in (F.RT_POS, F.RT_NEG) for f in ("age_seconds", "stay_buckets")]
   keys += [F.seq_key(F.LL, "age_days")] + [F.seq_key(F.LL, f) for f in F.LL_FLOAT_FIELDS]
   return {xf(k): raw[k] for k in keys}

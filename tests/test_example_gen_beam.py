@@ -44,7 +44,7 @@ def _static_lines():
       + [_line(user_id=1, item_id=3, category_id=11, brand_id=103, shop_id=1, price=3.0,
                weight=2, stay_seconds=5.0, ts=T0 + 5)],
       r.DISPLAYS: [_line(host_id=1, ts=T0 - 100, item_ids=[1, 2]),
-                   _line(host_id=1, ts=T0 + 150, item_ids=[3])],
+                   _line(host_id=1, ts=T0 + 150, item_ids=[3], flash_sale=True)],
   }
 
 
@@ -180,6 +180,8 @@ def test_display_and_lifelong_point_in_time(clean_run):
   assert _ints(by_id[1], F.DISPLAY_ITEM_IDS)[:3] == [1, 2, 0]
   assert _ints(by_id[1], F.DISPLAY_LEN) == [2]
   assert _ints(by_id[4], F.DISPLAY_ITEM_IDS)[:2] == [3, 0]  # refreshed at T0+150
+  # ... with a flash sale from then on (an older display record without the flag: none).
+  assert _ints(by_id[1], F.HOST_FLASH_SALE) == [0] and _ints(by_id[4], F.HOST_FLASH_SALE) == [1]
   # Lifelong: purchases of items 3, 2, 1 before T0 (most recent first), truncated to 2; the
   # purchase at T0+5 is after impression 1 but before impression 4.
   assert _ints(by_id[1], F.seq_key(F.LL, "item_ids")) == [3, 2]

@@ -165,6 +165,8 @@ CASES = [
      "field 'user_id' must be an integer"),
     ("unknown id", _append(r.EVENTS, _event(r.LIKE, host_id=10**7)), "unknown host_id"),
     ("missing key", _append(r.DISPLAYS, lambda d: b'{"host_id": 1}'), "field 'ts' must be"),
+    ("flash sale not a boolean", _append(r.DISPLAYS, lambda d: _dump(dict(
+        _first(d, r.DISPLAYS), flash_sale="yes"))), "field 'flash_sale' must be true or false"),
     ("orphan event", _append(r.EVENTS, _event(r.LIKE, impression_id=10**9)),
      "no impression event for impression_id"),
 ]

@@ -279,6 +279,7 @@ def host_parts(host_id: int, grouped: Dict[str, list], hosts: dict, items: dict)
     feats = dict(static)
     feats.update(timeline.stats(imp.ts))
     feats.update(pit.display_features(timeline.displayed(imp.ts), items))
+    feats[F.HOST_FLASH_SALE] = [timeline.flash_sale(imp.ts)]
     yield imp.impression_id, feats
 
 

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Dict, List, Sequence, Tuple
 
 from components.live_example_gen import records as r
+from data_gen import log_format as lf
 from models import features as F
 
 
@@ -164,6 +165,7 @@ class HostTimeline:
     disp = sorted(displays, key=lambda d: d["ts"])
     self._display_ts = [d["ts"] for d in disp]
     self._display_items = [d["item_ids"] for d in disp]
+    self._display_flash_sale = [bool(d.get(lf.DISPLAY_FLASH_SALE, False)) for d in disp]
 
   @staticmethod
   def _count(sorted_ts: List[float], lo: float, hi: float) -> int:
@@ -184,6 +186,11 @@ class HostTimeline:
     """Item ids on display as of ``ts`` (the latest refresh strictly before it)."""
     i = bisect.bisect_left(self._display_ts, ts)
     return list(self._display_items[i - 1]) if i > 0 else []
+
+  def flash_sale(self, ts: float) -> int:
+    """1 if the room's latest display record strictly before ``ts`` says a flash sale is on."""
+    i = bisect.bisect_left(self._display_ts, ts)
+    return int(self._display_flash_sale[i - 1]) if i > 0 else 0
 
 
 def display_features(item_ids: Sequence[int], items: Dict[int, dict]) -> Dict[str, list]:

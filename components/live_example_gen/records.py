@@ -196,10 +196,18 @@ def _purchase(rec, windows):
   return out
 
 
+def _optional_bool(rec: Dict[str, Any], field: str) -> bool:
+  v = rec.get(field, False)
+  if not isinstance(v, bool):
+    raise RecordError(f"field {field!r} must be true or false, got {v!r}")
+  return v
+
+
 def _display(rec, windows):
   return {"host_id": _int_id(rec, "host_id"),
           "ts": _timestamp(rec, "ts", windows[lf.WINDOW_EVENTS]),
-          "item_ids": _id_list(rec, "item_ids")}
+          "item_ids": _id_list(rec, "item_ids"),
+          lf.DISPLAY_FLASH_SALE: _optional_bool(rec, lf.DISPLAY_FLASH_SALE)}
 
 
 def _event(rec, windows):

@@ -1,0 +1,101 @@
+"""Where a trained model's gap to the reachable ceiling is: one true term at a time.
+
+For each head, a logistic regression (5-fold, on the eval split) over the model's logit plus one
+term the simulator knows — the real-time appetite term and the lifelong term of the reachable
+logit, the room's hot (flash-sale) window, daily popularity, quality and entertainment, or the
+whole reachable logit — says how much AUC that term would add to the model. A term that adds
+much is information the model misses; the whole reachable logit is the ceiling of the probe.
+
+    python -m bench.gap_probe --work work --model_dir work/serving/livestream-ranking/<version>
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict
+
+import numpy as np
+from absl import app, flags
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import cross_val_predict
+
+from bench import quality_report as qr
+from bench.common import define_run_flags, write_json
+from data_gen import reachable as rc
+from data_gen.simulator import read_ground_truth
+from data_gen.world import World, WorldConfig
+from models import features as F
+from serving.examples_io import latest_examples_dir, read_examples
+
+FOLDS = 5
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+  p = np.clip(p, 1e-6, 1 - 1e-6)
+  return np.log(p / (1 - p))
+
+
+def room_terms(world: World, hosts: np.ndarray, ts: np.ndarray) -> Dict[str, np.ndarray]:
+  """The room-side truth at each impression: hot window, popularity, quality, entertainment."""
+  def hot(h, t):
+    live, is_hot = world.live_hosts(t)
+    return float(is_hot[live == h].any())
+  return {"hot": np.array([hot(h, t) for h, t in zip(hosts, ts)]),
+          "popularity": np.array([world.popularity(h, t) for h, t in zip(hosts, ts)]),
+          "quality": world.host_quality[hosts], "entertain": world.host_entertain[hosts]}
+
+
+def probe(y: np.ndarray, model_logit: np.ndarray, terms: Dict[str, np.ndarray]) -> Dict[str, float]:
+  """AUC of the model alone and of LR(model logit, term) for each term (out of fold)."""
+  out = {"model": float(roc_auc_score(y, model_logit))}
+  for name, term in terms.items():
+    x = np.column_stack([model_logit, term])
+    score = cross_val_predict(LogisticRegression(max_iter=500), x, y, cv=FOLDS,
+                              method="decision_function")
+    out[f"+{name}"] = float(roc_auc_score(y, score))
+  return out
+
+
+def run(work: str, pipeline_name: str, model_dir: str, out_dir: str) -> dict:
+  with open(os.path.join(work, "logs", "summary.json")) as f:
+    world = World(WorldConfig(**json.load(f)["config"]))
+  examples = read_examples(latest_examples_dir(work, pipeline_name), limit=10**9)
+  truth = read_ground_truth(os.path.join(work, "logs"))
+  scores = qr.score_examples(model_dir, examples)
+  get = lambda k: np.array([ex.features.feature[k].int64_list.value[0] for ex in examples])  # noqa: E731
+  ids, hosts, ts = get(F.IMPRESSION_ID), get(F.HOST_ID), get(F.TIMESTAMP).astype(float)
+  room = room_terms(world, hosts, ts + 0.5)  # logged times are whole seconds
+  has_products = get(F.DISPLAY_LEN) > 0
+  out = {"work": os.path.abspath(work), "model_dir": os.path.abspath(model_dir), "heads": {}}
+  lines = [f"{'head':<16}{'n':>7}" + "".join(f"{k:>13}" for k in
+                                             ("model", "+appetite", "+lifelong", "+hot",
+                                              "+popularity", "+quality", "+entertain",
+                                              "+room all", "+reachable"))]
+  for head, field in qr.ORACLE_FIELD.items():
+    keep = has_products if head == F.HEAD_BUY else np.ones(len(ids), bool)
+    column = lambda name: _logit(qr.truth_column(truth, ids, name))  # noqa: E731
+    reach = column(rc.field_name(field, rc.REACHABLE))
+    terms = {"appetite": reach - column(rc.field_name(field, rc.NO_APPETITE)),
+             "lifelong": reach - column(rc.field_name(field, rc.NO_LIFELONG)),
+             **room, "room all": np.column_stack(list(room.values())), "reachable": reach}
+    res = probe(get(F.HEADS[head])[keep], _logit(scores[head])[keep],
+                {k: v[keep] for k, v in terms.items()})
+    out["heads"][head] = dict(res, n=int(keep.sum()))
+    lines.append(f"{head:<16}{int(keep.sum()):>7}" + "".join(f"{v:>13.4f}" for v in res.values()))
+  print("\n".join(lines))
+  write_json(out, out_dir, "gap_probe")
+  return out
+
+
+def main(argv):
+  del argv
+  run(flags.FLAGS.work, flags.FLAGS.pipeline_name, flags.FLAGS.model_dir, flags.FLAGS.out_dir)
+
+
+if __name__ == "__main__":
+  define_run_flags()
+  flags.DEFINE_string("model_dir", None, "A pushed SavedModel (serving_default signature).")
+  flags.mark_flag_as_required("model_dir")
+  app.run(main)

@@ -32,6 +32,7 @@ class Embeddings:
   """One embedding table per id space, shared by every place the id occurs."""
 
   def __init__(self, spec: ModelSpec):
+    self.dim = spec.embedding_dim
     reg = tf.keras.regularizers.L2(spec.embedding_l2) if spec.embedding_l2 else None
     self.tables = {name: tf.keras.layers.Embedding(n, spec.embedding_dim, name=f"emb_{name}",
                                                    embeddings_regularizer=reg)

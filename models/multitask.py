@@ -20,7 +20,7 @@ NUM_TASKS = len(F.HEADS)
 
 
 def task_heads(task_inputs: List[tf.Tensor], tower_units: Sequence[int] = (32,),
-               wide: tf.Tensor | None = None) -> dict:
+               wide: tf.Tensor | None = None, bias_logits: tf.Tensor | None = None) -> dict:
   """One tower per head on its own input, outputs named by head.
 
   Args:
@@ -28,15 +28,19 @@ def task_heads(task_inputs: List[tf.Tensor], tower_units: Sequence[int] = (32,),
     wide: optional [B, W] features that also enter every head's logit linearly (Wide & Deep):
       the match features are near-linear in the true logit, and a linear path learns them in the
       first epoch, before the id embeddings start to memorise.
+    bias_logits: optional [B, len(F.HEADS)] logits added to the heads' (a Bias Net's output).
   """
   heads = {}
-  for head, x in zip(F.HEADS, task_inputs):
-    if wide is None:
+  for i, (head, x) in enumerate(zip(F.HEADS, task_inputs)):
+    if wide is None and bias_logits is None:
       heads[head] = MLP(list(tower_units) + [1], final_activation="sigmoid", name=head)(x)
       continue
-    logit = MLP(list(tower_units) + [1], final_activation=None, name=f"{head}_deep")(x)
-    logit = tf.keras.layers.Add(name=f"{head}_logit")(
-        [logit, tf.keras.layers.Dense(1, name=f"{head}_wide")(wide)])  # [B, 1]
+    terms = [MLP(list(tower_units) + [1], final_activation=None, name=f"{head}_deep")(x)]
+    if wide is not None:
+      terms.append(tf.keras.layers.Dense(1, name=f"{head}_wide")(wide))  # [B, 1]
+    if bias_logits is not None:
+      terms.append(bias_logits[:, i:i + 1])  # [B, 1]
+    logit = tf.keras.layers.Add(name=f"{head}_logit")(terms) if len(terms) > 1 else terms[0]
     heads[head] = tf.keras.layers.Activation("sigmoid", name=head)(logit)  # [B, 1]
   return heads
 

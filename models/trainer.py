@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict
+import os
+from typing import Callable, Dict, List
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -12,8 +13,9 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from models import features as F
-from models import feedback, multitask
+from models import feedback, lifelong, multitask
 from models import tasks as tasks_lib
+from models.layers.lifelong import ChannelDINAttention
 from models.spec import ModelSpec
 
 
@@ -35,6 +37,12 @@ def _feedback(**switches) -> ModelDef:
                                                       use_triplet=triplet))
 
 
+def _lifelong(**switches) -> ModelDef:
+  aux = switches.get("use_aux", True)
+  return ModelDef(lambda s: lifelong.build_lifelong(s, **switches),
+                  lambda cfg: lifelong.lifelong_tasks(cfg.lifelong_aux_weight if aux else 0.0))
+
+
 MODELS: Dict[str, ModelDef] = {
     "dnn": ModelDef(multitask.build_dnn),
     "dcn": ModelDef(multitask.build_dcn),
@@ -49,8 +57,14 @@ MODELS: Dict[str, ModelDef] = {
                                       name="feedback_no_negative"),
     "feedback_no_realtime": _feedback(use_negative=False, use_triplet=False, use_realtime=False,
                                       name="feedback_no_realtime"),
+    "lifelong": _lifelong(),
+    "lifelong_mean_pool": _lifelong(extraction="mean_pool", name="lifelong_mean_pool"),
+    "lifelong_merged_softmax": _lifelong(channel_softmax=False, name="lifelong_merged_softmax"),
+    "lifelong_no_bias_net": _lifelong(use_bias_net=False, name="lifelong_no_bias_net"),
 }
 SERVING_SIGNATURE = "serving_default"
+# The exported module tracks the layers a later model may start from under this name.
+WARM_START_ATTRIBUTE = "warm_start"
 TRANSFORM_SIGNATURE = "transform_features"
 EXAMPLES_INPUT = "examples"
 
@@ -70,6 +84,10 @@ class TrainConfig:
   patience: int = 2
   triplet_weight: float = 0.1
   triplet_margin: float = 0.2
+  lifelong_aux_weight: float = 0.1  # the lifelong model's auxiliary head (0: none)
+  # Warm start: with a base model (the pipeline's resolver), the lifelong attention starts from
+  # the base model's and Mixout at this rate keeps it near them (0: plain fine-tuning).
+  mixout_rate: float = 0.0
   seed: int = 7  # initialisation and input shuffling (narrows, does not remove, run-to-run noise)
 
   @classmethod
@@ -87,6 +105,10 @@ class TrainConfig:
         raise ValueError(f"trainer {name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.embedding_l2 < 0:
       raise ValueError(f"trainer embedding_l2 must be >= 0, got {cfg.embedding_l2}")
+    if cfg.lifelong_aux_weight < 0:
+      raise ValueError(f"trainer lifelong_aux_weight must be >= 0, got {cfg.lifelong_aux_weight}")
+    if not 0.0 <= cfg.mixout_rate <= 1.0:
+      raise ValueError(f"trainer mixout_rate must be in [0, 1], got {cfg.mixout_rate}")
     if cfg.patience < 0:
       raise ValueError(f"trainer patience must be >= 0, got {cfg.patience}")
     if not cfg.learning_rate > 0:
@@ -169,6 +191,46 @@ def transformed_dataset(file_pattern: str, tf_transform_output, batch_size: int,
           .map(tasks.split).prefetch(2))
 
 
+def warm_start_layers(network: tf.keras.Model) -> Dict[str, tf.keras.layers.Layer]:
+  """The layers a later model may start from (the lifelong attention), by layer name."""
+  return {layer.name: layer for layer in network.layers if isinstance(layer, ChannelDINAttention)}
+
+
+def _saved_warm_start_layers(variables_path: str) -> List[str]:
+  """Names of the warm-startable layers an exported model holds (from its object graph)."""
+  # Imported here: only a warm start reads a checkpoint's object graph.
+  from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=import-outside-toplevel
+  graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
+      tf.train.load_checkpoint(variables_path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+  root = {c.local_name: c.node_id for c in graph.nodes[0].children}
+  if WARM_START_ATTRIBUTE not in root:
+    return []
+  return sorted(c.local_name for c in graph.nodes[root[WARM_START_ATTRIBUTE]].children)
+
+
+def warm_start(network: tf.keras.Model, base_model_dir: str, mixout_rate: float) -> List[str]:
+  """Starts the network's warm-startable layers from a previously exported model.
+
+  Each layer the base model also holds (same name) gets its weights; they become the anchors its
+  Mixout mixes toward, at ``mixout_rate``. Layers the base model lacks keep their initialisation.
+
+  Returns:
+    The names of the layers that were warm-started.
+  """
+  variables_path = os.path.join(base_model_dir, "variables", "variables")
+  saved = set(_saved_warm_start_layers(variables_path))
+  layers = {n: layer for n, layer in warm_start_layers(network).items() if n in saved}
+  if not layers:
+    return []
+  tf.train.Checkpoint(**{WARM_START_ATTRIBUTE: layers}).read(
+      variables_path).assert_existing_objects_matched()
+  for layer in layers.values():
+    for dense in layer.mixout_layers():
+      dense.set_anchor()
+      dense.rate.assign(mixout_rate)
+  return sorted(layers)
+
+
 class ServingModule(tf.Module):
   """Holds the Keras model and the Transform layer; its tf.functions are the exported signatures."""
 
@@ -176,6 +238,7 @@ class ServingModule(tf.Module):
     super().__init__()
     self.model = model.network
     self.tasks = model.tasks
+    setattr(self, WARM_START_ATTRIBUTE, warm_start_layers(model.network))
     self.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
     self._serving_spec = {k: v for k, v in raw_spec.items() if k not in F.LABEL_KEYS}
@@ -212,6 +275,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   spec = ModelSpec.from_transform_output(tf_transform_output, cfg.embedding_dim,
                                          cfg.embedding_l2)
   model = build_model(spec, cfg)
+  if fn_args.base_model:
+    started = warm_start(model.network, fn_args.base_model, cfg.mixout_rate)
+    logging.info("warm start from %s: %s (Mixout rate %s)", fn_args.base_model,
+                 started or "no shared layer, training from scratch", cfg.mixout_rate)
   train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
                           cfg.batch_size, model.tasks, cfg.seed, num_epochs=1)
   eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,

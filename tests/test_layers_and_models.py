@@ -89,8 +89,9 @@ def test_every_model_fits_one_step(name):
   assert all(((preds[h] >= 0) & (preds[h] <= 1)).all() for h in F.HEADS)
 
 
-# Together these two use every shared layer (attention, PLE/CGC, gates, MLP, pooling).
-@pytest.mark.parametrize("name", ["feedback", "mmoe"])
+# Together these use every shared layer (attention, PLE/CGC, gates, MLP, pooling, extraction,
+# channel DIN attention, Mixout).
+@pytest.mark.parametrize("name", ["feedback", "mmoe", "lifelong"])
 def test_savedmodel_round_trip(tmp_path, name):
   model, feats = _fit_one_step(name)
   preds = model.predict(feats, verbose=0)

@@ -1,0 +1,192 @@
+"""Lifelong-sequence blocks (seed 001): top-K channel extraction, channel-wise DIN attention, Mixout.
+
+A lifelong purchase history is too long and too mixed to attend over whole: each extraction channel
+scores every purchase (by category match with the target room, by embedding similarity, by the
+user's own interests, by recency ...) and keeps its top K. DIN attention then weighs the extracted
+items against the target room with a softmax *per channel*, so a long merged sequence does not
+dilute the weight of the few relevant items. Its MLP can start from a previous model's weights and
+be regularised toward them with Mixout (Lee et al., 2020).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from models.layers.blocks import PACKAGE
+
+# Score given to positions that must never be extracted (padding): below any real score.
+_NEVER = -1e9
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class TopKExtraction(tf.keras.layers.Layer):
+  """Each channel's top-``k`` positions of a padded, most-recent-first sequence.
+
+  Call with ``(scores [B, C, L], length [B] or [B, 1])``. Positions at or past ``length`` are never
+  extracted; ties go to the more recent (lower) position. Returns ``(indices [B, C, K] int32,
+  valid [B, C, K] float32)``: ``valid`` is 0 for a slot that holds padding (the sequence is
+  shorter than ``k``; its index is clipped into the sequence) and, for a channel in
+  ``relevance_channels``, for an item whose score is not > 0 (a category channel must not fill
+  its K with unrelated purchases).
+
+  Args:
+    k: items per channel (>= 1; a sequence shorter than ``k`` leaves slots invalid).
+    relevance_channels: per channel, True if only positive scores count as extracted.
+  """
+
+  def __init__(self, k: int, relevance_channels: Sequence[bool], **kwargs):
+    super().__init__(**kwargs)
+    if int(k) < 1:
+      raise ValueError(f"TopKExtraction k must be >= 1, got {k}")
+    if not relevance_channels:
+      raise ValueError("TopKExtraction needs at least one channel in relevance_channels")
+    self.k = int(k)
+    self.relevance_channels = [bool(r) for r in relevance_channels]
+
+  def build(self, input_shape):
+    scores_shape = tf.TensorShape(input_shape[0])
+    channels = scores_shape[1]
+    if channels != len(self.relevance_channels):
+      raise ValueError(f"TopKExtraction got {channels} score channels but "
+                       f"{len(self.relevance_channels)} relevance_channels")
+    super().build(input_shape)
+
+  def call(self, inputs):
+    scores, length = inputs
+    length = tf.reshape(tf.cast(length, tf.int32), [-1])  # [B]
+    max_len = tf.shape(scores)[-1]
+    in_sequence = tf.sequence_mask(length, maxlen=max_len)[:, tf.newaxis, :]  # [B, 1, L]
+    masked = tf.where(in_sequence, scores, tf.fill(tf.shape(scores), _NEVER))  # [B, C, L]
+    # Fewer stored positions than k: never-picked columns fill the rest.
+    masked = tf.pad(masked, [[0, 0], [0, 0], [0, tf.maximum(self.k - max_len, 0)]],
+                    constant_values=_NEVER)  # [B, C, max(L, K)]
+    top_scores, indices = tf.math.top_k(masked, k=self.k, sorted=True)  # [B, C, K]
+    indices = tf.minimum(indices, max_len - 1)  # a padded column's slot is invalid anyway
+    relevance = tf.constant(self.relevance_channels)[tf.newaxis, :, tf.newaxis]  # [1, C, 1]
+    valid = tf.logical_and(top_scores > _NEVER / 2,
+                           tf.logical_or(tf.logical_not(relevance), top_scores > 0.0))
+    return indices, tf.cast(valid, tf.float32)
+
+  def get_config(self):
+    return dict(super().get_config(), k=self.k, relevance_channels=self.relevance_channels)
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class MixoutDense(tf.keras.layers.Layer):
+  """Dense layer with Mixout toward anchor weights (e.g. a previous model's).
+
+  In training each weight is, with probability ``rate``, replaced by its anchor, and the result is
+  rescaled so that its expectation is the current weight:
+  ``w~ = u + (1 - M) (w - u) / (1 - p)``, ``M ~ Bernoulli(p)`` per element. ``rate = 0`` is a plain
+  Dense layer; ``rate = 1`` uses the anchor weights only. At inference the current weights are used.
+  The anchors are the initial weights until :meth:`set_anchor` copies the current ones (after a warm
+  start). ``rate`` is a variable so a warm start can switch Mixout on without rebuilding.
+
+  Args:
+    units: output size (>= 1).
+    activation: Keras activation name or None.
+    rate: Mixout probability in [0, 1].
+  """
+
+  def __init__(self, units: int, activation: str | None = None, rate: float = 0.0, **kwargs):
+    super().__init__(**kwargs)
+    if int(units) < 1:
+      raise ValueError(f"MixoutDense units must be >= 1, got {units}")
+    if not 0.0 <= rate <= 1.0:
+      raise ValueError(f"MixoutDense rate must be in [0, 1], got {rate}")
+    self.units, self.initial_rate = int(units), float(rate)
+    self.activation = tf.keras.activations.get(activation)
+
+  def build(self, input_shape):
+    d_in = int(input_shape[-1])
+    self.kernel = self.add_weight("kernel", [d_in, self.units],
+                                  initializer="glorot_uniform")
+    self.bias = self.add_weight("bias", [self.units], initializer="zeros")
+    self.anchor_kernel = self.add_weight("anchor_kernel", [d_in, self.units], trainable=False,
+                                         initializer="zeros")
+    self.anchor_bias = self.add_weight("anchor_bias", [self.units], trainable=False,
+                                       initializer="zeros")
+    self.rate = self.add_weight("rate", [], trainable=False,
+                                initializer=tf.keras.initializers.Constant(self.initial_rate))
+    self.set_anchor()
+    super().build(input_shape)
+
+  def set_anchor(self) -> None:
+    """The current weights become the anchors Mixout mixes toward."""
+    self.anchor_kernel.assign(self.kernel)
+    self.anchor_bias.assign(self.bias)
+
+  def _mix(self, weight, anchor):
+    keep = tf.cast(tf.random.uniform(tf.shape(weight)) >= self.rate, weight.dtype)  # 1 - M
+    return anchor + tf.math.divide_no_nan(keep * (weight - anchor), 1.0 - self.rate)
+
+  def call(self, x, training=None):  # [..., D_in] -> [..., units]
+    kernel, bias = self.kernel, self.bias
+    if training:
+      kernel, bias = self._mix(kernel, self.anchor_kernel), self._mix(bias, self.anchor_bias)
+    return self.activation(tf.tensordot(x, kernel, axes=1) + bias)
+
+  def get_config(self):
+    return dict(super().get_config(), units=self.units, rate=self.initial_rate,
+                activation=tf.keras.activations.serialize(self.activation))
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class ChannelDINAttention(tf.keras.layers.Layer):
+  """DIN target attention over extracted items, with a softmax per channel.
+
+  Call with ``(query [B, D], items [B, C, K, D], valid [B, C, K])``. An MLP on
+  ``[q, k, q - k, q * k]`` gives each item a logit; the weights are a softmax over each channel's
+  valid items (``channel_softmax``) or over all C * K merged items (the dilution the channel-wise
+  softmax avoids). Returns the per-channel weighted sums ``[B, C, D]`` (zeros for an empty channel)
+  and, with ``return_weights=True``, also the weights ``[B, C, K]``.
+
+  Args:
+    hidden_units: the attention MLP's hidden sizes (non-empty, positive).
+    channel_softmax: normalise per channel (True) or over the merged sequence (False).
+    mixout_rate: Mixout of the MLP toward its anchors (see :class:`MixoutDense`).
+  """
+
+  def __init__(self, hidden_units: Sequence[int] = (32,), channel_softmax: bool = True,
+               mixout_rate: float = 0.0, **kwargs):
+    super().__init__(**kwargs)
+    hidden_units = [int(u) for u in hidden_units]
+    if not hidden_units or any(u < 1 for u in hidden_units):
+      raise ValueError(f"ChannelDINAttention hidden_units must be positive, got {hidden_units}")
+    if not 0.0 <= mixout_rate <= 1.0:
+      raise ValueError(f"ChannelDINAttention mixout_rate must be in [0, 1], got {mixout_rate}")
+    self.hidden_units, self.channel_softmax = hidden_units, bool(channel_softmax)
+    self.mixout_rate = float(mixout_rate)
+
+  def build(self, input_shape):
+    self.mlp = [MixoutDense(u, "relu", self.mixout_rate, name=f"hidden_{i}")
+                for i, u in enumerate(self.hidden_units)]
+    self.mlp.append(MixoutDense(1, None, self.mixout_rate, name="logit"))
+    super().build(input_shape)
+
+  def mixout_layers(self):
+    return list(self.mlp)
+
+  def call(self, inputs, training=None, return_weights: bool = False):
+    query, items, valid = inputs
+    q = tf.broadcast_to(query[:, tf.newaxis, tf.newaxis, :], tf.shape(items))  # [B, C, K, D]
+    h = tf.concat([q, items, q - items, q * items], axis=-1)  # [B, C, K, 4D]
+    for dense in self.mlp:
+      h = dense(h, training=training)
+    logits = h[..., 0]  # [B, C, K]
+    mask = valid > 0
+    logits = tf.where(mask, logits, tf.fill(tf.shape(logits), logits.dtype.min))
+    if self.channel_softmax:
+      weights = tf.nn.softmax(logits, axis=-1)  # [B, C, K]
+    else:
+      shape = tf.shape(logits)
+      weights = tf.reshape(tf.nn.softmax(tf.reshape(logits, [shape[0], -1]), axis=-1), shape)
+    weights *= valid  # an empty channel (or sequence) gets no weight, not a uniform one
+    pooled = tf.einsum("bck,bckd->bcd", weights, items)  # [B, C, D]
+    return (pooled, weights) if return_weights else pooled
+
+  def get_config(self):
+    return dict(super().get_config(), hidden_units=self.hidden_units,
+                channel_softmax=self.channel_softmax, mixout_rate=self.mixout_rate)

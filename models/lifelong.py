@@ -1,0 +1,188 @@
+"""Multi-channel lifelong product-sequence model (Taobao Live new-user ranking, seed 001).
+
+The user's main-site purchases, with their side information (item, category, brand, shop, price,
+weight, stay, age), share one embedding space with the candidate room's displayed products. Five
+channels each extract a top-K from the whole sequence:
+
+- ``category``: purchases in one of the target room's categories (relevance);
+- ``shop_brand``: purchases from the room's shop or of a brand it displays (relevance);
+- ``similarity``: the purchases nearest the room's products in the embedding space;
+- ``interest``: purchases in the user's own most-bought categories (user interest);
+- ``recent``: the most recent purchases (auxiliary).
+
+DIN target attention weighs the extracted items against the room with a softmax per channel. A
+Main Net (shared bottom over every feature) and a Bias Net (the user's activity and history size
+against the room) add up to each head's logit; an auxiliary head predicts the effective view from
+the lifelong interest alone, so that representation is trained directly. ``extraction="mean_pool"``
+is the same model with the whole sequence mean-pooled: the reference the extraction is measured
+against.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import tensorflow as tf
+
+from models import encoders
+from models import features as F
+from models import preprocessing as P
+from models import tasks as tasks_lib
+from models.layers import MLP, MaskedMeanPooling
+from models.layers.lifelong import ChannelDINAttention, TopKExtraction
+from models.layers.match import IdMatchCount
+from models.multitask import NUM_TASKS, extractor, task_heads
+from models.spec import ModelSpec
+
+xf = F.transformed_name
+CHANNELS: Tuple[str, ...] = ("category", "shop_brand", "similarity", "interest", "recent")
+# Channels whose extracted items must be relevant (score > 0); the others always fill their K.
+RELEVANCE_CHANNELS: Tuple[bool, ...] = (True, True, False, False, False)
+EXTRACTIONS = ("multi_channel", "mean_pool")
+AUX_OUTPUT = "lifelong_interest"
+ATTENTION_LAYER = "lifelong_attention"
+DEFAULT_TOP_K = 20
+
+
+def lifelong_tasks(aux_weight: float = 0.1) -> tasks_lib.Tasks:
+  """The engagement heads plus the auxiliary effective-view head on the lifelong interest."""
+  if not aux_weight:
+    return tasks_lib.ENGAGEMENT
+  return tasks_lib.with_head(tasks_lib.ENGAGEMENT, tasks_lib.Head(
+      output=AUX_OUTPUT, labels=(F.HEAD_EFFECTIVE_VIEW,), weight=aux_weight, served=False))
+
+
+def _ll(x: Dict[str, tf.Tensor], field: str) -> tf.Tensor:
+  return x[xf(F.seq_key(F.LL, field))]
+
+
+def purchase_tokens(emb: encoders.Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
+  """Every purchase with its side information: ids, age, and log price / stay / weight."""
+  side = tf.stack([_ll(x, f) for f in F.LL_FLOAT_FIELDS], axis=-1)  # [B, L, 3]
+  side = tf.keras.layers.Dense(emb.dim, use_bias=False, name="purchase_side")(side)  # [B, L, D]
+  return encoders.lifelong_tokens(emb, x) + side  # [B, L, D]
+
+
+def target_room_query(emb: encoders.Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
+  """The target room in the purchases' space: its displayed products, categories and shop."""
+  display = MaskedMeanPooling(name="pool_target_display")(
+      [encoders.display_tokens(emb, x), x[xf(F.DISPLAY_LEN)]])  # [B, D]
+  cats = x[xf(F.HOST_CATEGORY_IDS)]  # [B, C]
+  n_cats = tf.reduce_sum(tf.cast(cats > 0, tf.float32), 1, keepdims=True)
+  cat = tf.reduce_sum(emb(P.CATEGORY_VOCAB, cats), axis=1) / tf.maximum(n_cats, 1.0)  # [B, D]
+  return display + cat + emb(P.SHOP_VOCAB, x[xf(F.HOST_SHOP_ID)])[:, 0]  # [B, D]
+
+
+def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
+                   num_categories: int) -> tf.Tensor:
+  """Every purchase's score in each channel of :data:`CHANNELS`.
+
+  Args:
+    x: transformed features.
+    tokens: [B, L, D] purchase tokens.
+    query: [B, D] the target room (:func:`target_room_query`).
+    num_categories: rows of the category vocabulary (ids are < this).
+  Returns:
+    [B, len(CHANNELS), L].
+  """
+  cats = _ll(x, "category_ids")  # [B, L]
+  length = tf.shape(cats)[1]
+  category = IdMatchCount(name="channel_category_match")(
+      [x[xf(F.HOST_CATEGORY_IDS)], cats])  # [B, L]
+  same_shop = IdMatchCount(name="channel_shop_match")([x[xf(F.HOST_SHOP_ID)], _ll(x, "shop_ids")])
+  same_brand = tf.minimum(IdMatchCount(name="channel_brand_match")(
+      [x[xf(F.DISPLAY_BRAND_IDS)], _ll(x, "brand_ids")]), 1.0)  # [B, L]
+  # (Products and sums, not einsum: einsum does not survive a Keras SavedModel round trip.)
+  similarity = tf.reduce_sum(tf.stop_gradient(query)[:, tf.newaxis, :]
+                             * tf.stop_gradient(tokens), axis=-1)  # [B, L]
+  # How often the user bought each purchase's category (their own interest), from a histogram.
+  valid = tf.sequence_mask(tf.reshape(tf.cast(x[xf(F.len_key(F.LL))], tf.int32), [-1]), length,
+                           tf.float32)  # [B, L]
+  histogram = tf.reduce_sum(valid[..., tf.newaxis] * tf.one_hot(cats, num_categories),
+                            axis=1)  # [B, V]
+  interest = tf.gather(histogram, cats, batch_dims=1) * tf.cast(cats > 0, tf.float32)  # [B, L]
+  recent = -tf.cast(tf.range(length), tf.float32)[tf.newaxis, :] * tf.ones_like(category)
+  return tf.stack([category, same_shop + same_brand, similarity, interest, recent], axis=1)
+
+
+def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor, num_categories: int,
+            top_k: int):
+  """Top-``top_k`` purchases per channel: (indices [B, C, K], valid [B, C, K], items [B, C, K, D])."""
+  scores = channel_scores(x, tokens, query, num_categories)  # [B, C, L]
+  indices, valid = TopKExtraction(top_k, RELEVANCE_CHANNELS, name="lifelong_extraction")(
+      [scores, x[xf(F.len_key(F.LL))]])
+  items = tf.gather(tokens, indices, batch_dims=1)  # [B, C, K, D]
+  return indices, valid, items
+
+
+def extraction_relevance(indices, valid, purchase_categories, room_categories) -> tf.Tensor:
+  """Per example and channel, the share of extracted purchases in one of the room's categories.
+
+  Our rtpScore: how relevant what a channel extracts is to the target room.
+
+  Args:
+    indices: [B, C, K] extracted positions; valid: [B, C, K] 1 where a slot holds a purchase.
+    purchase_categories: [B, L] category ids; room_categories: [B, M] the room's (0 = padding).
+  Returns:
+    ([B, C] relevant extracted counts, [B, C] extracted counts).
+  """
+  picked = tf.gather(purchase_categories, indices, batch_dims=1)  # [B, C, K]
+  room = tf.cast(room_categories, picked.dtype)[:, tf.newaxis, tf.newaxis, :]  # [B, 1, 1, M]
+  hit = tf.reduce_any(tf.logical_and(tf.equal(picked[..., tf.newaxis], room), room > 0), -1)
+  valid = tf.cast(valid, tf.float32)
+  return tf.reduce_sum(tf.cast(hit, tf.float32) * valid, -1), tf.reduce_sum(valid, -1)
+
+
+def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: int = DEFAULT_TOP_K,
+                   channel_softmax: bool = True, use_bias_net: bool = True,
+                   use_aux: bool = True, name: str = "lifelong") -> tf.keras.Model:
+  """Builds the lifelong model; ``extraction`` and the switches give the ablations.
+
+  Args:
+    spec: input sizes.
+    extraction: 'multi_channel' (top-K per channel, DIN attention) or 'mean_pool' (the whole
+      sequence mean-pooled).
+    top_k: purchases per channel.
+    channel_softmax: the attention normalises per channel (False: over the merged sequence).
+    use_bias_net: add the Bias Net's logit to each head.
+    use_aux: expose the auxiliary ``lifelong_interest`` output.
+  """
+  if extraction not in EXTRACTIONS:
+    raise ValueError(f"lifelong extraction {extraction!r} is not one of {EXTRACTIONS}")
+  inputs = spec.inputs()
+  emb = encoders.Embeddings(spec)
+  length = inputs[xf(F.len_key(F.LL))]
+  tokens = purchase_tokens(emb, inputs)  # [B, L, D]
+  query = target_room_query(emb, inputs)  # [B, D]
+  if extraction == "multi_channel":
+    _, valid, items = extract(inputs, tokens, query, spec.vocab_sizes[P.CATEGORY_VOCAB], top_k)
+    per_channel = ChannelDINAttention((4 * spec.embedding_dim,), channel_softmax=channel_softmax,
+                                      name=ATTENTION_LAYER)([query, items, valid])  # [B, C, D]
+    counts = tf.reduce_sum(valid, axis=-1)  # [B, C]
+    history = [tf.math.log1p(counts),
+               counts / tf.maximum(tf.cast(length, tf.float32), 1.0)]  # [B, C] each
+  else:
+    per_channel = MaskedMeanPooling(name="pool_lifelong")([tokens, length])[:, tf.newaxis, :]
+    history = []
+  interest = tf.keras.layers.Flatten(name="lifelong_interest_vector")(per_channel)  # [B, C*D]
+  affinity = tf.reduce_sum(per_channel * query[:, tf.newaxis, :], axis=-1)  # [B, C]: vs the room
+  history.append(tf.math.log1p(tf.cast(length, tf.float32)))  # [B, 1]
+
+  parts = (encoders.context_features(emb, inputs) + encoders.pooled_realtime(emb, inputs)
+           + [MaskedMeanPooling(name="pool_session")(
+               [emb(P.HOST_VOCAB, inputs[xf(F.SESSION_HOSTS)]),
+                inputs[xf(F.SESSION_HOSTS_LEN_KEY)]])]
+           + encoders.context_match(inputs) + encoders.realtime_match(inputs)
+           + [interest, affinity] + history)
+  main = tf.keras.layers.Concatenate(name="features")(parts)
+  bias = None
+  if use_bias_net:
+    user_bias = tf.keras.layers.Concatenate(name="bias_features")(
+        [emb("activity", inputs[xf(F.ACTIVITY_LEVEL)])[:, 0],
+         emb(P.HOST_VOCAB, inputs[xf(F.HOST_ID)])[:, 0], affinity] + history)
+    bias = MLP([32, NUM_TASKS], final_activation=None, name="bias_net")(user_bias)  # [B, T]
+  outputs = task_heads(extractor("shared_bottom")(main), bias_logits=bias)
+  if use_aux:
+    outputs[AUX_OUTPUT] = MLP([32, 1], final_activation="sigmoid", name=AUX_OUTPUT)(
+        tf.keras.layers.Concatenate(name="aux_features")([interest, query, affinity]))
+  return tf.keras.Model(inputs, outputs, name=name)

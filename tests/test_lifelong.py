@@ -1,0 +1,225 @@
+"""Lifelong model (seed 001): channel extraction, channel-wise DIN attention, Mixout, warm start."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features as F
+from models import lifelong, trainer
+from models import preprocessing as P
+from models.layers.lifelong import ChannelDINAttention, MixoutDense, TopKExtraction
+from models.spec import ModelSpec, transformed_feature_shapes
+
+xf = F.transformed_name
+
+
+def test_top_k_extraction_picks_best_never_padding_and_flags_short_sequences():
+  scores = tf.constant([[[0.0, 2.0, 5.0, 1.0, 9.0],   # relevance channel
+                         [3.0, 1.0, 4.0, 0.0, 9.0]]])  # plain channel; [B=1, C=2, L=5]
+  layer = TopKExtraction(3, relevance_channels=[True, False])
+  indices, valid = layer([scores, tf.constant([4])])  # position 4 (score 9) is padding
+  np.testing.assert_array_equal(indices.numpy(), [[[2, 1, 3], [2, 0, 1]]])
+  np.testing.assert_array_equal(valid.numpy(), [[[1, 1, 1], [1, 1, 1]]])
+  # Only one relevant purchase in a sequence of two: the zero-score item is not extracted.
+  indices, valid = layer([scores, tf.constant([2])])
+  np.testing.assert_array_equal(valid.numpy(), [[[1, 0, 0], [1, 1, 0]]])
+  np.testing.assert_array_equal(indices.numpy()[0, 1, :2], [0, 1])
+  # K larger than the stored length: the extra slots are invalid and index inside the sequence.
+  indices, valid = TopKExtraction(7, [False, False])([scores, tf.constant([5])])
+  assert valid.numpy().sum() == 10 and indices.numpy().max() <= 4
+  # Ties go to the more recent (lower) position.
+  tie, _ = TopKExtraction(2, [True])([tf.constant([[[1.0, 1.0, 1.0]]]), tf.constant([3])])
+  np.testing.assert_array_equal(tie.numpy(), [[[0, 1]]])
+
+
+def test_top_k_extraction_validates_arguments_and_round_trips_config():
+  with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+    TopKExtraction(0, [True])
+  with pytest.raises(ValueError, match="got 2 score channels but 1"):
+    TopKExtraction(1, [True])([tf.zeros([1, 2, 3]), tf.constant([3])])
+  layer = TopKExtraction(4, [True, False])
+  assert TopKExtraction.from_config(layer.get_config()).get_config() == layer.get_config()
+
+
+def _attention_by_hand(layer, query, items, valid, channel_softmax):
+  weights = [w.numpy() for w in layer.mlp[0].weights[:2] + layer.mlp[1].weights[:2]]
+  k0, b0, k1, b1 = weights
+  q = np.broadcast_to(query[:, None, None, :], items.shape)
+  h = np.concatenate([q, items, q - items, q * items], -1)
+  logits = (np.maximum(h @ k0 + b0, 0) @ k1 + b1)[..., 0]  # [B, C, K]
+  logits = np.where(valid > 0, logits, -np.inf)
+  axis = -1 if channel_softmax else (1, 2)
+  e = np.exp(logits - np.max(np.where(np.isinf(logits), -1e30, logits), axis=axis, keepdims=True))
+  weights = e / np.maximum(e.sum(axis=axis, keepdims=True), 1e-30)
+  return np.einsum("bck,bckd->bcd", weights, items), weights
+
+
+@pytest.mark.parametrize("channel_softmax", [True, False])
+def test_channel_din_attention_matches_hand_computation(channel_softmax):
+  rng = np.random.default_rng(0)
+  query = rng.normal(size=(2, 3)).astype(np.float32)  # [B, D]
+  items = rng.normal(size=(2, 2, 4, 3)).astype(np.float32)  # [B, C, K, D]
+  valid = np.array([[[1, 1, 0, 0], [1, 1, 1, 1]],
+                    [[0, 0, 0, 0], [1, 0, 1, 0]]], np.float32)  # example 2 channel 1 empty
+  layer = ChannelDINAttention((5,), channel_softmax=channel_softmax)
+  pooled, weights = layer([query, items, valid], return_weights=True)
+  expected_pooled, expected_weights = _attention_by_hand(layer, query, items, valid,
+                                                         channel_softmax)
+  np.testing.assert_allclose(weights.numpy(), expected_weights, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(pooled.numpy(), expected_pooled, rtol=1e-5, atol=1e-6)
+  sums = weights.numpy().sum(-1)
+  if channel_softmax:  # one per channel with items, zero for the empty one
+    np.testing.assert_allclose(sums, [[1, 1], [0, 1]], rtol=1e-6)
+  else:
+    np.testing.assert_allclose(sums.sum(-1), [1, 1], rtol=1e-6)
+  np.testing.assert_allclose(pooled.numpy()[1, 0], 0.0)
+  # 2 MixoutDense layers: kernel + bias trainable each; anchors and rate are not.
+  assert layer.count_params() == (4 * 3 * 5 + 5) * 2 + 1 + (5 + 1) * 2 + 1
+  assert len(layer.trainable_weights) == 4
+  assert ChannelDINAttention.from_config(layer.get_config()).get_config() == layer.get_config()
+
+
+def test_channel_din_attention_rejects_bad_arguments():
+  with pytest.raises(ValueError, match=r"hidden_units must be positive, got \[0\]"):
+    ChannelDINAttention((0,))
+  with pytest.raises(ValueError, match="mixout_rate must be in \\[0, 1\\], got 1.5"):
+    ChannelDINAttention((4,), mixout_rate=1.5)
+
+
+def test_mixout_at_rate_zero_and_one_against_hand_computed_weights():
+  x = tf.constant([[1.0, 2.0]])
+  dense = MixoutDense(2, rate=0.0)
+  dense.build([None, 2])
+  w = np.array([[1.0, -1.0], [0.5, 2.0]], np.float32)
+  u = np.array([[3.0, 0.0], [-1.0, 1.0]], np.float32)
+  dense.kernel.assign(u)
+  dense.bias.assign([0.5, -0.5])
+  dense.set_anchor()  # anchors u, (0.5, -0.5)
+  dense.kernel.assign(w)
+  dense.bias.assign([1.0, 1.0])
+  np.testing.assert_allclose(dense(x, training=True).numpy(), [[1 + 1 + 1, -1 + 4 + 1]])
+  dense.rate.assign(1.0)
+  np.testing.assert_allclose(dense(x, training=True).numpy(), [[3 - 2 + 0.5, 0 + 2 - 0.5]])
+  # At inference the current weights are used, whatever the rate.
+  np.testing.assert_allclose(dense(x, training=False).numpy(), [[3.0, 4.0]])
+  # In between: each draw mixes, the mean over draws is the current weights' output.
+  dense.rate.assign(0.5)
+  tf.random.set_seed(0)
+  draws = np.stack([dense(x, training=True).numpy() for _ in range(2000)])
+  np.testing.assert_allclose(draws.mean(0), [[3.0, 4.0]], atol=0.15)
+  assert draws.std(0).min() > 0.5
+  with pytest.raises(ValueError, match="rate must be in \\[0, 1\\], got -0.1"):
+    MixoutDense(2, rate=-0.1)
+
+
+def _features(host_cats, shop, brands, ll_cats, ll_shops, ll_brands, ll_len):
+  return {xf(F.HOST_CATEGORY_IDS): tf.constant([host_cats], tf.int64),
+          xf(F.HOST_SHOP_ID): tf.constant([[shop]], tf.int64),
+          xf(F.DISPLAY_BRAND_IDS): tf.constant([brands], tf.int64),
+          xf(F.seq_key(F.LL, "category_ids")): tf.constant([ll_cats], tf.int64),
+          xf(F.seq_key(F.LL, "shop_ids")): tf.constant([ll_shops], tf.int64),
+          xf(F.seq_key(F.LL, "brand_ids")): tf.constant([ll_brands], tf.int64),
+          xf(F.len_key(F.LL)): tf.constant([[ll_len]], tf.int64)}
+
+
+def test_channel_scores_on_a_hand_built_history():
+  # Purchases (most recent first): categories 2, 5, 2, 3, 2, then padding.
+  x = _features(host_cats=[2, 4, 0], shop=7, brands=[9, 0],
+                ll_cats=[2, 5, 2, 3, 2, 0], ll_shops=[1, 7, 1, 1, 7, 0],
+                ll_brands=[9, 1, 1, 9, 1, 0], ll_len=5)
+  tokens = tf.constant(np.eye(6, 3, dtype=np.float32)[np.newaxis])  # [1, L=6, D=3]
+  query = tf.constant([[1.0, 2.0, 3.0]])
+  scores = lifelong.channel_scores(x, tokens, query, num_categories=8).numpy()[0]
+  assert scores.shape == (len(lifelong.CHANNELS), 6)
+  by_name = dict(zip(lifelong.CHANNELS, scores))
+  np.testing.assert_array_equal(by_name["category"][:5], [1, 0, 1, 0, 1])
+  np.testing.assert_array_equal(by_name["shop_brand"][:5], [1, 1, 0, 1, 1])
+  np.testing.assert_array_equal(by_name["similarity"][:3], [1, 2, 3])
+  np.testing.assert_array_equal(by_name["interest"][:5], [3, 1, 3, 1, 3])  # category 2 bought 3x
+  np.testing.assert_array_equal(by_name["recent"], [0, -1, -2, -3, -4, -5])
+
+
+def test_extraction_relevance_counts_only_valid_room_category_hits():
+  indices = tf.constant([[[0, 1, 2], [3, 4, 0]]])  # [B=1, C=2, K=3]
+  valid = tf.constant([[[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]])
+  purchases = tf.constant([[2, 5, 2, 3, 2]])
+  relevant, extracted = lifelong.extraction_relevance(indices, valid, purchases,
+                                                      tf.constant([[2, 0, 0]]))
+  np.testing.assert_array_equal(relevant.numpy(), [[1, 2]])  # slot 3 of channel 0 is invalid
+  np.testing.assert_array_equal(extracted.numpy(), [[2, 3]])
+
+
+def _spec():
+  return ModelSpec(vocab_sizes={v: 12 for v in P.SHARED_VOCABS},
+                   feature_shapes=transformed_feature_shapes(realtime_len=4, lifelong_len=30),
+                   embedding_dim=4)
+
+
+def test_lifelong_variants_differ_where_they_should():
+  spec = _spec()
+  full = lifelong.build_lifelong(spec)
+  names = lambda m: {layer.name for layer in m.layers}  # noqa: E731
+  assert {lifelong.ATTENTION_LAYER, "lifelong_extraction", "bias_net"} <= names(full)
+  assert lifelong.AUX_OUTPUT in full.output_names
+  pooled = lifelong.build_lifelong(spec, extraction="mean_pool", use_bias_net=False,
+                                   use_aux=False)
+  assert lifelong.ATTENTION_LAYER not in names(pooled) and "bias_net" not in names(pooled)
+  assert set(pooled.output_names) == set(F.HEADS)
+  assert trainer.model_tasks(trainer.TrainConfig(model_name="lifelong")).outputs == (
+      tuple(F.HEADS) + (lifelong.AUX_OUTPUT,))
+  with pytest.raises(ValueError, match="extraction 'nope' is not one of"):
+    lifelong.build_lifelong(spec, extraction="nope")
+
+
+def test_bias_net_logit_adds_to_every_head():
+  spec = _spec()
+  network = lifelong.build_lifelong(spec, use_aux=False)
+  bias_net = network.get_layer("bias_net")
+  rng = np.random.default_rng(1)
+  feats = {k: (rng.integers(0, 3, size=(4, n)) if spec.inputs()[k].dtype == tf.int64
+               else rng.normal(size=(4, n)).astype(np.float32))
+           for k, n in spec.feature_shapes.items()}
+  before = network(feats)
+  last = bias_net.weights[-1]  # the output bias: one logit per head
+  last.assign(last + tf.constant([1.0, 0.0, -1.0]))
+  after = network(feats)
+  logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+  for head, shift in zip(F.HEADS, [1.0, 0.0, -1.0]):
+    np.testing.assert_allclose(logit(after[head].numpy()) - logit(before[head].numpy()), shift,
+                               atol=1e-3)
+
+
+def test_warm_start_loads_the_attention_and_anchors_mixout(tmp_path):
+  spec = _spec()
+  base = lifelong.build_lifelong(spec)
+  attention = base.get_layer(lifelong.ATTENTION_LAYER)
+  for w in attention.trainable_weights:
+    w.assign(tf.fill(w.shape, 0.25))
+  exported = tf.Module()  # tracked the way ServingModule tracks it
+  setattr(exported, trainer.WARM_START_ATTRIBUTE, trainer.warm_start_layers(base))
+  tf.saved_model.save(exported, str(tmp_path / "base"))
+
+  new = lifelong.build_lifelong(spec)
+  assert trainer.warm_start(new, str(tmp_path / "base"), mixout_rate=0.3) == [
+      lifelong.ATTENTION_LAYER]
+  started = new.get_layer(lifelong.ATTENTION_LAYER)
+  for dense in started.mixout_layers():
+    np.testing.assert_allclose(dense.kernel.numpy(), 0.25)
+    np.testing.assert_allclose(dense.anchor_kernel.numpy(), 0.25)
+    assert float(dense.rate.numpy()) == pytest.approx(0.3)
+  # A base model without the layer (e.g. the baseline) leaves the new model as it was.
+  plain = tf.Module()
+  plain.v = tf.Variable(1.0)
+  tf.saved_model.save(plain, str(tmp_path / "plain"))
+  other = lifelong.build_lifelong(spec)
+  kernel = other.get_layer(lifelong.ATTENTION_LAYER).mlp[0].kernel.numpy().copy()
+  assert trainer.warm_start(other, str(tmp_path / "plain"), mixout_rate=0.3) == []
+  np.testing.assert_array_equal(other.get_layer(lifelong.ATTENTION_LAYER).mlp[0].kernel.numpy(),
+                                kernel)
+
+
+def test_train_config_validates_lifelong_settings():
+  with pytest.raises(ValueError, match="mixout_rate must be in \\[0, 1\\], got 2"):
+    trainer.TrainConfig.from_custom_config({"mixout_rate": 2})
+  with pytest.raises(ValueError, match="lifelong_aux_weight must be >= 0, got -1"):
+    trainer.TrainConfig.from_custom_config({"lifelong_aux_weight": -1})

@@ -15,6 +15,8 @@ from schemas.make_schema import SCHEMA_PATH  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.environ.get("DEMO_WORK", os.path.join(HERE, "work"))
 MODEL = os.environ.get("DEMO_MODEL", "baseline")
+# 1: the Trainer starts shared layers from the latest blessed model (see create_pipeline).
+WARM_START = os.environ.get("DEMO_WARM_START", "0") == "1"
 
 
 def paths(work: str, pipeline_name: str = configs.PIPELINE_NAME) -> dict:
@@ -28,7 +30,8 @@ def paths(work: str, pipeline_name: str = configs.PIPELINE_NAME) -> dict:
 
 
 def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.TRAIN_STEPS,
-          min_auc: float = configs.MIN_EFFECTIVE_VIEW_AUC) -> tfx.dsl.Pipeline:
+          min_auc: float = configs.MIN_EFFECTIVE_VIEW_AUC,
+          warm_start: bool = WARM_START) -> tfx.dsl.Pipeline:
   p = paths(work)
   return pipeline_lib.create_pipeline(
       pipeline_name=configs.PIPELINE_NAME, pipeline_root=p["pipeline_root"],
@@ -37,6 +40,7 @@ def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.
       preprocessing_fn=configs.PREPROCESSING_FN, run_fn=configs.RUN_FN,
       train_steps=train_steps,
       trainer_config={"model_name": model_name}, min_effective_view_auc=min_auc,
+      warm_start=warm_start,
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           p["metadata"]),
       beam_pipeline_args=configs.BEAM_PIPELINE_ARGS)

@@ -14,6 +14,9 @@ from models.tasks import Head
 from models.trainer import SERVING_SIGNATURE, TRANSFORM_SIGNATURE, TrainConfig, model_tasks
 
 
+LATEST_BLESSED_MODEL_RESOLVER = "latest_blessed_model_resolver"
+
+
 def eval_config(min_effective_view_auc: float, served_heads: Sequence[Head]) -> tfma.EvalConfig:
   """Per-head AUC, overall and by user activity level; blessing on the effective-view AUC.
 
@@ -58,13 +61,16 @@ def create_pipeline(
     realtime_seq_len: int = F.REALTIME_SEQ_LEN,
     lifelong_seq_len: int = F.LIFELONG_SEQ_LEN,
     eval_days: int = 1,
+    warm_start: bool = False,
     metadata_connection_config=None,
     beam_pipeline_args: List[str] | None = None,
 ) -> tfx.dsl.Pipeline:
   """Logs -> examples -> stats/schema/validation -> Transform -> Trainer -> Evaluator -> Pusher.
 
   The eval split (Evaluator, early stopping, quality report) is the last ``eval_days`` days of
-  the logs; training sees only earlier sessions.
+  the logs; training sees only earlier sessions. With ``warm_start`` the Trainer gets the latest
+  blessed model as its ``base_model`` (a resolver): layers the two share start from it (the
+  lifelong attention, with Mixout toward it; ``models/trainer.py::warm_start``).
   """
   # Fail now, not ~400 s later inside the Trainer: unknown keys, unknown model, bad values.
   served_heads = model_tasks(TrainConfig.from_custom_config(trainer_config)).served
@@ -79,9 +85,18 @@ def create_pipeline(
       examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
       preprocessing_fn=preprocessing_fn)
   transform.add_upstream_node(anomaly_gate)
+  base_model = None
+  if warm_start:
+    latest_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(LATEST_BLESSED_MODEL_RESOLVER)
+    base_model = latest_blessed.outputs["model"]
   trainer = tfx.components.Trainer(
       run_fn=run_fn, examples=transform.outputs["transformed_examples"],
       transform_graph=transform.outputs["transform_graph"], schema=schema_gen.outputs["schema"],
+      base_model=base_model,
       # Every epoch evaluates the whole eval split (early stopping), so no eval_args step count.
       train_args=tfx.proto.TrainArgs(num_steps=train_steps), custom_config=trainer_config)
   evaluator = tfx.components.Evaluator(
@@ -94,6 +109,7 @@ def create_pipeline(
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name, pipeline_root=pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
-                  transform, trainer, evaluator, pusher],
+                  transform] + ([latest_blessed] if warm_start else []) + [
+                      trainer, evaluator, pusher],
       enable_cache=False, metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args)

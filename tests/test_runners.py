@@ -53,3 +53,19 @@ def test_bad_trainer_config_fails_when_the_pipeline_is_built(tmp_path):
         pipeline_name="p", pipeline_root=str(tmp_path), log_dir=str(tmp_path), schema_path="s",
         serving_model_dir=str(tmp_path), preprocessing_fn="m.f", run_fn="m.r", train_steps=1,
         trainer_config={"epochs": 3}, min_effective_view_auc=0.5)
+
+
+def test_warm_start_feeds_the_trainer_the_latest_blessed_model(tmp_path):
+  import local_runner
+  from pipeline.pipeline import LATEST_BLESSED_MODEL_RESOLVER
+
+  def trainer_and_ids(warm_start):
+    p = local_runner.build(work=str(tmp_path), model_name="lifelong", warm_start=warm_start)
+    (trainer,) = [c for c in p.components if c.id == "Trainer"]
+    return trainer, [c.id for c in p.components]
+
+  trainer, ids = trainer_and_ids(True)
+  assert ids.index(LATEST_BLESSED_MODEL_RESOLVER) < ids.index("Trainer")
+  assert trainer.inputs["base_model"].producer_component_id == LATEST_BLESSED_MODEL_RESOLVER
+  trainer, ids = trainer_and_ids(False)
+  assert LATEST_BLESSED_MODEL_RESOLVER not in ids and "base_model" not in trainer.inputs

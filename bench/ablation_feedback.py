@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import app, flags, logging
 
+from bench import lifelong_relevance
 from bench import quality_report as qr
 from bench.common import define_run_flags, write_json
 from data_gen import reachable as rc
@@ -57,7 +58,10 @@ def train_variant(name: str, tft_output, examples_dir: str, seed: int, cfg: trai
       model.tasks, shuffle_seed=seed if shuffle else None, repeat=False)
   start = time.perf_counter()
   history = trainer.fit(model, data("train", True), data("eval", False), cfg, verbose=0)
-  return model, history.history, time.perf_counter() - start
+  seconds = time.perf_counter() - start
+  relevance = (lifelong_relevance.relevance_report(model.network, data("eval", False))
+               if lifelong_relevance.has_extraction(model.network) else None)
+  return model, history.history, seconds, relevance
 
 
 def summarize(reports: List[dict]) -> Dict[str, Dict[str, dict]]:
@@ -125,6 +129,7 @@ def plot(results: Dict[str, dict], path: str) -> None:
 def run(work: str, pipeline_name: str, out_dir: str, seeds: List[int], variants: List[str],
         name: str = "ablation_feedback", cfg: trainer.TrainConfig | None = None) -> dict:
   dirs = latest_transform_dirs(work, pipeline_name)
+  os.makedirs(out_dir, exist_ok=True)
   tft_output = tft.TFTransformOutput(dirs["graph"])
   examples = read_examples(latest_examples_dir(work, pipeline_name), limit=10**9)
   truth = read_ground_truth(os.path.join(work, "logs"))
@@ -137,17 +142,26 @@ def run(work: str, pipeline_name: str, out_dir: str, seeds: List[int], variants:
     for seed in seeds:
       done += 1
       logging.info("[%d/%d] training %s, seed %d", done, total, variant, seed)
-      model, history, seconds = train_variant(variant, tft_output, dirs["examples"], seed, cfg)
+      model, history, seconds, relevance = train_variant(variant, tft_output, dirs["examples"],
+                                                         seed, cfg)
       module = trainer.ServingModule(model, tft_output)
       report = qr.build_report(examples, qr.score_with(module.serve, examples), truth)
       h = report["heads"]
       runs[str(seed)] = {"epochs": len(history["loss"]), "seconds": seconds,
                          "val_loss": history["val_loss"], "report": report}
+      if relevance:
+        runs[str(seed)]["extraction_relevance"] = relevance
       print(f"[{done}/{total}] {variant:<22} seed {seed}: view {h['effective_view']['all']['auc']:.4f}"
             f"  interact {h['interact']['all']['auc']:.4f}  buy {h['buy']['all']['auc']:.4f}  "
             f"({len(history['loss'])} epochs, {seconds:.0f} s)", flush=True)
     results[variant] = {"params": model.count_params(), "runs": runs,
                         "summary": summarize([r["report"] for r in runs.values()])}
+    relevance_runs = [r["extraction_relevance"] for r in runs.values()
+                      if "extraction_relevance" in r]
+    if relevance_runs:
+      results[variant]["extraction_relevance"] = lifelong_relevance.summarize(relevance_runs)
+      lifelong_relevance.plot(variant, results[variant]["extraction_relevance"],
+                              os.path.join(out_dir, f"{name}_{variant}_relevance.png"))
   out = {"work": os.path.abspath(work), "seeds": seeds, "train_config": dataclasses.asdict(cfg),
          "n_eval": len(examples), "variants": results}
   if REFERENCE in results:
@@ -191,6 +205,9 @@ def main(argv):
   out = run(fl.work, fl.pipeline_name, fl.out_dir, [int(s) for s in fl.seeds], fl.variants,
             fl.name, cfg)
   print(format_table(out))
+  for variant, res in out["variants"].items():
+    if "extraction_relevance" in res:
+      print("\n" + lifelong_relevance.format_table(variant, res["extraction_relevance"]))
   print(f"\nwrote {fl.out_dir}/{fl.name}.json and .png")
 
 

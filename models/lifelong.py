@@ -41,6 +41,7 @@ RELEVANCE_CHANNELS: Tuple[bool, ...] = (True, True, False, False, False)
 EXTRACTIONS = ("multi_channel", "mean_pool")
 AUX_OUTPUT = "lifelong_interest"
 ATTENTION_LAYER = "lifelong_attention"
+EXTRACTION_LAYER = "lifelong_extraction"
 DEFAULT_TOP_K = 20
 
 
@@ -109,7 +110,7 @@ def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor, num_ca
             top_k: int):
   """Top-``top_k`` purchases per channel: (indices [B, C, K], valid [B, C, K], items [B, C, K, D])."""
   scores = channel_scores(x, tokens, query, num_categories)  # [B, C, L]
-  indices, valid = TopKExtraction(top_k, RELEVANCE_CHANNELS, name="lifelong_extraction")(
+  indices, valid = TopKExtraction(top_k, RELEVANCE_CHANNELS, name=EXTRACTION_LAYER)(
       [scores, x[xf(F.len_key(F.LL))]])
   items = tf.gather(tokens, indices, batch_dims=1)  # [B, C, K, D]
   return indices, valid, items
@@ -131,6 +132,45 @@ def extraction_relevance(indices, valid, purchase_categories, room_categories) -
   hit = tf.reduce_any(tf.logical_and(tf.equal(picked[..., tf.newaxis], room), room > 0), -1)
   valid = tf.cast(valid, tf.float32)
   return tf.reduce_sum(tf.cast(hit, tf.float32) * valid, -1), tf.reduce_sum(valid, -1)
+
+
+MULTI_CHANNEL = "multi_channel"
+MOST_RECENT_K = "most_recent_k"
+MOST_RECENT_SAME_BUDGET = "most_recent_same_budget"
+
+
+def relevance_by_extraction(indices, valid, purchase_categories, room_categories,
+                            length) -> Dict[str, Tuple[tf.Tensor, tf.Tensor]]:
+  """Relevant and extracted purchase counts per example, for each way of extracting.
+
+  The ways: each channel of :data:`CHANNELS`; ``multi_channel`` (the distinct purchases any
+  channel extracted, as the merged sequence holds them); ``most_recent_k`` (the K most recent,
+  the recency-only baseline with one channel's budget); ``most_recent_same_budget`` (as many most
+  recent purchases as ``multi_channel`` extracted for that example).
+
+  Args:
+    indices, valid: [B, C, K] as :class:`TopKExtraction` returns them.
+    purchase_categories: [B, L]; room_categories: [B, M] (0 = padding); length: [B] or [B, 1].
+  Returns:
+    {way: (relevant [B], extracted [B])}; the relevance of a way is sum(relevant) / sum(extracted).
+  """
+  relevant, extracted = extraction_relevance(indices, valid, purchase_categories,
+                                             room_categories)  # [B, C] each
+  out = {name: (relevant[:, c], extracted[:, c]) for c, name in enumerate(CHANNELS)}
+  max_len = tf.shape(purchase_categories)[1]
+  room = tf.cast(room_categories, purchase_categories.dtype)[:, tf.newaxis, :]  # [B, 1, M]
+  is_relevant = tf.cast(tf.reduce_any(tf.logical_and(
+      tf.equal(purchase_categories[..., tf.newaxis], room), room > 0), -1), tf.float32)  # [B, L]
+  union = tf.reduce_max(tf.one_hot(indices, max_len) * tf.cast(valid, tf.float32)[..., tf.newaxis],
+                        axis=[1, 2])  # [B, L]
+  out[MULTI_CHANNEL] = (tf.reduce_sum(union * is_relevant, 1), tf.reduce_sum(union, 1))
+  length = tf.reshape(tf.cast(length, tf.int32), [-1])  # [B]
+  k = tf.shape(indices)[-1]
+  for name, budget in ((MOST_RECENT_K, tf.fill(tf.shape(length), k)),
+                       (MOST_RECENT_SAME_BUDGET, tf.cast(out[MULTI_CHANNEL][1], tf.int32))):
+    recent = tf.sequence_mask(tf.minimum(budget, length), max_len, tf.float32)  # [B, L]
+    out[name] = (tf.reduce_sum(recent * is_relevant, 1), tf.reduce_sum(recent, 1))
+  return out
 
 
 def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: int = DEFAULT_TOP_K,

@@ -13,7 +13,6 @@ from models import features as F
 from models.tasks import Head
 from models.trainer import SERVING_SIGNATURE, TRANSFORM_SIGNATURE, TrainConfig, model_tasks
 
-
 LATEST_BLESSED_MODEL_RESOLVER = "latest_blessed_model_resolver"
 
 

@@ -159,7 +159,7 @@ def test_lifelong_variants_differ_where_they_should():
   spec = _spec()
   full = lifelong.build_lifelong(spec)
   names = lambda m: {layer.name for layer in m.layers}  # noqa: E731
-  assert {lifelong.ATTENTION_LAYER, "lifelong_extraction", "bias_net"} <= names(full)
+  assert {lifelong.ATTENTION_LAYER, lifelong.EXTRACTION_LAYER, "bias_net"} <= names(full)
   assert lifelong.AUX_OUTPUT in full.output_names
   pooled = lifelong.build_lifelong(spec, extraction="mean_pool", use_bias_net=False,
                                    use_aux=False)
@@ -223,3 +223,42 @@ def test_train_config_validates_lifelong_settings():
     trainer.TrainConfig.from_custom_config({"mixout_rate": 2})
   with pytest.raises(ValueError, match="lifelong_aux_weight must be >= 0, got -1"):
     trainer.TrainConfig.from_custom_config({"lifelong_aux_weight": -1})
+
+
+def test_relevance_by_extraction_merges_channels_and_builds_the_recency_baselines():
+  purchases = tf.constant([[3, 2, 5, 2, 2, 0]])  # most recent first; length 5
+  room = tf.constant([[2, 0, 0]])
+  # One slot per channel (K=2): category picks 1, 3; shop_brand 3, 4; the rest overlap.
+  indices = tf.constant([[[1, 3], [3, 4], [0, 1], [1, 3], [0, 1]]])
+  valid = tf.ones([1, 5, 2])
+  out = lifelong.relevance_by_extraction(indices, valid, purchases, room, tf.constant([5]))
+  as_np = {k: (float(r.numpy()[0]), float(n.numpy()[0])) for k, (r, n) in out.items()}
+  assert as_np["category"] == (2.0, 2.0) and as_np["recent"] == (1.0, 2.0)
+  assert as_np[lifelong.MULTI_CHANNEL] == (3.0, 4.0)  # distinct positions 0, 1, 3, 4
+  assert as_np[lifelong.MOST_RECENT_K] == (1.0, 2.0)  # positions 0, 1
+  assert as_np[lifelong.MOST_RECENT_SAME_BUDGET] == (2.0, 4.0)  # positions 0..3
+
+
+def test_relevance_report_over_a_dataset_by_activity_slice():
+  from bench import lifelong_relevance
+  spec = _spec()
+  network = lifelong.build_lifelong(spec, use_aux=False)
+  rng = np.random.default_rng(2)
+  n, length = 6, spec.feature_shapes[xf(F.seq_key(F.LL, "category_ids"))]
+  feats = {k: (rng.integers(1, 3, size=(n, d)) if spec.inputs()[k].dtype == tf.int64
+               else rng.normal(size=(n, d)).astype(np.float32))
+           for k, d in spec.feature_shapes.items()}
+  feats[xf(F.HOST_CATEGORY_IDS)] = np.tile([[4, 0, 0]], (n, 1))
+  cats = np.full((n, length), 7)
+  cats[:, 1] = 4  # one purchase in the room's category, the second most recent
+  feats[xf(F.seq_key(F.LL, "category_ids"))] = cats
+  feats[xf(F.len_key(F.LL))] = np.full((n, 1), 10)
+  feats[xf(F.ACTIVITY_LEVEL)] = np.array([[0], [0], [1], [1], [2], [2]])
+  data = tf.data.Dataset.from_tensors((feats, {}, {}))
+  report = lifelong_relevance.relevance_report(network, data)
+  assert set(report) == {"all"} | set(F.ACTIVITY_LEVELS)
+  assert report["all"]["category"] == {"relevance": 1.0, "items_per_example": 1.0}
+  assert report["all"]["recent"]["relevance"] == pytest.approx(1 / 10)  # K=20 > length 10
+  assert report["all"][lifelong.MOST_RECENT_K]["items_per_example"] == 10.0
+  assert report["all"][lifelong.MULTI_CHANNEL]["relevance"] == pytest.approx(1 / 10)
+  assert report[F.ACTIVITY_LEVELS[0]]["category"]["relevance"] == 1.0

@@ -1,4 +1,9 @@
-"""What a model builder needs to know about its inputs: vocabulary sizes and sequence lengths."""
+"""What a model builder needs to know about its inputs: vocabulary sizes, shapes and dtypes.
+
+In a pipeline all three come from the Transform output (:meth:`ModelSpec.from_transform_output`).
+:meth:`ModelSpec.without_transform` builds the same spec without running Transform (tests,
+benchmarks on synthetic tensors); a test pins it to what ``preprocessing_fn`` produces.
+"""
 
 from __future__ import annotations
 
@@ -19,28 +24,44 @@ class ModelSpec:
   """Input sizes of a ranking model; built from a TFTransformOutput or by hand in tests."""
   vocab_sizes: Dict[str, int]  # shared vocabulary name -> embedding rows (incl. pad and OOV)
   feature_shapes: Dict[str, int]  # transformed model-input name -> last dimension
+  feature_dtypes: Dict[str, tf.DType]  # transformed model-input name -> dtype
   embedding_dim: int = 16
   # L2 penalty per looked-up embedding row (0: none): keeps rare ids (hashed items, small rooms)
   # from memorising the training days.
   embedding_l2: float = 0.0
 
+  def __post_init__(self):
+    if set(self.feature_shapes) != set(self.feature_dtypes):
+      raise ValueError("ModelSpec feature_shapes and feature_dtypes name different features: "
+                       f"{sorted(set(self.feature_shapes) ^ set(self.feature_dtypes))}")
+
   @classmethod
   def from_transform_output(cls, tf_transform_output, embedding_dim: int = 16,
                             embedding_l2: float = 0.0) -> ModelSpec:
-    spec = tf_transform_output.transformed_feature_spec()
+    """Vocabulary sizes, input shapes and dtypes as this Transform output produces them."""
+    spec = {k: s for k, s in tf_transform_output.transformed_feature_spec().items()
+            if k not in NON_INPUT_KEYS}
     vocab = {v: P.vocab_size(tf_transform_output, v) for v in P.SHARED_VOCABS}
-    shapes = {k: int(s.shape[-1]) if s.shape else 1 for k, s in spec.items()
-              if k not in NON_INPUT_KEYS}
-    return cls(vocab_sizes=vocab, feature_shapes=shapes, embedding_dim=embedding_dim,
-               embedding_l2=embedding_l2)
+    return cls(vocab_sizes=vocab,
+               feature_shapes={k: int(s.shape[-1]) if s.shape else 1 for k, s in spec.items()},
+               feature_dtypes={k: s.dtype for k, s in spec.items()},
+               embedding_dim=embedding_dim, embedding_l2=embedding_l2)
+
+  @classmethod
+  def without_transform(cls, vocab_size: int, realtime_len: int = F.REALTIME_SEQ_LEN,
+                        lifelong_len: int = F.LIFELONG_SEQ_LEN, **kwargs) -> ModelSpec:
+    """The spec ``preprocessing_fn`` would give, every shared vocabulary of ``vocab_size`` rows."""
+    shapes = transformed_feature_shapes(realtime_len, lifelong_len)
+    return cls(vocab_sizes=dict.fromkeys(P.SHARED_VOCABS, vocab_size), feature_shapes=shapes,
+               feature_dtypes={k: _expected_dtype(k) for k in shapes}, **kwargs)
 
   def inputs(self) -> Dict[str, tf.keras.Input]:
     """Keras inputs keyed by transformed feature name."""
-    return {k: tf.keras.Input(shape=(n,), name=k, dtype=_dtype(k))
+    return {k: tf.keras.Input(shape=(n,), name=k, dtype=self.feature_dtypes[k])
             for k, n in sorted(self.feature_shapes.items())}
 
 
-def _dtype(name: str) -> tf.DType:
+def _expected_dtype(name: str) -> tf.DType:
   float_keys = ({xf(k) for k in F.HOST_STAT_KEYS} | {xf(F.DISPLAY_PRICES), xf(F.HOST_FLASH_SALE)}
                 | {xf(F.seq_key(F.LL, f)) for f in F.LL_FLOAT_FIELDS})
   return tf.float32 if name in float_keys else tf.int64

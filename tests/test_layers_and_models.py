@@ -5,10 +5,9 @@ import pytest
 import tensorflow as tf
 
 from models import features as F
-from models import preprocessing as P
 from models import trainer
 from models.layers import MLP, MaskedMeanPooling
-from models.spec import ModelSpec, transformed_feature_shapes
+from models.spec import ModelSpec
 
 
 def test_masked_mean_pooling_hand_computed_and_empty_sequence():
@@ -41,9 +40,7 @@ def test_mlp_rejects_bad_arguments(kwargs, fragment):
 
 
 def _spec():
-  return ModelSpec(vocab_sizes={v: 12 for v in P.SHARED_VOCABS},
-                   feature_shapes=transformed_feature_shapes(realtime_len=4, lifelong_len=6),
-                   embedding_dim=4)
+  return ModelSpec.without_transform(12, realtime_len=4, lifelong_len=6, embedding_dim=4)
 
 
 def _batch(spec, n=8, seed=0):
@@ -140,3 +137,9 @@ def test_train_config_validation():
     trainer.TrainConfig.from_custom_config({"model_name": "nope"})
   with pytest.raises(ValueError, match="unknown trainer custom_config keys"):
     trainer.TrainConfig.from_custom_config({"lr": 1})
+
+
+def test_model_spec_rejects_shapes_and_dtypes_of_different_features():
+  with pytest.raises(ValueError, match=r"name different features: \['b_xf'\]"):
+    ModelSpec(vocab_sizes={}, feature_shapes={"a_xf": 1, "b_xf": 2},
+              feature_dtypes={"a_xf": tf.int64})

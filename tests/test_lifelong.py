@@ -6,9 +6,8 @@ import tensorflow as tf
 
 from models import features as F
 from models import lifelong, trainer
-from models import preprocessing as P
 from models.layers.lifelong import ChannelDINAttention, MixoutDense, TopKExtraction
-from models.spec import ModelSpec, transformed_feature_shapes
+from models.spec import ModelSpec
 
 xf = F.transformed_name
 
@@ -150,9 +149,7 @@ def test_extraction_relevance_counts_only_valid_room_category_hits():
 
 
 def _spec():
-  return ModelSpec(vocab_sizes={v: 12 for v in P.SHARED_VOCABS},
-                   feature_shapes=transformed_feature_shapes(realtime_len=4, lifelong_len=30),
-                   embedding_dim=4)
+  return ModelSpec.without_transform(12, realtime_len=4, lifelong_len=30, embedding_dim=4)
 
 
 def test_lifelong_variants_differ_where_they_should():

@@ -87,15 +87,14 @@ def test_activity_items_labels_and_mask(transformed):
 
 
 def test_model_input_spec_equals_what_preprocessing_produces(transformed):
-  from models.spec import NON_INPUT_KEYS, ModelSpec, transformed_feature_shapes
+  from models.spec import NON_INPUT_KEYS, ModelSpec
   produced = {k: np.asarray(v) for k, v in transformed[0].items() if k not in NON_INPUT_KEYS}
-  shapes = transformed_feature_shapes(realtime_len=RT, lifelong_len=LL)
-  assert set(shapes) == set(produced)
-  assert {k: (v.size if v.ndim else 1) for k, v in produced.items()} == shapes
-  inputs = ModelSpec(vocab_sizes={}, feature_shapes=shapes).inputs()
+  spec = ModelSpec.without_transform(5, realtime_len=RT, lifelong_len=LL)
+  assert set(spec.feature_shapes) == set(produced)
+  assert {k: (v.size if v.ndim else 1) for k, v in produced.items()} == spec.feature_shapes
+  inputs = spec.inputs()
   for k, v in produced.items():
-    want_float = np.issubdtype(v.dtype, np.floating)
-    assert inputs[k].dtype.is_floating == want_float, k
+    assert inputs[k].dtype.as_numpy_dtype == v.dtype, (k, inputs[k].dtype, v.dtype)
 
 
 def test_session_categories_share_the_category_vocabulary_and_prices_are_logged(transformed):

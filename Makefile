@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 SCALE ?= default
 SEED ?= 7
 MODEL ?= baseline
+WARM_START ?= 0
 WORK ?= $(CURDIR)/work
 PIPELINE_NAME ?= livestream-ranking
 PORT ?= 8500
@@ -25,15 +26,14 @@ $(VENV)/.installed: constraints.txt setup.py
 	@touch $@
 
 # Generate logs, run the pipeline through the TFX CLI, serve the pushed model, query it over gRPC.
+# What local_runner.py reads (WARM_START=1: the Trainer starts from the latest blessed model).
+TFX_ENV = LOCAL_HOME=$(WORK)/tfx_home DEMO_WORK=$(WORK) DEMO_MODEL=$(MODEL) DEMO_WARM_START=$(WARM_START)
 demo: venv
 	@mkdir -p $(WORK)
 	$(PY) -m data_gen.cli --scale $(SCALE) --seed $(SEED) --out_dir $(WORK)/logs
-	LOCAL_HOME=$(WORK)/tfx_home DEMO_WORK=$(WORK) DEMO_MODEL=$(MODEL) \
-	  $(VENV)/bin/tfx pipeline create --engine local --pipeline_path local_runner.py \
-	  || LOCAL_HOME=$(WORK)/tfx_home DEMO_WORK=$(WORK) DEMO_MODEL=$(MODEL) \
-	  $(VENV)/bin/tfx pipeline update --engine local --pipeline_path local_runner.py
-	LOCAL_HOME=$(WORK)/tfx_home DEMO_WORK=$(WORK) DEMO_MODEL=$(MODEL) \
-	  $(VENV)/bin/tfx run create --engine local --pipeline_name $(PIPELINE_NAME)
+	$(TFX_ENV) $(VENV)/bin/tfx pipeline create --engine local --pipeline_path local_runner.py \
+	  || $(TFX_ENV) $(VENV)/bin/tfx pipeline update --engine local --pipeline_path local_runner.py
+	$(TFX_ENV) $(VENV)/bin/tfx run create --engine local --pipeline_name $(PIPELINE_NAME)
 	$(PY) -m bench.quality_report --work $(WORK) --pipeline_name $(PIPELINE_NAME)
 	$(PY) -m serving.demo --work $(WORK) --pipeline_name $(PIPELINE_NAME) --port $(PORT)
 

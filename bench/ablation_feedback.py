@@ -1,4 +1,4 @@
-"""Ablation of the feedback model against multi-task baselines, on one generated dataset.
+"""Ablation of the feedback and lifelong models against multi-task baselines, on one dataset.
 
 Trains every variant on the same transformed examples of one pipeline run with the Trainer's own
 regime (epochs over the train split, early stopping on the eval loss, best weights restored), for
@@ -34,7 +34,8 @@ from models.spec import ModelSpec
 from serving.examples_io import latest_examples_dir, read_examples
 
 VARIANTS = ["dnn", "shared_bottom", "dcn", "mmoe", "ple", "feedback_no_realtime",
-            "feedback_no_negative", "feedback_no_triplet", "feedback"]
+            "feedback_no_negative", "feedback_no_triplet", "feedback", "lifelong_mean_pool",
+            "lifelong"]
 REFERENCE = "shared_bottom"
 
 

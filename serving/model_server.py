@@ -11,14 +11,18 @@ TF Serving's binary cannot be installed on these machines, so this serves the sa
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import signal
 import threading
+import time
 from concurrent import futures
-from typing import Dict, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Set, Tuple
 
 import grpc
 import tensorflow as tf
 from absl import logging
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import (
   get_model_metadata_pb2,
@@ -39,6 +43,28 @@ class RequestError(Exception):
   def __init__(self, code: grpc.StatusCode, message: str):
     super().__init__(message)
     self.code = code
+
+
+# Which typed TensorProto field holds each dtype's values (TF Serving fills these, not
+# tensor_content, so a client reading e.g. ``float_val`` gets the scores).
+_VALUE_FIELDS = {tf.float32: "float_val", tf.float64: "double_val", tf.int64: "int64_val",
+                 tf.int32: "int_val", tf.int16: "int_val", tf.int8: "int_val",
+                 tf.uint8: "int_val", tf.bool: "bool_val", tf.string: "string_val",
+                 tf.float16: "half_val"}
+
+
+def typed_tensor_proto(value: tf.Tensor) -> tensor_pb2.TensorProto:
+  """A TensorProto with the values in the typed field of its dtype, as TF Serving answers."""
+  if value.dtype not in _VALUE_FIELDS:
+    raise RequestError(grpc.StatusCode.INTERNAL,
+                       f"output dtype {value.dtype.name} has no TensorProto value field here")
+  proto = tensor_pb2.TensorProto(dtype=value.dtype.as_datatype_enum,
+                                 tensor_shape=tf.TensorShape(value.shape).as_proto())
+  flat = value.numpy().reshape([-1])
+  if value.dtype == tf.float16:
+    flat = flat.view("uint16")
+  getattr(proto, _VALUE_FIELDS[value.dtype]).extend(flat.tolist())
+  return proto
 
 
 class LoadedModel:
@@ -101,40 +127,185 @@ def _versions(base_path: str) -> Dict[int, str]:
   return out
 
 
-class ModelManager:
-  """Serves the newest version under ``base_path``; ``poll`` picks up newer ones, as TF Serving."""
+@dataclasses.dataclass(frozen=True)
+class VersionPolicy:
+  """Which versions on disk are served and what labels name, as TF Serving's model config.
 
-  def __init__(self, model_name: str, base_path: str):
+  Attributes:
+    latest: serve the newest ``latest`` versions (TF Serving's ``latest { num_versions }``).
+    specific: serve exactly these versions when present (``specific { versions }``); overrides
+      ``latest``.
+    serve_all: serve every version on disk (``all {}``).
+    labels: version label -> version (``version_labels``), e.g. stable / canary.
+  """
+  latest: int = 1
+  specific: Tuple[int, ...] = ()
+  serve_all: bool = False
+  labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.latest < 1:
+      raise ValueError(f"version policy latest must be >= 1, got {self.latest}")
+    if self.specific and self.serve_all:
+      raise ValueError("version policy: choose specific versions or all, not both")
+    wanted = set(self.specific)
+    for label, version in self.labels.items():
+      if wanted and version not in wanted:
+        raise ValueError(f"version label {label!r} names version {version}, which the policy "
+                         f"(specific {sorted(wanted)}) never serves")
+
+  def select(self, on_disk: Iterable[int]) -> Set[int]:
+    """The versions to serve out of those on disk."""
+    on_disk = sorted(on_disk)
+    if self.serve_all:
+      return set(on_disk)
+    if self.specific:
+      return set(self.specific) & set(on_disk)
+    return set(on_disk[-self.latest:])
+
+  @classmethod
+  def parse(cls, policy: str, labels: str = "") -> VersionPolicy:
+    """From the CLI: ``latest:N`` | ``all`` | ``specific:V1,V2``; labels ``stable=3,canary=5``."""
+    kind, _, arg = policy.partition(":")
+    try:
+      label_map = {k: int(v) for k, v in (item.split("=") for item in labels.split(",") if item)}
+      if kind == "latest":
+        return cls(latest=int(arg or 1), labels=label_map)
+      if kind == "all" and not arg:
+        return cls(serve_all=True, labels=label_map)
+      if kind == "specific" and arg:
+        return cls(specific=tuple(int(v) for v in arg.split(",")), labels=label_map)
+    except ValueError as e:
+      raise ValueError(f"bad version policy {policy!r} / labels {labels!r}: {e}") from e
+    raise ValueError(f"bad version policy {policy!r}: expected latest:N, all or specific:V1,V2")
+
+
+@dataclasses.dataclass
+class LoadFailure:
+  """A version that failed to load: why, how often, and when to try again."""
+  reason: str
+  attempts: int
+  next_try: float
+
+
+def _one_line(error: BaseException) -> str:
+  lines = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+class ModelManager:
+  """Serves the versions a :class:`VersionPolicy` selects from ``base_path``, as TF Serving.
+
+  ``poll`` loads newly selected versions (outside the lock: requests keep being answered by the
+  served ones), then in one step makes them available and unloads versions no longer selected —
+  e.g. the newest, when its directory is removed (a rollback). A version that fails to load is
+  reported once, with a one-line reason (also in GetModelStatus), and retried with exponential
+  back-off from ``retry_seconds`` up to ``max_retry_seconds``.
+  """
+
+  def __init__(self, model_name: str, base_path: str, policy: VersionPolicy | None = None,
+               retry_seconds: float = 2.0, max_retry_seconds: float = 300.0,
+               clock: Callable[[], float] = time.monotonic,
+               loader: Callable[[str, int], LoadedModel] = LoadedModel):
     self.model_name, self.base_path = model_name, base_path
+    self.policy = policy or VersionPolicy()
+    self._retry, self._max_retry, self._clock, self._loader = (
+        retry_seconds, max_retry_seconds, clock, loader)
     self._lock = threading.Lock()
-    self._current: LoadedModel | None = None
+    self._poll_lock = threading.Lock()  # one poll at a time (watcher thread and callers)
+    self._served: Dict[int, LoadedModel] = {}
+    self.failures: Dict[int, LoadFailure] = {}
+
+  def served_versions(self) -> List[int]:
+    with self._lock:
+      return sorted(self._served)
+
+  def _load(self, version: int, path: str) -> LoadedModel | None:
+    failure = self.failures.get(version)
+    if failure and self._clock() < failure.next_try:
+      return None
+    try:
+      model = self._loader(path, version)
+    except Exception as e:  # noqa: BLE001 - any broken SavedModel is reported, never fatal
+      attempts = failure.attempts + 1 if failure else 1
+      wait = min(self._retry * 2 ** (attempts - 1), self._max_retry)
+      self.failures[version] = LoadFailure(_one_line(e), attempts, self._clock() + wait)
+      if attempts == 1:
+        logging.warning("%s version %d failed to load (%s); retrying with back-off from %.0f s",
+                        self.model_name, version, self.failures[version].reason, wait)
+      return None
+    self.failures.pop(version, None)
+    return model
 
   def poll(self) -> int | None:
-    """Loads the newest version if it is newer than the served one; returns the served version."""
-    versions = _versions(self.base_path)
-    if versions:
-      newest = max(versions)
-      if self._current is None or newest > self._current.version:
-        model = LoadedModel(versions[newest], newest)  # load outside the lock
-        with self._lock:
-          self._current = model
-        logging.info("serving %s version %d from %s", self.model_name, newest, versions[newest])
-    return self._current.version if self._current else None
+    """Brings the served versions in line with the policy; returns the default version."""
+    with self._poll_lock:
+      on_disk = _versions(self.base_path)
+      wanted = self.policy.select(on_disk)
+      served = set(self.served_versions())
+      loaded = {}
+      for version in sorted(wanted - served):
+        model = self._load(version, on_disk[version])
+        if model is not None:
+          loaded[version] = model
+      for version in list(self.failures):
+        if version not in on_disk:
+          del self.failures[version]  # its directory is gone: nothing left to retry
+      with self._lock:
+        self._served.update(loaded)
+        # Availability first: unload only once a selected version serves in their place.
+        if wanted & set(self._served):
+          for version in set(self._served) - wanted:
+            del self._served[version]
+        now = sorted(self._served)
+      if now != sorted(served):
+        logging.info("%s now serves versions %s (on disk %s)", self.model_name, now,
+                     sorted(on_disk))
+      return now[-1] if now else None
 
   def get(self, spec: model_pb2.ModelSpec) -> LoadedModel:
+    """The version a request's model spec asks for: by number, by label, or the newest."""
     if spec.name != self.model_name:
       raise RequestError(grpc.StatusCode.NOT_FOUND,
                          f"model {spec.name!r} not found; this server serves {self.model_name!r}")
     with self._lock:
-      current = self._current
-    if current is None:
+      served = dict(self._served)
+    if not served:
       raise RequestError(grpc.StatusCode.UNAVAILABLE,
                          f"no version of {self.model_name!r} loaded yet from {self.base_path}")
-    if spec.HasField("version") and spec.version.value != current.version:
+    if spec.HasField("version"):
+      version = spec.version.value
+    elif spec.version_label:
+      if spec.version_label not in self.policy.labels:
+        raise RequestError(grpc.StatusCode.NOT_FOUND,
+                           f"version_label {spec.version_label!r} of {spec.name!r} is not "
+                           f"defined; labels: {dict(self.policy.labels)}")
+      version = self.policy.labels[spec.version_label]
+    else:
+      return served[max(served)]
+    if version not in served:
       raise RequestError(grpc.StatusCode.NOT_FOUND,
-                         f"version {spec.version.value} of {spec.name!r} is not served; "
-                         f"serving version {current.version}")
-    return current
+                         f"version {version} of {spec.name!r} is not served; serving versions "
+                         f"{sorted(served)}")
+    return served[version]
+
+  def status(self, spec: model_pb2.ModelSpec) -> List[Tuple[int, bool, str]]:
+    """(version, available, error) for the asked version or every known one, newest first."""
+    if spec.name != self.model_name:
+      raise RequestError(grpc.StatusCode.NOT_FOUND,
+                         f"model {spec.name!r} not found; this server serves {self.model_name!r}")
+    rows = {v: (v, True, "") for v in self.served_versions()}
+    rows.update({v: (v, False, f.reason) for v, f in self.failures.items() if v not in rows})
+    if spec.HasField("version"):
+      if spec.version.value not in rows:
+        raise RequestError(grpc.StatusCode.NOT_FOUND,
+                           f"version {spec.version.value} of {spec.name!r} is not known; "
+                           f"versions {sorted(rows)}")
+      return [rows[spec.version.value]]
+    if not rows:
+      raise RequestError(grpc.StatusCode.UNAVAILABLE,
+                         f"no version of {self.model_name!r} loaded yet from {self.base_path}")
+    return [rows[v] for v in sorted(rows, reverse=True)]
 
 
 def _abort_on_error(method):
@@ -169,7 +340,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     resp.model_spec.version.value = model.version
     resp.model_spec.signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     for key, value in outputs.items():
-      resp.outputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+      resp.outputs[key].CopyFrom(typed_tensor_proto(value))
     return resp
 
   @_abort_on_error
@@ -196,39 +367,51 @@ class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
 
   @_abort_on_error
   def GetModelStatus(self, request, context):
-    model = self._manager.get(request.model_spec)
+    """Every known version, newest first: AVAILABLE, or END with the reason it failed to load."""
     resp = get_model_status_pb2.GetModelStatusResponse()
-    status = resp.model_version_status.add()
-    status.version = model.version
-    status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    for version, available, error in self._manager.status(request.model_spec):
+      status = resp.model_version_status.add()
+      status.version = version
+      if available:
+        status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+      else:
+        status.state = get_model_status_pb2.ModelVersionStatus.END
+        status.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
+        status.status.error_message = error
     return resp
 
 
 class ModelServer:
-  """gRPC server + version watcher. ``start()`` binds; ``stop()`` shuts both down."""
+  """gRPC server + version watcher. ``start()`` binds; ``stop()`` shuts both down.
+
+  Binding refuses a port another process (or server) already listens on: without it, gRPC's
+  SO_REUSEPORT lets a second server start silently and take half the connections.
+  """
 
   def __init__(self, model_name: str, model_base_path: str, port: int = 8500,
-               host: str = "127.0.0.1", poll_seconds: float = 2.0, max_workers: int = 4):
-    self.manager = ModelManager(model_name, model_base_path)
+               host: str = "127.0.0.1", poll_seconds: float = 2.0, max_workers: int = 4,
+               policy: VersionPolicy | None = None, manager: ModelManager | None = None):
+    self.manager = manager or ModelManager(model_name, model_base_path, policy)
     self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                               options=[("grpc.max_receive_message_length", 64 << 20)])
+                               options=[("grpc.max_receive_message_length", 64 << 20),
+                                        ("grpc.so_reuseport", 0)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(self.manager), self._server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelStatusServicer(self.manager), self._server)
-    self.port = self._server.add_insecure_port(f"{host}:{port}")
+    try:
+      self.port = self._server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as e:  # newer grpcio raises where older ones return 0
+      raise OSError(f"cannot bind {host}:{port}: the port is already in use ({e})") from e
     if self.port == 0:
-      raise OSError(f"could not bind {host}:{port}")
+      raise OSError(f"cannot bind {host}:{port}: the port is already in use")
     self._poll_seconds = poll_seconds
     self._stop = threading.Event()
     self._watcher = threading.Thread(target=self._watch, daemon=True)
 
   def _watch(self) -> None:
     while not self._stop.wait(self._poll_seconds):
-      try:
-        self.manager.poll()
-      except Exception:  # noqa: BLE001 - a bad new version must not take the server down
-        logging.exception("failed to load a new version from %s", self.manager.base_path)
+      self.manager.poll()  # load failures are handled (reported, retried) inside
 
   def start(self) -> ModelServer:
     self.manager.poll()
@@ -236,9 +419,10 @@ class ModelServer:
     self._watcher.start()
     return self
 
-  def stop(self) -> None:
+  def stop(self, grace: float | None = None) -> None:
+    """Stops taking requests; in-flight ones get up to ``grace`` seconds to finish."""
     self._stop.set()
-    self._server.stop(grace=None)
+    self._server.stop(grace=grace).wait()
 
   def wait(self) -> None:
     self._server.wait_for_termination()
@@ -260,13 +444,26 @@ def main(argv=None) -> None:
   parser.add_argument("--host", default="127.0.0.1", help="Bind address; loopback by default.")
   parser.add_argument("--poll_seconds", type=float, default=2.0,
                       help="How often to look for new versions.")
+  parser.add_argument("--version_policy", default="latest:1",
+                      help="Versions to serve: latest:N, all, or specific:V1,V2.")
+  parser.add_argument("--version_labels", default="",
+                      help="Labels for versions, e.g. stable=3,canary=5.")
+  parser.add_argument("--grace_seconds", type=float, default=10.0,
+                      help="On SIGTERM/SIGINT, how long in-flight requests may take to finish.")
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.INFO)
+  policy = VersionPolicy.parse(args.version_policy, args.version_labels)
   server = ModelServer(args.model_name, args.model_base_path, args.port, args.host,
-                       args.poll_seconds).start()
-  print(f"serving {args.model_name} version {server.manager.poll()} on {args.host}:{server.port}",
-        flush=True)
-  server.wait()
+                       args.poll_seconds, policy=policy).start()
+  print(f"serving {args.model_name} versions {server.manager.served_versions()} on "
+        f"{args.host}:{server.port}", flush=True)
+  stop = threading.Event()
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, lambda signum, frame: stop.set())
+  stop.wait()
+  server.stop(grace=args.grace_seconds)
+  print(f"stopped {args.model_name} on {args.host}:{server.port}: in-flight requests drained "
+        f"(grace {args.grace_seconds:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import client
-from serving.model_server import ModelServer
+from serving.model_server import ModelServer, VersionPolicy
 
 MODEL = "toy"
 
@@ -134,3 +134,205 @@ def test_client_cli_scores_a_tfrecord_file(server, tmp_path, capsys):
   client.main(["--target", target, "--model_name", MODEL, "--examples_file", path])
   lines = capsys.readouterr().out.strip().splitlines()
   assert [json.loads(line)["score"] for line in lines] == [1.0, 8.0]
+
+
+# --- TF Serving semantics: one conformance test per point, requests through the official stubs.
+
+def _status(target, version=None):
+  req = get_model_status_pb2.GetModelStatusRequest()
+  req.model_spec.name = MODEL
+  if version is not None:
+    req.model_spec.version.value = version
+  stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(target))
+  return stub.GetModelStatus(req, timeout=30).model_version_status
+
+
+def _predict_spec(target, x=1.0, version=None, label=None):
+  req = _predict_request({"examples": tf.make_tensor_proto([_ex(x)], dtype=tf.string)})
+  if version is not None:
+    req.model_spec.version.value = version
+  if label is not None:
+    req.model_spec.version_label = label
+  return _stub(target).Predict(req, timeout=30)
+
+
+@pytest.fixture()
+def serve(tmp_path):
+  servers = []
+
+  def start(policy=None, **kwargs):
+    srv = ModelServer(MODEL, str(tmp_path), port=0, poll_seconds=3600, policy=policy,
+                      **kwargs).start()
+    servers.append(srv)
+    return srv, f"127.0.0.1:{srv.port}"
+  yield start
+  for srv in servers:
+    srv.stop()
+
+
+def test_version_policy_latest_n_specific_versions_and_labels(tmp_path, serve):
+  for version, scale in ((1, 1.0), (2, 2.0), (3, 3.0)):
+    _save(tmp_path, version, scale)
+  policy = VersionPolicy(latest=2, labels={"stable": 2, "canary": 3})
+  srv, target = serve(policy)
+  assert srv.manager.served_versions() == [2, 3]
+  assert [s.version for s in _status(target)] == [3, 2]
+  resp = _predict_spec(target)  # no version: the newest
+  assert resp.model_spec.version.value == 3 and list(resp.outputs["score"].float_val) == [3.0]
+  assert _predict_spec(target, version=2).model_spec.version.value == 2
+  assert _predict_spec(target, label="stable").model_spec.version.value == 2
+  assert _predict_spec(target, label="canary").outputs["score"].float_val[0] == 3.0
+  for kwargs, fragment in (({"version": 1}, "version 1 of 'toy' is not served; serving "
+                                            "versions [2, 3]"),
+                           ({"label": "beta"}, "version_label 'beta' of 'toy' is not defined")):
+    with pytest.raises(grpc.RpcError) as err:
+      _predict_spec(target, **kwargs)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and fragment in err.value.details()
+  assert VersionPolicy.parse("specific:1,3").select([1, 2, 3, 4]) == {1, 3}
+  assert VersionPolicy.parse("all", "stable=2").labels == {"stable": 2}
+  with pytest.raises(ValueError, match="bad version policy 'newest:2'"):
+    VersionPolicy.parse("newest:2")
+  with pytest.raises(ValueError, match="label 'stable' names version 9"):
+    VersionPolicy(specific=(1, 2), labels={"stable": 9})
+
+
+def test_removing_the_newest_version_rolls_back(tmp_path, serve):
+  import shutil
+  _save(tmp_path, 1, 1.0)
+  _save(tmp_path, 2, 2.0)
+  srv, target = serve()
+  assert [s.version for s in _status(target)] == [2]
+  shutil.rmtree(tmp_path / "2")
+  assert srv.manager.poll() == 1
+  assert [s.version for s in _status(target)] == [1]
+  assert _predict_spec(target, x=2.0).outputs["score"].float_val[0] == 2.0
+
+
+def test_outputs_fill_the_typed_value_fields_as_tf_serving_does(serve, tmp_path):
+  _save(tmp_path, 1, 2.0)
+  _, target = serve()
+  out = _predict_spec(target, x=1.5).outputs["score"]
+  assert out.dtype == tf.float32.as_datatype_enum and out.tensor_content == b""
+  assert list(out.float_val) == [3.0] and [d.size for d in out.tensor_shape.dim] == [1]
+  from serving.model_server import typed_tensor_proto
+  for value, field in ((tf.constant([[1, 2]], tf.int64), "int64_val"),
+                       (tf.constant([b"a"]), "string_val"), (tf.constant([True]), "bool_val")):
+    proto = typed_tensor_proto(value)
+    np.testing.assert_array_equal(tf.make_ndarray(proto), value.numpy())
+    assert getattr(proto, field) and proto.tensor_content == b""
+
+
+def test_a_second_server_refuses_a_port_in_use(serve, tmp_path):
+  _save(tmp_path, 1, 1.0)
+  srv, target = serve()
+  with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{srv.port}: the port is already"):
+    ModelServer(MODEL, str(tmp_path), port=srv.port, poll_seconds=3600)
+  assert _predict_spec(target).outputs["score"].float_val[0] == 1.0
+
+
+def test_corrupt_version_is_reported_once_and_retried_with_back_off(tmp_path, caplog):
+  from serving.model_server import ModelManager
+  _save(tmp_path, 1, 1.0)
+  (tmp_path / "2").mkdir()
+  (tmp_path / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
+  now = [0.0]
+  manager = ModelManager(MODEL, str(tmp_path), VersionPolicy(latest=2), retry_seconds=2.0,
+                         clock=lambda: now[0])
+  srv = ModelServer(MODEL, str(tmp_path), port=0, poll_seconds=3600, manager=manager).start()
+  try:
+    target = f"127.0.0.1:{srv.port}"
+    assert _predict_spec(target).model_spec.version.value == 1  # still serving the good one
+    rows = {s.version: s for s in _status(target)}
+    assert rows[2].state == get_model_status_pb2.ModelVersionStatus.END
+    message = rows[2].status.error_message
+    assert message.startswith("OSError: Cannot parse file") and "saved_model.pb" in message
+    assert "\n" not in message and "Traceback" not in message
+    assert rows[1].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    manager.poll()  # within the back-off: not retried
+    assert manager.failures[2].attempts == 1
+    now[0] = 2.5  # past the first back-off (2 s): retried, next wait doubled
+    manager.poll()
+    assert manager.failures[2].attempts == 2 and manager.failures[2].next_try == 2.5 + 4.0
+    warnings = [r for r in caplog.records if "failed to load" in r.getMessage()]
+    assert len(warnings) == 1 and "version 2" in warnings[0].getMessage()
+    _save(tmp_path, 3, 3.0)  # a good newer version still goes live
+    assert manager.poll() == 3
+  finally:
+    srv.stop()
+
+
+def test_loading_a_new_version_does_not_stall_requests_on_the_served_one(tmp_path, serve):
+  import threading
+
+  from serving.model_server import LoadedModel, ModelManager
+  _save(tmp_path, 1, 1.0)
+  loading, release = threading.Event(), threading.Event()
+
+  def slow_loader(path, version):
+    if version == 2:
+      loading.set()
+      release.wait(60)
+    return LoadedModel(path, version)
+
+  manager = ModelManager(MODEL, str(tmp_path), loader=slow_loader)
+  srv, target = serve(manager=manager)
+  _save(tmp_path, 2, 2.0)
+  poller = threading.Thread(target=manager.poll)
+  poller.start()
+  assert loading.wait(60)
+  # Version 2 is mid-load: requests are answered by version 1 meanwhile.
+  assert _predict_spec(target).model_spec.version.value == 1
+  release.set()
+  poller.join(60)
+  assert _predict_spec(target).model_spec.version.value == 2
+
+
+def test_stop_drains_in_flight_requests_within_the_grace_period(tmp_path, serve, monkeypatch):
+  import threading
+
+  from serving.model_server import LoadedModel
+  _save(tmp_path, 1, 1.0)
+  srv, target = serve()
+  entered, release = threading.Event(), threading.Event()
+  original = LoadedModel.predict
+
+  def held_predict(self, *args):
+    entered.set()
+    release.wait(60)
+    return original(self, *args)
+
+  monkeypatch.setattr(LoadedModel, "predict", held_predict)
+  result = {}
+  request = threading.Thread(target=lambda: result.update(resp=_predict_spec(target, x=4.0)))
+  request.start()
+  assert entered.wait(60)
+  stopper = threading.Thread(target=srv.stop, kwargs={"grace": 30})
+  stopper.start()
+  release.set()  # the in-flight request finishes inside the grace period
+  request.join(60)
+  stopper.join(60)
+  assert result["resp"].outputs["score"].float_val[0] == 4.0
+  with pytest.raises(grpc.RpcError) as err:  # stopped: new requests are refused
+    _predict_spec(target)
+  assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_sigterm_and_sigint_stop_the_server_process_cleanly(tmp_path):
+  import signal
+  import subprocess
+  import sys
+  _save(tmp_path, 1, 1.0)
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    proc = subprocess.Popen([sys.executable, "-m", "serving.model_server", "--model_name", MODEL,
+                             "--model_base_path", str(tmp_path), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+      first = proc.stdout.readline()
+      assert first.startswith(f"serving {MODEL} versions [1] on 127.0.0.1:"), first
+      target = first.split(" on ")[1].strip()
+      assert _predict_spec(target).outputs["score"].float_val[0] == 1.0
+      proc.send_signal(sig)
+      assert proc.wait(timeout=60) == 0
+      assert proc.stdout.read().startswith(f"stopped {MODEL}")
+    finally:
+      proc.kill()

@@ -135,11 +135,14 @@ BUY_MASK = "buy_mask"  # transformed feature: 1.0 where a purchase can happen
 
 @dataclasses.dataclass(frozen=True)
 class RawFeature:
-  """One raw tf.Example feature: name, dtype ('int' | 'float' | 'bytes') and fixed length."""
+  """One raw tf.Example feature: name, dtype ('int' | 'float' | 'bytes'), fixed length, and the
+  range every value must lie in (None: unbounded; the schema's domain and the serving checks)."""
   name: str
   dtype: str
   length: int = 1
   is_label: bool = False
+  min_value: float | None = None
+  max_value: float | None = None
 
 
 def raw_features(realtime_len: int = REALTIME_SEQ_LEN,
@@ -171,7 +174,19 @@ def raw_features(realtime_len: int = REALTIME_SEQ_LEN,
   feats.append(RawFeature(len_key(LL), "int"))
   feats += [RawFeature(k, "float" if k in FLOAT_LABELS else "int", is_label=True)
             for k in LABEL_KEYS]
-  return feats
+  return [_with_range(f, realtime_len, lifelong_len) for f in feats]
+
+
+def _with_range(feature: RawFeature, realtime_len: int, lifelong_len: int) -> RawFeature:
+  """Every number is >= 0 (ids, counts, times, prices); lengths are at most their sequence's."""
+  if feature.dtype == "bytes":
+    return feature
+  upper = {HOUR_OF_DAY: 23, PROPENSITY: 1, HOST_FLASH_SALE: 1,
+           SESSION_HOSTS_LEN_KEY: SESSION_HOSTS_LEN, DISPLAY_LEN: DISPLAY_TOP_N,
+           len_key(RT_POS): realtime_len, len_key(RT_NEG): realtime_len,
+           len_key(LL): lifelong_len}
+  upper.update({k: 1 for k in LABEL_KEYS if k not in FLOAT_LABELS})
+  return dataclasses.replace(feature, min_value=0, max_value=upper.get(feature.name))
 
 
 def serving_raw_features(realtime_len: int = REALTIME_SEQ_LEN,

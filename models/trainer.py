@@ -13,7 +13,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from models import features as F
-from models import feedback, lifelong, multitask
+from models import feedback, lifelong, multitask, request_checks
 from models import tasks as tasks_lib
 from models.layers.lifelong import ChannelDINAttention
 from models.spec import ModelSpec
@@ -242,6 +242,7 @@ class ServingModule(tf.Module):
     self.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
     self._serving_spec = {k: v for k, v in raw_spec.items() if k not in F.LABEL_KEYS}
+    self._declared = request_checks.raw_features_for(raw_spec)
     self._raw_spec = raw_spec
     self._input_keys = sorted(model.network.input.keys())
 
@@ -249,9 +250,13 @@ class ServingModule(tf.Module):
   def serve(self, examples):
     """Serialized tf.Examples (no labels) -> every served head's score, [B] each.
 
-    A head's mask zeroes its score (a purchase cannot happen in a room without products).
+    Every raw feature must be finite and inside its declared range, or the request fails naming
+    it. A head's mask zeroes its score (a purchase cannot happen in a room without products).
     """
-    transformed = self.tft_layer(tf.io.parse_example(examples, self._serving_spec))
+    parsed = tf.io.parse_example(examples, self._serving_spec)
+    with tf.control_dependencies(request_checks.check_raw_features(parsed, self._declared)):
+      parsed = {k: tf.identity(v) for k, v in parsed.items()}
+    transformed = self.tft_layer(parsed)
     outputs = self.model({k: transformed[k] for k in self._input_keys}, training=False)
     return tasks_lib.scored_outputs(self.tasks, outputs, transformed)
 

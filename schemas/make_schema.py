@@ -34,17 +34,15 @@ def build_schema(realtime_len: int = F.REALTIME_SEQ_LEN,
       feat.not_in_environment.append(SERVING)
     if spec.name == F.ACTIVITY_LEVEL:
       feat.domain = F.ACTIVITY_LEVEL
-    elif spec.name in _BINARY_LABELS:
-      feat.int_domain.min, feat.int_domain.max = 0, 1
-      feat.int_domain.is_categorical = True
-    elif spec.name == F.PROPENSITY:
-      feat.float_domain.min, feat.float_domain.max = 0.0, 1.0
-    elif spec.name == F.HOUR_OF_DAY:
-      feat.int_domain.min, feat.int_domain.max = 0, 23
-    elif spec.dtype == "int":
-      feat.int_domain.min = 0
-    elif spec.dtype == "float":
-      feat.float_domain.min = 0.0
+    elif spec.dtype in ("int", "float"):  # the declared range (RawFeature.min/max_value)
+      domain = feat.int_domain if spec.dtype == "int" else feat.float_domain
+      cast = int if spec.dtype == "int" else float
+      if spec.min_value is not None:
+        domain.min = cast(spec.min_value)
+      if spec.max_value is not None:
+        domain.max = cast(spec.max_value)
+      if spec.name in _BINARY_LABELS:
+        feat.int_domain.is_categorical = True
   schema.string_domain.add(name=F.ACTIVITY_LEVEL, value=list(F.ACTIVITY_LEVELS))
   return schema
 

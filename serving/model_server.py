@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from concurrent import futures
-from typing import Callable, Dict, Iterable, List, Mapping, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Set, Tuple
 
 import grpc
 import tensorflow as tf
@@ -33,7 +33,13 @@ from tensorflow_serving.apis import (
   prediction_service_pb2_grpc,
 )
 
+from models import request_checks
+
 SIGNATURE_DEF_FIELD = "signature_def"
+# Request limits: larger requests are refused with a message saying so (the byte limit by gRPC,
+# RESOURCE_EXHAUSTED; the batch limit here, INVALID_ARGUMENT).
+MAX_BATCH_SIZE = 10_000
+MAX_REQUEST_BYTES = 64 << 20
 DEFAULT_SIGNATURE = "serving_default"
 
 
@@ -80,40 +86,78 @@ class LoadedModel:
     graph = next(m for m in proto.meta_graphs if "serve" in m.meta_info_def.tags)
     self.signature_defs = dict(graph.signature_def)
 
-  def predict(self, signature_name: str, inputs: Dict[str, tf.Tensor],
-              output_filter) -> Dict[str, tf.Tensor]:
+  def predict(self, signature_name: str, input_protos: Mapping[str, tensor_pb2.TensorProto],
+              output_filter: Sequence[str], max_batch_size: int) -> Dict[str, tf.Tensor]:
+    """Checks a request against the signature (before converting or running anything), runs it.
+
+    Every rejection is one line naming the input, what was expected and what was received.
+    """
     name = signature_name or DEFAULT_SIGNATURE
     if name not in self.signatures:
       raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                          f"unknown signature_name {name!r}; available: {sorted(self.signatures)}")
     fn = self.signatures[name]
     expected = fn.structured_input_signature[1]  # {name: TensorSpec}
-    missing, extra = set(expected) - set(inputs), set(inputs) - set(expected)
+    missing, extra = set(expected) - set(input_protos), set(input_protos) - set(expected)
     if missing or extra:
       raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                          f"signature {name!r} takes inputs {sorted(expected)}; request has "
-                         f"{sorted(inputs)} (missing {sorted(missing)}, unexpected {sorted(extra)})")
+                         f"{sorted(input_protos)} (missing {sorted(missing)}, unexpected "
+                         f"{sorted(extra)})")
+    inputs = {}
     for key, spec in expected.items():
-      if inputs[key].dtype != spec.dtype:
+      proto = input_protos[key]
+      if proto.dtype != spec.dtype.as_datatype_enum:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"input {key!r} must be {spec.dtype.name}, got {inputs[key].dtype.name}")
-      if not spec.shape.is_compatible_with(inputs[key].shape):
+                           f"input {key!r} must be {spec.dtype.name}, got {_dtype_name(proto.dtype)}")
+      shape = tf.TensorShape([d.size for d in proto.tensor_shape.dim])
+      if proto.tensor_shape.unknown_rank or not spec.shape.is_compatible_with(shape):
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"input {key!r} must have shape {spec.shape}, got {inputs[key].shape}")
+                           f"input {key!r} must have shape {spec.shape}, got {shape}")
+      if shape.rank and shape[0] > max_batch_size:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input {key!r} has batch size {shape[0]}; at most {max_batch_size} "
+                           "per request")
+      try:
+        inputs[key] = tf.constant(tf.make_ndarray(proto))
+      except (TypeError, ValueError) as e:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"input {key!r} is not a valid TensorProto: {_first_line(e)}") from e
+    if output_filter:
+      unknown = set(output_filter) - set(fn.structured_outputs)
+      if unknown:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"output_filter names unknown outputs {sorted(unknown)}; available: "
+                           f"{sorted(fn.structured_outputs)}")
     try:
       outputs = fn(**inputs)
     except (tf.errors.InvalidArgumentError, ValueError) as e:
       raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"signature {name!r} rejected the input: {getattr(e, 'message', e)}"
-                         ) from e
+                         f"signature {name!r} rejected the input: {_first_line(e)}") from e
     if output_filter:
-      unknown = set(output_filter) - set(outputs)
-      if unknown:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"output_filter names unknown outputs {sorted(unknown)}; available: "
-                           f"{sorted(outputs)}")
       outputs = {k: v for k, v in outputs.items() if k in output_filter}
     return outputs
+
+
+def _dtype_name(enum: int) -> str:
+  try:
+    return tf.dtypes.as_dtype(enum).name
+  except TypeError:
+    return f"unsupported dtype enum {enum}"
+
+
+def _first_line(error: BaseException) -> str:
+  """The reason of a (TensorFlow) error without its graph trace: the first informative line."""
+  text = getattr(error, "message", None) or str(error)
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  for line in lines:  # an in-graph request check: "assertion failed: [<message>] [<value>]"
+    if request_checks.FAILED_PREFIX in line:
+      line = line[line.index(request_checks.FAILED_PREFIX):]
+      return line.replace("] [", " ").rstrip("]")
+  informative = [line for line in lines if not line.startswith(
+      ("Graph execution error", "Detected at node", "<stack traces unavailable>", "[[", "File "))]
+  line = (informative or lines or [type(error).__name__])[0]
+  return line.replace("Name: <unknown>, ", "").split("\t [[")[0].strip()
 
 
 def _versions(base_path: str) -> Dict[int, str]:
@@ -320,21 +364,15 @@ def _abort_on_error(method):
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
-  def __init__(self, manager: ModelManager):
+  def __init__(self, manager: ModelManager, max_batch_size: int = MAX_BATCH_SIZE):
     self._manager = manager
+    self._max_batch_size = max_batch_size
 
   @_abort_on_error
   def Predict(self, request, context):
     model = self._manager.get(request.model_spec)
-    inputs = {}
-    for key, proto in request.inputs.items():
-      try:
-        inputs[key] = tf.constant(tf.make_ndarray(proto))
-      except (TypeError, ValueError) as e:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"input {key!r} is not a valid TensorProto: {e}") from e
-    outputs = model.predict(request.model_spec.signature_name, inputs,
-                            list(request.output_filter))
+    outputs = model.predict(request.model_spec.signature_name, request.inputs,
+                            list(request.output_filter), self._max_batch_size)
     resp = predict_pb2.PredictResponse()
     resp.model_spec.name = self._manager.model_name
     resp.model_spec.version.value = model.version
@@ -390,13 +428,14 @@ class ModelServer:
 
   def __init__(self, model_name: str, model_base_path: str, port: int = 8500,
                host: str = "127.0.0.1", poll_seconds: float = 2.0, max_workers: int = 4,
-               policy: VersionPolicy | None = None, manager: ModelManager | None = None):
+               policy: VersionPolicy | None = None, manager: ModelManager | None = None,
+               max_batch_size: int = MAX_BATCH_SIZE, max_request_bytes: int = MAX_REQUEST_BYTES):
     self.manager = manager or ModelManager(model_name, model_base_path, policy)
     self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                               options=[("grpc.max_receive_message_length", 64 << 20),
+                               options=[("grpc.max_receive_message_length", max_request_bytes),
                                         ("grpc.so_reuseport", 0)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(self.manager), self._server)
+        PredictionServicer(self.manager, max_batch_size), self._server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelStatusServicer(self.manager), self._server)
     try:

@@ -1,0 +1,180 @@
+"""Strict requests: a real exported ranking model behind the server, bad requests through the
+official stubs. Each bad request gets one line naming what is wrong (the feature, what was expected
+and what was received) and the right status code; the next good request still succeeds."""
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+from models import features as F
+from models import preprocessing as P
+from models import trainer
+from models.spec import ModelSpec
+from schemas.make_schema import build_schema
+from serving.model_server import ModelServer
+
+RT, LL = 3, 4
+MODEL = "ranker"
+MAX_BATCH = 50
+MAX_BYTES = 1 << 20
+
+
+def _row(seed: int) -> dict:
+  """One raw example with valid values everywhere (ids >= 1 where a sequence is filled)."""
+  rng = np.random.default_rng(seed)
+  row = {}
+  for spec in F.raw_features(RT, LL):
+    if spec.dtype == "bytes":
+      row[spec.name] = [b"low"]
+    elif spec.dtype == "float":
+      row[spec.name] = rng.uniform(0, 1, spec.length).round(3).tolist()
+    else:
+      row[spec.name] = rng.integers(1, 4, spec.length).tolist()
+  for key, n in ((F.len_key(F.RT_POS), RT), (F.len_key(F.RT_NEG), 1), (F.len_key(F.LL), LL),
+                 (F.DISPLAY_LEN, 2), (F.SESSION_HOSTS_LEN_KEY, 2), (F.HOST_FLASH_SALE, 1),
+                 (F.HOUR_OF_DAY, 20)):
+    row[key] = [n]
+  for key in F.LABEL_KEYS:
+    row[key] = [1] if key not in F.FLOAT_LABELS else [3.0]
+  return row
+
+
+def _example(row: dict, drop=(), override=None) -> bytes:
+  row = dict(row, **(override or {}))
+  ex = tf.train.Example()
+  for spec in F.serving_raw_features(RT, LL):
+    if spec.name in drop:
+      continue
+    values, feat = row[spec.name], ex.features.feature[spec.name]
+    if spec.dtype == "bytes":
+      feat.bytes_list.value.extend(values)
+    elif spec.dtype == "float" or any(isinstance(v, float) for v in values):
+      feat.float_list.value.extend(values)
+    else:
+      feat.int64_list.value.extend(values)
+  return ex.SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+  """A baseline model trained on nothing, exported with a real Transform graph, served."""
+  rows = [_row(s) for s in range(4)]
+  tft_dir = str(tmp_path_factory.mktemp("transform"))
+  raw_metadata = dataset_metadata.DatasetMetadata(build_schema(RT, LL))
+  with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft_tmp"))):
+    transform_fn = (rows, raw_metadata) | tft_beam.AnalyzeDataset(P.preprocessing_fn)
+    _ = transform_fn | tft_beam.WriteTransformFn(tft_dir)
+  metadata_io.write_metadata(raw_metadata,
+                             f"{tft_dir}/{tft.TFTransformOutput.RAW_METADATA_DIR}")
+  tft_output = tft.TFTransformOutput(tft_dir)
+  spec = ModelSpec.from_transform_output(tft_output, embedding_dim=4)
+  model = trainer.build_model(spec, trainer.TrainConfig(model_name="baseline"))
+  base = tmp_path_factory.mktemp("models")
+  trainer.export_serving_model(model, tft_output, str(base / "1"))
+  server = ModelServer(MODEL, str(base), port=0, poll_seconds=3600, max_batch_size=MAX_BATCH,
+                       max_request_bytes=MAX_BYTES).start()
+  yield f"127.0.0.1:{server.port}"
+  server.stop()
+
+
+GOOD = _row(100)
+
+
+def _request(examples=None, tensor=None, model=MODEL, signature="serving_default", version=None,
+             label=None, output_filter=(), input_name="examples"):
+  req = predict_pb2.PredictRequest()
+  req.model_spec.name = model
+  req.model_spec.signature_name = signature
+  if version is not None:
+    req.model_spec.version.value = version
+  if label is not None:
+    req.model_spec.version_label = label
+  if tensor is None:
+    tensor = tf.make_tensor_proto(examples if examples is not None else [_example(GOOD)],
+                                  dtype=tf.string)
+  req.inputs[input_name].CopyFrom(tensor)
+  req.output_filter.extend(output_filter)
+  return req
+
+
+def _bad_value(feature, value, fragment=None):
+  """A request whose one feature holds a bad value; the error must name the feature."""
+  n = next(f.length for f in F.serving_raw_features(RT, LL) if f.name == feature)
+  values = [value] + GOOD[feature][1:] if n > 1 else [value]
+  return (f"{feature}={value}", _request([_example(GOOD, override={feature: values})]),
+          grpc.StatusCode.INVALID_ARGUMENT, [f"feature {feature}: {fragment}"])
+
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+CASES = [
+    _bad_value(F.host_stat_key("likes", "10m"), float("nan"), "expected finite values, got"),
+    _bad_value(F.DISPLAY_PRICES, float("inf"), "expected finite values, got"),
+    _bad_value(F.seq_key(F.LL, "prices"), float("-inf"), "expected finite values"),
+    _bad_value(F.host_stat_key("uv", "60m"), -1.0, "expected values >= 0, got -1"),
+    _bad_value(F.seq_key(F.LL, "stay_seconds"), -5.0, "expected values >= 0, got -5"),
+    _bad_value(F.len_key(F.RT_POS), -1, "expected values >= 0, got -1"),
+    _bad_value(F.len_key(F.RT_POS), RT + 1, f"expected values <= {RT}, got {RT + 1}"),
+    _bad_value(F.len_key(F.RT_NEG), 99, f"expected values <= {RT}, got 99"),
+    _bad_value(F.len_key(F.LL), LL + 1, f"expected values <= {LL}, got {LL + 1}"),
+    _bad_value(F.DISPLAY_LEN, F.DISPLAY_TOP_N + 1, f"expected values <= {F.DISPLAY_TOP_N}"),
+    _bad_value(F.SESSION_HOSTS_LEN_KEY, -3, "expected values >= 0, got -3"),
+    _bad_value(F.HOST_ID, -7, "expected values >= 0, got -7"),
+    _bad_value(F.DISPLAY_ITEM_IDS, -2, "expected values >= 0, got -2"),
+    _bad_value(F.seq_key(F.LL, "category_ids"), -1, "expected values >= 0"),
+    _bad_value(F.HOUR_OF_DAY, 24, "expected values <= 23, got 24"),
+    _bad_value(F.HOST_FLASH_SALE, 2, "expected values <= 1, got 2"),
+    _bad_value(F.SLOT_INDEX, -1, "expected values >= 0, got -1"),
+    _bad_value(F.PROPENSITY, 1.5, "expected values <= 1, got 1.5"),
+    _bad_value(F.TIMESTAMP, -100, "expected values >= 0, got -100"),
+    ("missing feature", _request([_example(GOOD, drop=(F.HOST_ID,))]), INVALID,
+     [f"Feature: {F.HOST_ID} (data type: int64) is required but could not be found"]),
+    ("wrong length", _request([_example(GOOD, override={F.DISPLAY_ITEM_IDS: [1, 2]})]), INVALID,
+     [f"Key: {F.DISPLAY_ITEM_IDS}", f"Values size: 2 but output shape: [{F.DISPLAY_TOP_N}]"]),
+    ("float where int", _request([_example(GOOD, override={F.HOST_ID: [1.5]})]), INVALID,
+     [f"Key: {F.HOST_ID}", "Data type: float but expected type: int64"]),
+    ("not a tf.Example", _request([b"\x00garbage"]), INVALID, ["rejected the input"]),
+    ("input dtype", _request(tensor=tf.make_tensor_proto([1.0, 2.0])), INVALID,
+     ["input 'examples' must be string, got float32"]),
+    ("unsupported dtype", _request(tensor=tensor_pb2.TensorProto(dtype=types_pb2.DT_COMPLEX64)),
+     INVALID, ["must be string, got complex64"]),
+    ("input rank", _request(tensor=tf.make_tensor_proto([[b"a"]])), INVALID,
+     ["input 'examples' must have shape (None,), got (1, 1)"]),
+    ("input name", _request(input_name="rows"), INVALID, ["unexpected ['rows']"]),
+    ("signature", _request(signature="rank"), INVALID, ["unknown signature_name 'rank'"]),
+    ("output filter", _request(output_filter=["ctr"]), INVALID,
+     ["output_filter names unknown outputs ['ctr']"]),
+    ("model name", _request(model="other"), grpc.StatusCode.NOT_FOUND, ["model 'other' not found"]),
+    ("version", _request(version=7), grpc.StatusCode.NOT_FOUND, ["version 7 of 'ranker'"]),
+    ("version label", _request(label="canary"), grpc.StatusCode.NOT_FOUND,
+     ["version_label 'canary'"]),
+    ("batch size", _request([_example(GOOD)] * (MAX_BATCH + 1)), INVALID,
+     [f"batch size {MAX_BATCH + 1}; at most {MAX_BATCH}"]),
+    ("request bytes", _request([b"x" * (MAX_BYTES + 10)]), grpc.StatusCode.RESOURCE_EXHAUSTED,
+     ["larger than max"]),
+]
+
+
+def test_the_table_has_at_least_25_kinds_of_bad_request():
+  assert len({name for name, *_ in CASES}) >= 25
+
+
+@pytest.mark.parametrize("name,request_,code,fragments", CASES, ids=[c[0] for c in CASES])
+def test_bad_request_gets_one_clear_line_and_the_server_keeps_serving(target, name, request_,
+                                                                       code, fragments):
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+  with pytest.raises(grpc.RpcError) as err:
+    stub.Predict(request_, timeout=60)
+  details = err.value.details()
+  assert err.value.code() == code, details
+  for fragment in fragments:
+    assert fragment in details, details
+  assert "\n" not in details and "[[" not in details and "Traceback" not in details, details
+  good = stub.Predict(_request([_example(GOOD), _example(_row(101))]), timeout=60)
+  scores = good.outputs[F.HEAD_EFFECTIVE_VIEW].float_val
+  assert len(scores) == 2 and all(0.0 < s < 1.0 for s in scores)

@@ -175,11 +175,16 @@ def pooled_realtime(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]
           for prefix in (F.RT_POS, F.RT_NEG)]
 
 
+def pooled_session(emb: Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
+  """Mean-pooled rooms already shown in this session: [B, D]."""
+  return MaskedMeanPooling(name="pool_session")([emb(P.HOST_VOCAB, x[xf(F.SESSION_HOSTS)]),
+                                                 x[xf(F.SESSION_HOSTS_LEN_KEY)]])
+
+
 def pooled_session_and_lifelong(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
   """Mean-pooled rooms already shown in this session and lifelong purchases."""
   return [
-      MaskedMeanPooling(name="pool_session")([emb(P.HOST_VOCAB, x[xf(F.SESSION_HOSTS)]),
-                                              x[xf(F.SESSION_HOSTS_LEN_KEY)]]),
+      pooled_session(emb, x),
       MaskedMeanPooling(name="pool_lifelong")([lifelong_tokens(emb, x), x[xf(F.len_key(F.LL))]]),
   ]
 

@@ -209,7 +209,8 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
   history.append(tf.math.log1p(tf.cast(length, tf.float32)))  # [B, 1]
 
   parts = (encoders.context_features(emb, inputs) + encoders.pooled_realtime(emb, inputs)
-           + [encoders.pooled_session(emb, inputs)] + encoders.context_match(inputs) + encoders.realtime_match(inputs)
+           + [encoders.pooled_session(emb, inputs)] + encoders.context_match(inputs)
+           + encoders.realtime_match(inputs)
            + [interest, affinity] + history)
   main = tf.keras.layers.Concatenate(name="features")(parts)
   bias = None

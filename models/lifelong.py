@@ -108,12 +108,19 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
 
 def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor, num_categories: int,
             top_k: int):
-  """Top-``top_k`` purchases per channel: (indices [B, C, K], valid [B, C, K], items [B, C, K, D])."""
+  """Top-``top_k`` purchases per channel: (valid [B, C, K], items [B, C, K, D])."""
   scores = channel_scores(x, tokens, query, num_categories)  # [B, C, L]
   indices, valid = TopKExtraction(top_k, RELEVANCE_CHANNELS, name=EXTRACTION_LAYER)(
       [scores, x[xf(F.len_key(F.LL))]])
   items = tf.gather(tokens, indices, batch_dims=1)  # [B, C, K, D]
-  return indices, valid, items
+  return valid, items
+
+
+def in_room_categories(purchase_categories, room_categories) -> tf.Tensor:
+  """[B, L] 1.0 where a purchase's category is one of the room's (the same match as the category
+  channel's score), 0.0 elsewhere and on padding."""
+  hits = IdMatchCount(name="relevance_category_match")([room_categories, purchase_categories])
+  return tf.cast(hits > 0, tf.float32)  # [B, L]
 
 
 def extraction_relevance(indices, valid, purchase_categories, room_categories) -> tf.Tensor:
@@ -127,11 +134,10 @@ def extraction_relevance(indices, valid, purchase_categories, room_categories) -
   Returns:
     ([B, C] relevant extracted counts, [B, C] extracted counts).
   """
-  picked = tf.gather(purchase_categories, indices, batch_dims=1)  # [B, C, K]
-  room = tf.cast(room_categories, picked.dtype)[:, tf.newaxis, tf.newaxis, :]  # [B, 1, 1, M]
-  hit = tf.reduce_any(tf.logical_and(tf.equal(picked[..., tf.newaxis], room), room > 0), -1)
+  relevant = in_room_categories(purchase_categories, room_categories)  # [B, L]
+  hit = tf.gather(relevant, indices, batch_dims=1)  # [B, C, K]
   valid = tf.cast(valid, tf.float32)
-  return tf.reduce_sum(tf.cast(hit, tf.float32) * valid, -1), tf.reduce_sum(valid, -1)
+  return tf.reduce_sum(hit * valid, -1), tf.reduce_sum(valid, -1)
 
 
 MULTI_CHANNEL = "multi_channel"
@@ -158,9 +164,7 @@ def relevance_by_extraction(indices, valid, purchase_categories, room_categories
                                              room_categories)  # [B, C] each
   out = {name: (relevant[:, c], extracted[:, c]) for c, name in enumerate(CHANNELS)}
   max_len = tf.shape(purchase_categories)[1]
-  room = tf.cast(room_categories, purchase_categories.dtype)[:, tf.newaxis, :]  # [B, 1, M]
-  is_relevant = tf.cast(tf.reduce_any(tf.logical_and(
-      tf.equal(purchase_categories[..., tf.newaxis], room), room > 0), -1), tf.float32)  # [B, L]
+  is_relevant = in_room_categories(purchase_categories, room_categories)  # [B, L]
   union = tf.reduce_max(tf.one_hot(indices, max_len) * tf.cast(valid, tf.float32)[..., tf.newaxis],
                         axis=[1, 2])  # [B, L]
   out[MULTI_CHANNEL] = (tf.reduce_sum(union * is_relevant, 1), tf.reduce_sum(union, 1))
@@ -195,7 +199,7 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
   tokens = purchase_tokens(emb, inputs)  # [B, L, D]
   query = target_room_query(emb, inputs)  # [B, D]
   if extraction == "multi_channel":
-    _, valid, items = extract(inputs, tokens, query, spec.vocab_sizes[P.CATEGORY_VOCAB], top_k)
+    valid, items = extract(inputs, tokens, query, spec.vocab_sizes[P.CATEGORY_VOCAB], top_k)
     per_channel = ChannelDINAttention((4 * spec.embedding_dim,), channel_softmax=channel_softmax,
                                       name=ATTENTION_LAYER)([query, items, valid])  # [B, C, D]
     counts = tf.reduce_sum(valid, axis=-1)  # [B, C]

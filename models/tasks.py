@@ -18,8 +18,6 @@ from models import features as F
 from models.spec import NON_INPUT_KEYS
 
 LossFactory = Callable[[], tf.keras.losses.Loss]
-# The label of a head with several label keys: 1 where any of them is 1 ("engaged").
-LABEL_ANY = "any"
 
 
 @dataclasses.dataclass(frozen=True)

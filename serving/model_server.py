@@ -232,11 +232,6 @@ class LoadFailure:
   next_try: float
 
 
-def _one_line(error: BaseException) -> str:
-  lines = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {lines[0] if lines else ''}"
-
-
 class ModelManager:
   """Serves the versions a :class:`VersionPolicy` selects from ``base_path``, as TF Serving.
 
@@ -273,7 +268,8 @@ class ModelManager:
     except Exception as e:  # noqa: BLE001 - any broken SavedModel is reported, never fatal
       attempts = failure.attempts + 1 if failure else 1
       wait = min(self._retry * 2 ** (attempts - 1), self._max_retry)
-      self.failures[version] = LoadFailure(_one_line(e), attempts, self._clock() + wait)
+      self.failures[version] = LoadFailure(f"{type(e).__name__}: {_first_line(e)}", attempts,
+                                           self._clock() + wait)
       if attempts == 1:
         logging.warning("%s version %d failed to load (%s); retrying with back-off from %.0f s",
                         self.model_name, version, self.failures[version].reason, wait)
@@ -307,16 +303,22 @@ class ModelManager:
                      sorted(on_disk))
       return now[-1] if now else None
 
-  def get(self, spec: model_pb2.ModelSpec) -> LoadedModel:
-    """The version a request's model spec asks for: by number, by label, or the newest."""
+  def _check_name(self, spec: model_pb2.ModelSpec) -> None:
     if spec.name != self.model_name:
       raise RequestError(grpc.StatusCode.NOT_FOUND,
                          f"model {spec.name!r} not found; this server serves {self.model_name!r}")
+
+  def _nothing_loaded(self) -> RequestError:
+    return RequestError(grpc.StatusCode.UNAVAILABLE,
+                        f"no version of {self.model_name!r} loaded yet from {self.base_path}")
+
+  def get(self, spec: model_pb2.ModelSpec) -> LoadedModel:
+    """The version a request's model spec asks for: by number, by label, or the newest."""
+    self._check_name(spec)
     with self._lock:
       served = dict(self._served)
     if not served:
-      raise RequestError(grpc.StatusCode.UNAVAILABLE,
-                         f"no version of {self.model_name!r} loaded yet from {self.base_path}")
+      raise self._nothing_loaded()
     if spec.HasField("version"):
       version = spec.version.value
     elif spec.version_label:
@@ -335,9 +337,7 @@ class ModelManager:
 
   def status(self, spec: model_pb2.ModelSpec) -> List[Tuple[int, bool, str]]:
     """(version, available, error) for the asked version or every known one, newest first."""
-    if spec.name != self.model_name:
-      raise RequestError(grpc.StatusCode.NOT_FOUND,
-                         f"model {spec.name!r} not found; this server serves {self.model_name!r}")
+    self._check_name(spec)
     rows = {v: (v, True, "") for v in self.served_versions()}
     rows.update({v: (v, False, f.reason) for v, f in self.failures.items() if v not in rows})
     if spec.HasField("version"):
@@ -347,8 +347,7 @@ class ModelManager:
                            f"versions {sorted(rows)}")
       return [rows[spec.version.value]]
     if not rows:
-      raise RequestError(grpc.StatusCode.UNAVAILABLE,
-                         f"no version of {self.model_name!r} loaded yet from {self.base_path}")
+      raise self._nothing_loaded()
     return [rows[v] for v in sorted(rows, reverse=True)]
 
 

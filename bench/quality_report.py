@@ -26,6 +26,7 @@ from bench.metrics import auc, gauc, lift_captured
 from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
 from models import features as F
+from models.signatures import SERVING_SIGNATURE
 from serving.client import without_labels
 from serving.examples_io import latest_examples_dir, read_examples
 
@@ -59,7 +60,7 @@ def score_with(serve_fn, examples: List[tf.train.Example],
 
 def score_examples(model_dir: str, examples: List[tf.train.Example]) -> Dict[str, np.ndarray]:
   """Scores examples with a SavedModel's serving_default signature."""
-  return score_with(tf.saved_model.load(model_dir).signatures["serving_default"], examples)
+  return score_with(tf.saved_model.load(model_dir).signatures[SERVING_SIGNATURE], examples)
 
 
 def build_report(examples, scores: Dict[str, np.ndarray], truth: Dict[int, dict]) -> dict:

@@ -14,6 +14,7 @@ from tfx_bsl.public import tfxio
 
 from models import features as F
 from models import feedback, lifelong, multitask, request_checks
+from models import signatures as S
 from models import tasks as tasks_lib
 from models.layers.lifelong import ChannelDINAttention
 from models.spec import ModelSpec
@@ -62,11 +63,8 @@ MODELS: Dict[str, ModelDef] = {
     "lifelong_merged_softmax": _lifelong(channel_softmax=False, name="lifelong_merged_softmax"),
     "lifelong_no_bias_net": _lifelong(use_bias_net=False, name="lifelong_no_bias_net"),
 }
-SERVING_SIGNATURE = "serving_default"
 # The exported module tracks the layers a later model may start from under this name.
 WARM_START_ATTRIBUTE = "warm_start"
-TRANSFORM_SIGNATURE = "transform_features"
-EXAMPLES_INPUT = "examples"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +230,10 @@ def warm_start(network: tf.keras.Model, base_model_dir: str, mixout_rate: float)
 
 
 class ServingModule(tf.Module):
-  """Holds the Keras model and the Transform layer; its tf.functions are the exported signatures."""
+  """Holds the Keras model and the Transform layer; its tf.functions are the exported signatures.
+
+  See :mod:`models.signatures` for the contract of each signature.
+  """
 
   def __init__(self, model: tasks_lib.RankingModel, tf_transform_output: tft.TFTransformOutput):
     super().__init__()
@@ -242,25 +243,51 @@ class ServingModule(tf.Module):
     self.tft_layer = tf_transform_output.transform_features_layer()
     raw_spec = tf_transform_output.raw_feature_spec()
     self._serving_spec = {k: v for k, v in raw_spec.items() if k not in F.LABEL_KEYS}
+    self._candidate_spec = {k: v for k, v in self._serving_spec.items()
+                            if k in F.HOST_SIDE_FEATURES}
+    self._context_spec = {k: v for k, v in self._serving_spec.items()
+                          if k not in F.HOST_SIDE_FEATURES}
     self._declared = request_checks.raw_features_for(raw_spec)
     self._raw_spec = raw_spec
     self._input_keys = sorted(model.network.input.keys())
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+  def _checked_transform(self, examples: tf.Tensor, spec) -> Dict[str, tf.Tensor]:
+    """Parses serialized tf.Examples, asserts every feature's declared range, transforms."""
+    parsed = tf.io.parse_example(examples, spec)
+    with tf.control_dependencies(request_checks.check_raw_features(parsed, self._declared)):
+      parsed = {k: tf.identity(v) for k, v in parsed.items()}
+    return self.tft_layer(parsed)
+
+  def _score(self, transformed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    outputs = self.model({k: transformed[k] for k in self._input_keys}, training=False)
+    return tasks_lib.scored_outputs(self.tasks, outputs, transformed)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.EXAMPLES_INPUT)])
   def serve(self, examples):
     """Serialized tf.Examples (no labels) -> every served head's score, [B] each.
 
     Every raw feature must be finite and inside its declared range, or the request fails naming
     it. A head's mask zeroes its score (a purchase cannot happen in a room without products).
     """
-    parsed = tf.io.parse_example(examples, self._serving_spec)
-    with tf.control_dependencies(request_checks.check_raw_features(parsed, self._declared)):
-      parsed = {k: tf.identity(v) for k, v in parsed.items()}
-    transformed = self.tft_layer(parsed)
-    outputs = self.model({k: transformed[k] for k in self._input_keys}, training=False)
-    return tasks_lib.scored_outputs(self.tasks, outputs, transformed)
+    return self._score(self._checked_transform(examples, self._serving_spec))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+  @tf.function(input_signature=[tf.TensorSpec([1], tf.string, name=S.CONTEXT_INPUT),
+                                tf.TensorSpec([None], tf.string, name=S.EXAMPLES_INPUT)])
+  def rank_with_context(self, context, examples):
+    """One user's context and N candidate rooms -> every served head's score, [N] each.
+
+    The context (user, session, real-time and lifelong sequences) is parsed, checked and
+    transformed once, then broadcast to the rooms; the scores equal ``serve`` on the N full
+    examples. Room-side features in the context and user-side ones in a room are ignored.
+    """
+    user = self._checked_transform(context, self._context_spec)  # each [1, ...]
+    rooms = self._checked_transform(examples, self._candidate_spec)  # each [N, ...]
+    n_rooms = tf.shape(examples)[0]
+    transformed = dict(rooms)
+    transformed.update({k: tf.repeat(v, n_rooms, axis=0) for k, v in user.items()})  # [N, ...]
+    return self._score(transformed)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.EXAMPLES_INPUT)])
   def transform(self, examples):
     """Serialized tf.Examples (with labels) -> transformed features."""
     return self.tft_layer(tf.io.parse_example(examples, self._raw_spec))
@@ -269,7 +296,8 @@ class ServingModule(tf.Module):
 def export_serving_model(model, tf_transform_output, export_dir: str) -> None:
   module = ServingModule(model, tf_transform_output)
   tf.saved_model.save(module, export_dir, signatures={
-      SERVING_SIGNATURE: module.serve, TRANSFORM_SIGNATURE: module.transform})
+      S.SERVING_SIGNATURE: module.serve, S.CONTEXT_SIGNATURE: module.rank_with_context,
+      S.TRANSFORM_SIGNATURE: module.transform})
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:

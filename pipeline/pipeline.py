@@ -10,8 +10,9 @@ from tfx import v1 as tfx
 from components.anomaly_gate import AnomalyGate
 from components.live_example_gen.component import LiveLogExampleGen
 from models import features as F
+from models.signatures import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 from models.tasks import Head
-from models.trainer import SERVING_SIGNATURE, TRANSFORM_SIGNATURE, TrainConfig, model_tasks
+from models.trainer import TrainConfig, model_tasks
 
 LATEST_BLESSED_MODEL_RESOLVER = "latest_blessed_model_resolver"
 

@@ -1,9 +1,11 @@
 """The end of `make demo`: serve the pushed model, rank ~200 rooms for one user over gRPC, print.
 
 Starts ``serving.model_server`` as a separate process on loopback, waits for GetModelStatus to
-say AVAILABLE, sends one Predict request with one tf.Example per candidate room (the user's
-context from an eval-split impression, each room's latest displayed products and statistics),
-and prints the rooms ranked by ``RANK_WEIGHTS``.
+say AVAILABLE, sends one ``rank_with_context`` request (the user's context from an eval-split
+impression once, and each candidate room's latest displayed products and statistics) and prints
+the rooms ranked by ``RANK_WEIGHTS``. The same rooms scored through ``serving_default`` (one full
+example per room) must agree; the request is saved as an ELWC TFRecord that
+``python -m serving.client --elwc_file`` replays.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from absl import app, flags
 
 from models import features as F
+from models import signatures as S
 from serving import client
 from serving.examples_io import latest_examples_dir, read_examples
 
@@ -28,6 +31,8 @@ flags.DEFINE_integer("top", 15, "How many ranked rooms to print.")
 
 # Demo ranking: expected engagement plus weighted conversion.
 RANK_WEIGHTS = {F.HEAD_EFFECTIVE_VIEW: 1.0, F.HEAD_INTERACT: 0.5, F.HEAD_BUY: 2.0}
+# The two signatures run the same float32 graph on the same values; only op order may differ.
+SIGNATURE_TOLERANCE = 1e-5
 
 
 def pick_request(examples, n_candidates: int):
@@ -49,23 +54,32 @@ def main(argv):
   base = os.path.join(os.path.abspath(FLAGS.work), "serving", FLAGS.pipeline_name)
   examples = read_examples(latest_examples_dir(FLAGS.work, FLAGS.pipeline_name))
   context, candidates = pick_request(examples, FLAGS.candidates)
-  requests = client.candidate_requests(context, candidates)
+  elwc = client.example_list_with_context(context, candidates)
+  request_file = os.path.join(os.path.abspath(FLAGS.work), "demo_request.elwc.tfrecord")
+  client.write_tfrecord(request_file, [elwc.SerializeToString()])
   server = subprocess.Popen([sys.executable, "-m", "serving.model_server", "--model_name",
                              FLAGS.pipeline_name, "--model_base_path", base, "--port",
                              str(FLAGS.port)])
   target = f"127.0.0.1:{FLAGS.port}"
   try:
     version = client.wait_until_available(target, FLAGS.pipeline_name, timeout=120)
-    scores = client.predict(target, FLAGS.pipeline_name, requests)
+    scores = client.rank(target, FLAGS.pipeline_name, elwc)
+    full = client.predict(target, FLAGS.pipeline_name,
+                          client.candidate_requests(context, candidates))
   finally:
     server.terminate()
     server.wait(timeout=30)
+  disagreement = max(float(np.max(np.abs(scores[h] - full[h]))) for h in RANK_WEIGHTS)
+  if disagreement > SIGNATURE_TOLERANCE:
+    raise RuntimeError(f"{S.CONTEXT_SIGNATURE} and {S.SERVING_SIGNATURE} disagree by "
+                       f"{disagreement:.2e} on the same rooms (tolerance {SIGNATURE_TOLERANCE})")
   rank = sum(w * scores[h] for h, w in RANK_WEIGHTS.items())
   order = np.argsort(-rank)
   f = context.features.feature
   print(f"\nuser {f[F.USER_ID].int64_list.value[0]} "
         f"({f[F.ACTIVITY_LEVEL].bytes_list.value[0].decode()}), "
-        f"{len(candidates)} candidate rooms, model version {version} via gRPC {target}")
+        f"{len(candidates)} candidate rooms, model version {version} via gRPC {target} "
+        f"({S.CONTEXT_SIGNATURE}; {S.SERVING_SIGNATURE} agrees within {disagreement:.1e})")
   print(f"{'rank':>4} {'room':>6} {'cats':>10} {'shown':>5} {'p_view':>7} {'p_inter':>7} "
         f"{'p_buy':>7} {'score':>7}")
   for i, j in enumerate(order[:FLAGS.top]):
@@ -74,7 +88,8 @@ def main(argv):
     print(f"{i + 1:>4} {cf[F.HOST_ID].int64_list.value[0]:>6} {cats:>10} "
           f"{cf[F.DISPLAY_LEN].int64_list.value[0]:>5} {scores[F.HEAD_EFFECTIVE_VIEW][j]:7.3f} "
           f"{scores[F.HEAD_INTERACT][j]:7.3f} {scores[F.HEAD_BUY][j]:7.3f} {rank[j]:7.3f}")
-  print(f"\nquality report: {os.path.join(os.path.abspath(FLAGS.work), 'reports')}/")
+  print(f"\nrequest saved as {request_file} (replay: python -m serving.client --elwc_file ...)")
+  print(f"quality report: {os.path.join(os.path.abspath(FLAGS.work), 'reports')}/")
 
 
 if __name__ == "__main__":

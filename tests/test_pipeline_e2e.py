@@ -14,6 +14,7 @@ from bench import quality_report
 from components.live_example_gen import executor as eg_executor
 from data_gen import simulator
 from models import features as F
+from models import signatures as S
 from serving import client
 from serving.examples_io import latest_examples_dir, read_examples
 from serving.model_server import ModelServer
@@ -58,19 +59,23 @@ def test_served_scores_match_the_saved_model(pipeline_run):
   assert len(examples) > 50
   context, candidates = examples[0], examples[:40]
   requests = client.candidate_requests(context, candidates)
-  direct = tf.saved_model.load(model_dir).signatures["serving_default"](
+  direct = tf.saved_model.load(model_dir).signatures[S.SERVING_SIGNATURE](
       examples=tf.constant(requests))
   server = ModelServer(local_runner.configs.PIPELINE_NAME, os.path.dirname(model_dir), port=0,
                        poll_seconds=3600).start()
   try:
     served = client.predict(f"127.0.0.1:{server.port}", local_runner.configs.PIPELINE_NAME,
                             requests)
+    # The context signature: the user once, the rooms' features only, the same scores.
+    ranked = client.rank(f"127.0.0.1:{server.port}", local_runner.configs.PIPELINE_NAME,
+                         client.example_list_with_context(context, candidates))
   finally:
     server.stop()
   assert set(served) == set(F.HEADS)
   for head in F.HEADS:
     assert served[head].shape == (40,)
     np.testing.assert_allclose(served[head], direct[head].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ranked[head], served[head], rtol=1e-5, atol=1e-6)
     assert np.all((served[head] >= 0) & (served[head] <= 1))
   # Rooms with nothing on display get a zero buy score.
   no_display = [i for i, c in enumerate(candidates)

@@ -14,9 +14,11 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
 from models import features as F
 from models import preprocessing as P
+from models import signatures as S
 from models import trainer
 from models.spec import ModelSpec
 from schemas.make_schema import build_schema
+from serving import client
 from serving.model_server import ModelServer
 
 RT, LL = 3, 4
@@ -103,6 +105,14 @@ def _request(examples=None, tensor=None, model=MODEL, signature="serving_default
   return req
 
 
+def _context_request(context=None, examples=None, inputs=(S.CONTEXT_INPUT, S.EXAMPLES_INPUT)):
+  """A rank_with_context request; by default the good row as context and two rooms."""
+  values = {S.CONTEXT_INPUT: context if context is not None else [_example(GOOD)],
+            S.EXAMPLES_INPUT: examples if examples is not None else [_example(_row(101)),
+                                                                     _example(_row(102))]}
+  return client.predict_request(MODEL, {k: values[k] for k in inputs}, S.CONTEXT_SIGNATURE)
+
+
 def _bad_value(feature, value, fragment=None):
   """A request whose one feature holds a bad value; the error must name the feature."""
   n = next(f.length for f in F.serving_raw_features(RT, LL) if f.name == feature)
@@ -157,6 +167,22 @@ CASES = [
      [f"batch size {MAX_BATCH + 1}; at most {MAX_BATCH}"]),
     ("request bytes", _request([b"x" * (MAX_BYTES + 10)]), grpc.StatusCode.RESOURCE_EXHAUSTED,
      ["larger than max"]),
+    ("context: two contexts", _context_request(context=[_example(GOOD)] * 2), INVALID,
+     [f"input '{S.CONTEXT_INPUT}' must have shape (1,), got (2,)"]),
+    ("context: no context", _context_request(inputs=(S.EXAMPLES_INPUT,)), INVALID,
+     [f"missing ['{S.CONTEXT_INPUT}']"]),
+    ("context: user feature missing", _context_request(context=[_example(GOOD, drop=(F.USER_ID,))]),
+     INVALID, [f"Feature: {F.USER_ID} (data type: int64) is required"]),
+    ("context: room feature missing",
+     _context_request(examples=[_example(GOOD, drop=(F.DISPLAY_LEN,))]), INVALID,
+     [f"Feature: {F.DISPLAY_LEN} (data type: int64) is required"]),
+    ("context: bad lifelong length",
+     _context_request(context=[_example(GOOD, override={F.len_key(F.LL): [-1]})]), INVALID,
+     [f"feature {F.len_key(F.LL)}: expected values >= 0, got -1"]),
+    ("context: NaN room statistic",
+     _context_request(examples=[_example(GOOD, override={
+         F.host_stat_key("shares", "60m"): [float("nan")]})]), INVALID,
+     [f"feature {F.host_stat_key('shares', '60m')}: expected finite values"]),
 ]
 
 
@@ -178,3 +204,57 @@ def test_bad_request_gets_one_clear_line_and_the_server_keeps_serving(target, na
   good = stub.Predict(_request([_example(GOOD), _example(_row(101))]), timeout=60)
   scores = good.outputs[F.HEAD_EFFECTIVE_VIEW].float_val
   assert len(scores) == 2 and all(0.0 < s < 1.0 for s in scores)
+
+
+def _rooms(n: int):
+  return [tf.train.Example.FromString(_example(_row(200 + i))) for i in range(n)]
+
+
+def test_context_signature_scores_equal_one_full_example_per_room(target):
+  context = tf.train.Example.FromString(_example(GOOD))
+  rooms = _rooms(6)
+  ranked = client.rank(target, MODEL, client.example_list_with_context(context, rooms))
+  full = client.predict(target, MODEL, client.candidate_requests(context, rooms))
+  assert set(ranked) == set(full)
+  for head in F.HEADS:
+    assert ranked[head].shape == (6,)
+    np.testing.assert_allclose(ranked[head], full[head], rtol=1e-5, atol=1e-6)
+  # Different rooms get different scores (the rooms are not all scored as the first one).
+  assert len(set(np.round(ranked[F.HEAD_EFFECTIVE_VIEW], 6))) > 1
+
+
+def test_context_signature_ignores_features_on_the_wrong_side(target):
+  """Full examples in both inputs score as the clean ELWC: a room's copy of user features and
+  the context's copy of room features are not read."""
+  context, rooms = _example(GOOD), [_example(_row(300)), _example(_row(301))]
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+  full_inputs = client.response_outputs(stub.Predict(_context_request([context], rooms), timeout=60))
+  elwc = client.example_list_with_context(tf.train.Example.FromString(context),
+                                          [tf.train.Example.FromString(r) for r in rooms])
+  clean = client.response_outputs(stub.Predict(client.context_request(MODEL, elwc), timeout=60))
+  for head in F.HEADS:
+    np.testing.assert_allclose(full_inputs[head], clean[head], rtol=1e-6)
+
+
+def test_context_signature_with_no_rooms_answers_empty_scores(target):
+  out = client.rank(target, MODEL, client.example_list_with_context(
+      tf.train.Example.FromString(_example(GOOD)), []))
+  assert {k: v.shape for k, v in out.items() if k in F.HEADS} == {h: (0,) for h in F.HEADS}
+
+
+def test_elwc_puts_user_features_in_the_context_and_room_features_in_the_examples():
+  full = tf.train.Example.FromString(_example(GOOD))
+  full.features.feature[F.BUY].int64_list.value.append(1)  # a label must never travel
+  elwc = client.example_list_with_context(full, [full, full])
+  context_keys = set(elwc.context.features.feature)
+  assert context_keys == {f.name for f in F.serving_raw_features(RT, LL)} - set(
+      F.HOST_SIDE_FEATURES)
+  assert len(elwc.examples) == 2
+  for room in elwc.examples:
+    assert set(room.features.feature) == set(F.HOST_SIDE_FEATURES)
+  assert (elwc.context.features.feature[F.len_key(F.LL)].int64_list.value
+          == full.features.feature[F.len_key(F.LL)].int64_list.value)
+  request = client.context_request(MODEL, elwc)
+  assert request.model_spec.signature_name == S.CONTEXT_SIGNATURE
+  assert [d.size for d in request.inputs[S.CONTEXT_INPUT].tensor_shape.dim] == [1]
+  assert [d.size for d in request.inputs[S.EXAMPLES_INPUT].tensor_shape.dim] == [2]

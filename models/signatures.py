@@ -1,0 +1,27 @@
+"""Names of the exported model's signatures and their inputs: the serving contract.
+
+The Trainer exports, clients call, and the benchmarks time these; nothing else spells them.
+
+Two ranking signatures score the same model:
+
+* ``serving_default`` (input ``examples``: ``[N]`` serialized tf.Examples, each carrying every
+  serving feature): one full example per candidate. TFMA, the quality report and batch scoring
+  use it.
+* ``rank_with_context`` (inputs ``context``: ``[1]`` serialized tf.Example with the user-side
+  features, and ``examples``: ``[N]`` serialized tf.Examples with only the room-side features,
+  :data:`models.features.HOST_SIDE_FEATURES`): one user, N candidate rooms. The user's sequences
+  travel, are parsed, checked and transformed once per request, then broadcast to the N rooms.
+
+The context signature follows TF Ranking's ``ExampleListWithContext`` (ELWC,
+``tensorflow_serving/apis/input.proto``): ``ELWC.context`` is the ``context`` input and
+``ELWC.examples`` (in order) the ``examples`` input; output ``i`` scores ``ELWC.examples[i]``.
+TF Serving's Predict API takes tensors, not an ELWC, so a client sends the two fields as two
+string tensors (``serving.client.context_request`` does the mapping).
+"""
+
+SERVING_SIGNATURE = "serving_default"
+CONTEXT_SIGNATURE = "rank_with_context"
+TRANSFORM_SIGNATURE = "transform_features"
+
+EXAMPLES_INPUT = "examples"  # per-candidate tf.Examples (both ranking signatures)
+CONTEXT_INPUT = "context"  # the user-side tf.Example (the context signature)

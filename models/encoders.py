@@ -12,11 +12,11 @@ import tensorflow as tf
 
 from models import features as F
 from models import preprocessing as P
-from models.layers import IdMatchCount, MaskedMeanPooling, MatchSummary
+from models.layers import BroadcastConcatenate, IdMatchCount, MaskedMeanPooling, MatchSummary
 from models.spec import ModelSpec
 
 xf = F.transformed_name
-STAY_BUCKETS = len(F.STAY_BUCKET_BOUNDARIES) + 2
+STAY_BUCKETS = F.MAX_STAY_BUCKET + 1  # with padding
 AGE_BUCKETS = len(P.AGE_SECONDS_BOUNDARIES) + 2
 LL_AGE_BUCKETS = len(P.AGE_DAYS_BOUNDARIES) + 2
 
@@ -97,8 +97,8 @@ def context_features(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor
   display_price = MaskedMeanPooling(name="mean_display_log_price")(
       [x[xf(F.DISPLAY_PRICES)][..., tf.newaxis], x[xf(F.DISPLAY_LEN)]])  # [B, 1]
   stats = tf.concat([x[xf(k)] for k in F.HOST_STAT_KEYS], axis=-1)  # [B, 12]
-  lengths = tf.math.log1p(tf.cast(tf.concat([x[xf(k)] for k in P.LENGTH_FEATURES], -1),
-                                  tf.float32))  # [B, 5]
+  lengths = tf.math.log1p(tf.cast(BroadcastConcatenate(name="lengths")(
+      [x[xf(k)] for k in P.LENGTH_FEATURES]), tf.float32))  # [B, 5]: user's and room's
   return [
       candidate_tokens(emb, x),
       emb("activity", x[xf(F.ACTIVITY_LEVEL)])[:, 0], emb("hour", x[xf(F.HOUR_OF_DAY)])[:, 0],
@@ -120,7 +120,7 @@ def _match(name: str, query: tf.Tensor, keys: tf.Tensor, width: int = 1) -> tf.T
 def _normalized(name: str, parts: List[tf.Tensor]) -> tf.Tensor:
   """Match features on very different scales (counts, shares) -> one batch-normalised vector."""
   return tf.keras.layers.BatchNormalization(name=f"{name}_norm")(
-      tf.keras.layers.Concatenate(name=f"{name}_concat")(parts))
+      BroadcastConcatenate(name=f"{name}_concat")(parts))
 
 
 def context_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:

@@ -32,6 +32,7 @@ POSITIVE_STAY_SECONDS = lf.EFFECTIVE_VIEW_SECONDS
 NEGATIVE_STAY_SECONDS = lf.QUICK_SWIPE_SECONDS
 # Stay-time bucket boundaries (seconds) used for sequence items.
 STAY_BUCKET_BOUNDARIES = (1.0, 3.0, 6.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+MAX_STAY_BUCKET = len(STAY_BUCKET_BOUNDARIES) + 1  # buckets are 1..this; 0 is padding
 # Host statistic windows (seconds) and the counted event kinds.
 HOST_STAT_WINDOWS = (("10m", 600), ("60m", 3600))
 HOST_STAT_KINDS = ("uv", "likes", "follows", "comments", "shares", "item_clicks")
@@ -185,6 +186,7 @@ def _with_range(feature: RawFeature, realtime_len: int, lifelong_len: int) -> Ra
            SESSION_HOSTS_LEN_KEY: SESSION_HOSTS_LEN, DISPLAY_LEN: DISPLAY_TOP_N,
            len_key(RT_POS): realtime_len, len_key(RT_NEG): realtime_len,
            len_key(LL): lifelong_len}
+  upper.update({seq_key(prefix, "stay_buckets"): MAX_STAY_BUCKET for prefix in (RT_POS, RT_NEG)})
   upper.update({k: 1 for k in LABEL_KEYS if k not in FLOAT_LABELS})
   return dataclasses.replace(feature, min_value=0, max_value=upper.get(feature.name))
 

@@ -15,7 +15,7 @@ import tensorflow as tf
 from models import encoders
 from models import features as F
 from models import tasks as tasks_lib
-from models.layers import MLP
+from models.layers import MLP, BroadcastConcatenate
 from models.layers.attention import TargetAttention
 from models.layers.experts import PLE
 from models.losses import LabelAwareTripletLoss
@@ -75,7 +75,7 @@ def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool
     residual = MLP([d], name="contrastive_residual")(u_pos - u_neg)  # [B, D]
     parts += [u_neg, residual, residual * cand]
   parts += encoders.pooled_session_and_lifelong(emb, inputs) + encoders.lifelong_match(inputs)
-  x = tf.keras.layers.Concatenate(name="features")(parts)
+  x = BroadcastConcatenate(name="features")(parts)
   tasks = PLE(NUM_TASKS, num_levels=2, task_experts=2, shared_experts=2, expert_units=(128, 64),
               name="ple")(x)
   outputs = task_heads(tasks)

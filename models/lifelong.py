@@ -28,7 +28,7 @@ from models import encoders
 from models import features as F
 from models import preprocessing as P
 from models import tasks as tasks_lib
-from models.layers import MLP, MaskedMeanPooling
+from models.layers import MLP, BroadcastConcatenate, MaskedMeanPooling, batch_gather, broadcast_batch
 from models.layers.lifelong import ChannelDINAttention, TopKExtraction
 from models.layers.match import IdMatchCount
 from models.multitask import NUM_TASKS, extractor, task_heads
@@ -93,9 +93,10 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
   same_shop = IdMatchCount(name="channel_shop_match")([x[xf(F.HOST_SHOP_ID)], _ll(x, "shop_ids")])
   same_brand = tf.minimum(IdMatchCount(name="channel_brand_match")(
       [x[xf(F.DISPLAY_BRAND_IDS)], _ll(x, "brand_ids")]), 1.0)  # [B, L]
-  # (Products and sums, not einsum: einsum does not survive a Keras SavedModel round trip.)
-  similarity = tf.reduce_sum(tf.stop_gradient(query)[:, tf.newaxis, :]
-                             * tf.stop_gradient(tokens), axis=-1)  # [B, L]
+  # A batched matmul, not einsum (einsum does not survive a Keras SavedModel round trip), and it
+  # broadcasts one user's tokens [1, L, D] against N rooms without an [N, L, D] product.
+  similarity = tf.matmul(tf.stop_gradient(tokens),
+                         tf.stop_gradient(query)[:, :, tf.newaxis])[..., 0]  # [B, L]
   # How often the user bought each purchase's category (their own interest), from a histogram.
   valid = tf.sequence_mask(tf.reshape(tf.cast(x[xf(F.len_key(F.LL))], tf.int32), [-1]), length,
                            tf.float32)  # [B, L]
@@ -103,7 +104,9 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
                             axis=1)  # [B, V]
   interest = tf.gather(histogram, cats, batch_dims=1) * tf.cast(cats > 0, tf.float32)  # [B, L]
   recent = -tf.cast(tf.range(length), tf.float32)[tf.newaxis, :] * tf.ones_like(category)
-  return tf.stack([category, same_shop + same_brand, similarity, interest, recent], axis=1)
+  # interest is the user's alone (batch 1 when one user is ranked against N rooms).
+  return tf.stack(broadcast_batch([category, same_shop + same_brand, similarity, interest,
+                                   recent]), axis=1)
 
 
 def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor, num_categories: int,
@@ -112,7 +115,7 @@ def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor, num_ca
   scores = channel_scores(x, tokens, query, num_categories)  # [B, C, L]
   indices, valid = TopKExtraction(top_k, RELEVANCE_CHANNELS, name=EXTRACTION_LAYER)(
       [scores, x[xf(F.len_key(F.LL))]])
-  items = tf.gather(tokens, indices, batch_dims=1)  # [B, C, K, D]
+  items = batch_gather(tokens, indices)  # [B, C, K, D]
   return valid, items
 
 
@@ -216,15 +219,15 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
            + [encoders.pooled_session(emb, inputs)] + encoders.context_match(inputs)
            + encoders.realtime_match(inputs)
            + [interest, affinity] + history)
-  main = tf.keras.layers.Concatenate(name="features")(parts)
+  main = BroadcastConcatenate(name="features")(parts)
   bias = None
   if use_bias_net:
-    user_bias = tf.keras.layers.Concatenate(name="bias_features")(
+    user_bias = BroadcastConcatenate(name="bias_features")(
         [emb("activity", inputs[xf(F.ACTIVITY_LEVEL)])[:, 0],
          emb(P.HOST_VOCAB, inputs[xf(F.HOST_ID)])[:, 0], affinity] + history)
     bias = MLP([32, NUM_TASKS], final_activation=None, name="bias_net")(user_bias)  # [B, T]
   outputs = task_heads(extractor("shared_bottom")(main), bias_logits=bias)
   if use_aux:
     outputs[AUX_OUTPUT] = MLP([32, 1], final_activation="sigmoid", name=AUX_OUTPUT)(
-        tf.keras.layers.Concatenate(name="aux_features")([interest, query, affinity]))
+        BroadcastConcatenate(name="aux_features")([interest, query, affinity]))
   return tf.keras.Model(inputs, outputs, name=name)

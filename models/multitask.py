@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from models import encoders
 from models import features as F
-from models.layers import MLP, CrossNetwork
+from models.layers import MLP, BroadcastConcatenate, CrossNetwork
 from models.layers.experts import PLE, mmoe, shared_bottom
 from models.spec import ModelSpec
 
@@ -74,10 +74,10 @@ def build_multitask(spec: ModelSpec, kind: str, use_sequences: bool = True,
   if use_sequences:
     parts += encoders.pooled_sequences(emb, inputs)
     matches += encoders.realtime_match(inputs) + encoders.lifelong_match(inputs)
-  x = tf.keras.layers.Concatenate(name="features")(parts + matches)  # [B, D]
+  x = BroadcastConcatenate(name="features")(parts + matches)  # [B, D]
   if cross_layers:
     x = CrossNetwork(cross_layers, name="cross")(x)  # [B, D]
-  wide_x = tf.keras.layers.Concatenate(name="wide")(matches) if wide else None
+  wide_x = BroadcastConcatenate(name="wide")(matches) if wide else None
   return tf.keras.Model(inputs, task_heads(extractor(kind)(x), wide=wide_x), name=name or kind)
 
 

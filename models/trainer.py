@@ -277,15 +277,15 @@ class ServingModule(tf.Module):
     """One user's context and N candidate rooms -> every served head's score, [N] each.
 
     The context (user, session, real-time and lifelong sequences) is parsed, checked and
-    transformed once, then broadcast to the rooms; the scores equal ``serve`` on the N full
-    examples. Room-side features in the context and user-side ones in a room are ignored.
+    transformed once and enters the model with batch 1: every user-only computation (sequence
+    embeddings, pooling, histograms) runs once, and the model broadcasts the user side where it
+    meets the rooms (``BroadcastConcatenate``, batched matmuls). The scores equal ``serve`` on
+    the N full examples. Room-side features in the context and user-side ones in a room are
+    ignored.
     """
     user = self._checked_transform(context, self._context_spec)  # each [1, ...]
     rooms = self._checked_transform(examples, self._candidate_spec)  # each [N, ...]
-    n_rooms = tf.shape(examples)[0]
-    transformed = dict(rooms)
-    transformed.update({k: tf.repeat(v, n_rooms, axis=0) for k, v in user.items()})  # [N, ...]
-    return self._score(transformed)
+    return self._score(dict(rooms, **user))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.EXAMPLES_INPUT)])
   def transform(self, examples):

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from models import features as F
 from models import trainer
-from models.layers import MLP, MaskedMeanPooling
+from models.layers import MLP, BroadcastConcatenate, MaskedMeanPooling, batch_gather
 from models.spec import ModelSpec
 
 
@@ -143,3 +143,43 @@ def test_model_spec_rejects_shapes_and_dtypes_of_different_features():
   with pytest.raises(ValueError, match=r"name different features: \['b_xf'\]"):
     ModelSpec(vocab_sizes={}, feature_shapes={"a_xf": 1, "b_xf": 2},
               feature_dtypes={"a_xf": tf.int64})
+
+
+def test_broadcast_concatenate_repeats_batch_one_inputs_only():
+  user = tf.constant([[1.0, 2.0]])  # [1, 2]
+  rooms = tf.constant([[3.0], [4.0], [5.0]])  # [3, 1]
+  out = BroadcastConcatenate()([user, rooms]).numpy()
+  np.testing.assert_array_equal(out, [[1, 2, 3], [1, 2, 4], [1, 2, 5]])
+  same = BroadcastConcatenate()([tf.ones([3, 1]), rooms]).numpy()  # equal batches: a concat
+  np.testing.assert_array_equal(same, [[1, 3], [1, 4], [1, 5]])
+  with pytest.raises(tf.errors.InvalidArgumentError):  # 2 vs 3 rows is a bug, not a broadcast
+    BroadcastConcatenate()([tf.ones([2, 1]), rooms])
+
+
+def test_batch_gather_with_a_shared_and_a_per_row_sequence():
+  seq = tf.constant([[[10.0], [11.0], [12.0]]])  # [1, L=3, 1]: one user's sequence
+  idx = tf.constant([[2, 0], [1, 1]])  # [B=2, K=2]
+  np.testing.assert_array_equal(batch_gather(seq, idx).numpy()[..., 0], [[12, 10], [11, 11]])
+  per_row = tf.constant([[[1.0], [2.0], [3.0]], [[4.0], [5.0], [6.0]]])  # [2, 3, 1]
+  np.testing.assert_array_equal(batch_gather(per_row, idx).numpy(),
+                                tf.gather(per_row, idx, batch_dims=1).numpy())
+
+
+@pytest.mark.parametrize("name", sorted(trainer.MODELS))
+def test_one_user_against_n_rooms_scores_as_n_full_rows(name):
+  """The context signature feeds the user's inputs with batch 1; every model must broadcast them
+  and give exactly the scores of N full rows."""
+  spec = _spec()
+  network = trainer.MODELS[name].network(spec)
+  room_side = {F.transformed_name(k) for k in F.HOST_SIDE_FEATURES}
+  user, rooms = _batch(spec, n=1, seed=3), _batch(spec, n=5, seed=4)
+  for prefix, n in ((F.RT_POS, 3), (F.RT_NEG, 2), (F.LL, 5)):  # non-empty user sequences
+    user[F.transformed_name(F.len_key(prefix))][:] = n
+  names = list(spec.feature_shapes)
+  shared = {k: (rooms if k in room_side else user)[k] for k in names}
+  tiled = {k: rooms[k] if k in room_side else np.repeat(user[k], 5, axis=0) for k in names}
+  assert room_side & set(names) and set(names) - room_side  # both sides are model inputs
+  once, full = network(shared, training=False), network(tiled, training=False)
+  for output in full:
+    assert once[output].shape == full[output].shape == (5, 1), output
+    np.testing.assert_allclose(once[output].numpy(), full[output].numpy(), rtol=1e-5, atol=1e-6)

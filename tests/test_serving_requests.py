@@ -138,6 +138,8 @@ CASES = [
     _bad_value(F.DISPLAY_ITEM_IDS, -2, "expected values >= 0, got -2"),
     _bad_value(F.seq_key(F.LL, "category_ids"), -1, "expected values >= 0"),
     _bad_value(F.HOUR_OF_DAY, 24, "expected values <= 23, got 24"),
+    _bad_value(F.seq_key(F.RT_NEG, "stay_buckets"), F.MAX_STAY_BUCKET + 1,
+               f"expected values <= {F.MAX_STAY_BUCKET}, got {F.MAX_STAY_BUCKET + 1}"),
     _bad_value(F.HOST_FLASH_SALE, 2, "expected values <= 1, got 2"),
     _bad_value(F.SLOT_INDEX, -1, "expected values >= 0, got -1"),
     _bad_value(F.PROPENSITY, 1.5, "expected values <= 1, got 1.5"),

@@ -54,7 +54,8 @@ class TargetAttention(tf.keras.layers.Layer):
     mask = tf.sequence_mask(length, maxlen=tf.shape(seq)[1])[:, tf.newaxis, :]  # [B, 1, L]
     logits = tf.where(mask, logits, tf.fill(tf.shape(logits), logits.dtype.min))
     weights = tf.nn.softmax(logits, axis=-1) * tf.cast(mask, logits.dtype)  # [B, H, L]
-    context = tf.einsum("bhl,bhld->bhd", weights, v)  # [B, H, d]
+    # matmul broadcasts a shared sequence (batch 1) against B queries; einsum would not.
+    context = tf.matmul(weights[:, :, tf.newaxis, :], v)[:, :, 0, :]  # [B, H, d]
     context = tf.reshape(context, [-1, self.num_heads * self.head_dim])  # [B, H*d]
     out = self._o(context) * tf.cast(length > 0, context.dtype)[:, tf.newaxis]  # [B, D_out]
     return (out, weights) if return_weights else out

@@ -108,3 +108,42 @@ class CrossNetwork(tf.keras.layers.Layer):
   def get_config(self):
     return dict(super().get_config(), num_layers=self.num_layers,
                 projection_dim=self.projection_dim)
+
+
+def broadcast_batch(tensors: Sequence[tf.Tensor]) -> list:
+  """Tensors whose batch is 1 repeated to the largest batch among ``tensors``; others as given.
+
+  The context signature feeds one user's features with batch 1 next to N candidates' with batch
+  N (the user side is computed once); where the two meet, the user side is broadcast.
+  """
+  batch = tf.reduce_max(tf.stack([tf.shape(t)[0] for t in tensors]))
+  return [tf.broadcast_to(t, tf.concat([[batch], tf.shape(t)[1:]], 0)) for t in tensors]
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class BroadcastConcatenate(tf.keras.layers.Layer):
+  """Concatenation along the last axis that broadcasts batch-1 inputs to the others' batch.
+
+  In training every input has batch B and this is a plain concatenation. Serving one user
+  against N rooms, user-only features arrive with batch 1 and are repeated here, after they were
+  computed once (see ``models.signatures``).
+  """
+
+  def call(self, inputs):  # [B or 1, D_i] each -> [B, sum D_i]
+    return tf.concat(broadcast_batch(inputs), axis=-1)
+
+
+def batch_gather(sequence: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+  """``tf.gather(sequence, indices, batch_dims=1)`` where ``sequence`` may have batch 1.
+
+  Args:
+    sequence: [B or 1, L, ...] (batch 1: one user's sequence shared by every row of ``indices``).
+    indices: [B, ...] positions in L.
+  Returns:
+    [B, ..., <sequence's trailing dims>].
+  """
+  rows = tf.shape(indices)[0]
+  row = tf.minimum(tf.range(rows), tf.shape(sequence)[0] - 1)  # [B]: all 0 for a shared sequence
+  row = tf.reshape(row, tf.concat([[rows], tf.ones([tf.rank(indices) - 1], tf.int32)], 0))
+  row = tf.broadcast_to(row, tf.shape(indices))  # [B, ...]
+  return tf.gather_nd(sequence, tf.stack([row, tf.cast(indices, tf.int32)], axis=-1))

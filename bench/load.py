@@ -1,0 +1,205 @@
+"""Bounded load with a version swap and a rollback: errors by code, p99 per window, who answered.
+
+Serves the Trainer's SavedModel (synthetic Transform, untrained weights;
+:mod:`bench.synthetic_model`) from ``serving.model_server`` in a child process, then runs
+``--clients`` client threads for ``--seconds``, each sending the same ``rank_with_context``
+request (1 user x ``--candidates`` rooms) back to back through the official stubs. A third of the
+way in, version 2 appears in the model directory (a copy of version 1, moved in atomically); two
+thirds of the way in it is deleted, so the server must roll back to version 1. Every response's
+version is recorded, so the report says when each change started answering.
+
+    python -m bench.load --clients 8 --seconds 60 --candidates 200
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import shutil
+import tempfile
+import threading
+import time
+from typing import Dict, List
+
+import grpc
+import numpy as np
+from absl import app, flags
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from bench import synthetic_model
+from bench.common import write_json
+from models import features as F
+from serving import client
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("clients", 8, "Concurrent client threads.")
+flags.DEFINE_integer("seconds", 60, "Length of the load run.")
+flags.DEFINE_integer("candidates", 200, "Candidate rooms per request.")
+flags.DEFINE_integer("lifelong_len", F.LIFELONG_SEQ_LEN, "Lifelong history length L.")
+flags.DEFINE_string("model", "baseline", "Trainer model name to serve.")
+flags.DEFINE_float("window_seconds", 10.0, "Width of the latency windows.")
+flags.DEFINE_float("poll_seconds", 1.0, "The server's version-polling interval.")
+flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
+flags.DEFINE_string("name", "load", "Result file name (without extension).")
+
+MODEL_NAME = "ranker"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  start: float  # seconds since the run started
+  latency_ms: float
+  code: str  # "OK" or the gRPC status name
+  version: int  # 0 when the request failed
+
+
+def _client_loop(target: str, request, stop: threading.Event, t0: float,
+                 out: List[Outcome]) -> None:
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+  while not stop.is_set():
+    start = time.perf_counter()
+    try:
+      resp = stub.Predict(request, timeout=30)
+      code, version = "OK", resp.model_spec.version.value
+    except grpc.RpcError as e:
+      code, version = e.code().name, 0
+    out.append(Outcome(start - t0, (time.perf_counter() - start) * 1e3, code, version))
+
+
+def _first_answer(outcomes: List[Outcome], version: int, after: float) -> float | None:
+  """Seconds from ``after`` to the first request sent after it that ``version`` answered."""
+  starts = [o.start for o in outcomes if o.start >= after and o.version == version]
+  return min(starts) - after if starts else None
+
+
+def summarize(outcomes: List[Outcome], swap_at: float, rollback_at: float, seconds: float,
+              window: float) -> Dict:
+  """Errors by code, per-window p99 and versions, and how fast each change answered."""
+  outcomes = sorted(outcomes, key=lambda o: o.start)
+  windows = []
+  for lo in np.arange(0.0, seconds, window):
+    cell = [o for o in outcomes if lo <= o.start < lo + window]
+    ok = [o.latency_ms for o in cell if o.code == "OK"]
+    windows.append({
+        "start_s": float(lo), "requests": len(cell),
+        "p50_ms": float(np.percentile(ok, 50)) if ok else None,
+        "p99_ms": float(np.percentile(ok, 99)) if ok else None,
+        "versions": dict(collections.Counter(str(o.version) for o in cell if o.code == "OK")),
+        "errors": sum(o.code != "OK" for o in cell)})
+  steady = [o.latency_ms for o in outcomes if o.code == "OK" and o.start < swap_at]
+  # "During a change": from the change until the new version answers, plus one window.
+  swap_answer = _first_answer(outcomes, 2, swap_at)
+  rollback_answer = _first_answer(outcomes, 1, rollback_at)
+  during = [o.latency_ms for o in outcomes if o.code == "OK" and any(
+      at <= o.start < at + (answered or 0.0) + window
+      for at, answered in ((swap_at, swap_answer), (rollback_at, rollback_answer)))]
+  steady_p99 = float(np.percentile(steady, 99)) if steady else None
+  during_p99 = float(np.percentile(during, 99)) if during else None
+  late_v2 = [o for o in outcomes if o.version == 2 and o.start > rollback_at + (rollback_answer or 0)]
+  return {
+      "requests": len(outcomes),
+      "errors_by_code": dict(collections.Counter(o.code for o in outcomes if o.code != "OK")),
+      "swap_at_s": swap_at, "rollback_at_s": rollback_at,
+      "swap_answered_after_s": swap_answer, "rollback_answered_after_s": rollback_answer,
+      "version_2_after_rollback": len(late_v2),
+      "steady_p99_ms": steady_p99, "change_p99_ms": during_p99,
+      "change_to_steady_p99": during_p99 / steady_p99 if steady_p99 and during_p99 else None,
+      "windows": windows,
+  }
+
+
+def run(work_dir: str) -> Dict:
+  base = os.path.join(work_dir, "models")
+  rows = [synthetic_model.synthetic_row(s, F.REALTIME_SEQ_LEN, FLAGS.lifelong_len)
+          for s in range(4)]
+  synthetic_model.export_model(rows, F.REALTIME_SEQ_LEN, FLAGS.lifelong_len,
+                               os.path.join(base, "1"), model_name=FLAGS.model,
+                               work_dir=os.path.join(work_dir, "tft"))
+  context, rooms = synthetic_model.ranking_request(FLAGS.candidates, F.REALTIME_SEQ_LEN,
+                                                   FLAGS.lifelong_len)
+  request = client.context_request(MODEL_NAME, client.example_list_with_context(context, rooms))
+  with synthetic_model.ServerProcess(MODEL_NAME, base, os.path.join(work_dir, "server.log"),
+                                     "--poll_seconds", str(FLAGS.poll_seconds)) as server:
+    print(f"[load] serving {FLAGS.model} (L={FLAGS.lifelong_len}) at {server.target}; "
+          f"{FLAGS.clients} clients x {FLAGS.seconds} s, 1 x {FLAGS.candidates} rooms", flush=True)
+    outcomes: List[Outcome] = []  # list.append is atomic under the GIL
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=_client_loop,
+                                args=(server.target, request, stop, t0, outcomes))
+               for _ in range(FLAGS.clients)]
+    for t in threads:
+      t.start()
+    swap_at, rollback_at = FLAGS.seconds / 3, 2 * FLAGS.seconds / 3
+    _sleep_until(t0 + swap_at)
+    staging = os.path.join(work_dir, "staging_2")
+    shutil.copytree(os.path.join(base, "1"), staging)
+    os.rename(staging, os.path.join(base, "2"))  # appears whole, never half-written
+    print(f"[load] {time.perf_counter() - t0:5.1f} s: version 2 pushed", flush=True)
+    _sleep_until(t0 + rollback_at)
+    shutil.move(os.path.join(base, "2"), os.path.join(work_dir, "removed_2"))
+    print(f"[load] {time.perf_counter() - t0:5.1f} s: version 2 removed (rollback)", flush=True)
+    _sleep_until(t0 + FLAGS.seconds)
+    stop.set()
+    for t in threads:
+      t.join()
+  return summarize(list(outcomes), swap_at, rollback_at, FLAGS.seconds, FLAGS.window_seconds)
+
+
+def _sleep_until(deadline: float) -> None:
+  # The benchmark's own schedule (not test synchronisation): wait for a point in the run.
+  time.sleep(max(0.0, deadline - time.perf_counter()))
+
+
+def format_report(report: Dict) -> str:
+  lines = [f"{'window':>8} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  versions"]
+  for w in report["windows"]:
+    fmt = lambda v: f"{v:7.1f}" if v is not None else f"{'-':>7}"  # noqa: E731
+    lines.append(f"{w['start_s']:6.0f} s {w['requests']:>8} {fmt(w['p50_ms'])} "
+                 f"{fmt(w['p99_ms'])} {w['errors']:>6}  {w['versions']}")
+  lines.append(f"requests {report['requests']}, errors {report['errors_by_code'] or 0}; "
+               f"version 2 answered {report['swap_answered_after_s']} s after the push, "
+               f"version 1 {report['rollback_answered_after_s']} s after the rollback; "
+               f"p99 steady {report['steady_p99_ms']:.1f} ms, during changes "
+               f"{report['change_p99_ms']:.1f} ms ({report['change_to_steady_p99']:.2f}x)")
+  return "\n".join(lines)
+
+
+def plot(outcomes_report: Dict, path: str) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  windows = outcomes_report["windows"]
+  fig, ax = plt.subplots(figsize=(8, 4.5))
+  starts = [w["start_s"] for w in windows]
+  ax.step(starts, [w["p99_ms"] or 0 for w in windows], where="post", label="p99")
+  ax.step(starts, [w["p50_ms"] or 0 for w in windows], where="post", label="p50")
+  for at, what in ((outcomes_report["swap_at_s"], "v2 pushed"),
+                   (outcomes_report["rollback_at_s"], "v2 removed")):
+    ax.axvline(at, color="grey", linestyle="--")
+    ax.text(at, ax.get_ylim()[1] * 0.95, f" {what}", fontsize=8, va="top")
+  ax.set(xlabel="seconds into the run", ylabel="latency (ms)",
+         title=f"{FLAGS.clients} clients, 1 x {FLAGS.candidates} rooms: errors "
+               f"{sum(outcomes_report['errors_by_code'].values())}")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  work_dir = tempfile.mkdtemp(prefix="load_")
+  print(f"[load] models and server log under {work_dir}", flush=True)
+  report = run(work_dir)
+  report.update(clients=FLAGS.clients, seconds=FLAGS.seconds, candidates=FLAGS.candidates,
+                lifelong_len=FLAGS.lifelong_len, model=FLAGS.model)
+  print(format_report(report))
+  path = write_json(report, FLAGS.out_dir, FLAGS.name)
+  plot(report, os.path.join(FLAGS.out_dir, f"{FLAGS.name}.png"))
+  print(f"[load] wrote {path} and {FLAGS.name}.png")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,171 @@
+"""Serving latency over gRPC: one user x N candidate rooms, both ranking signatures side by side.
+
+For each model and lifelong length L, exports the Trainer's SavedModel (synthetic Transform,
+untrained weights: cost, not quality; :mod:`bench.synthetic_model`), starts
+``serving.model_server`` in a child process and times Predict calls through the official stubs
+from this process, one at a time: ``serving_default`` (one full tf.Example per room) and
+``rank_with_context`` (the user once + the rooms' features) alternate request by request, so
+both see the same machine state. Reports p50/p90/p99, request bytes and the context/default
+ratio; a request over the server's byte limit is reported as such, not sent.
+
+    python -m bench.serving_latency --models baseline --lifelong_lens 100,1000,10000 \
+        --candidates 20,200,1000 --requests 100
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Dict, List
+
+import grpc
+import numpy as np
+from absl import app, flags
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from bench import synthetic_model
+from bench.common import write_json
+from models import features as F
+from models import signatures as S
+from serving import client
+from serving.model_server import MAX_REQUEST_BYTES
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["baseline", "lifelong"], "Trainer model names to serve.")
+flags.DEFINE_list("lifelong_lens", ["100", "1000", "10000"], "Lifelong history lengths L.")
+flags.DEFINE_list("candidates", ["20", "200", "1000"], "Candidate rooms per request (N).")
+flags.DEFINE_integer("requests", 100, "Timed requests per (model, L, N, signature).")
+flags.DEFINE_integer("warmup", 5, "Untimed requests before timing each cell.")
+flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
+flags.DEFINE_string("name", "serving_latency", "Result file name (without extension).")
+
+MODEL_NAME = "ranker"
+SIGNATURES = (S.SERVING_SIGNATURE, S.CONTEXT_SIGNATURE)
+PERCENTILES = (50, 90, 99)
+
+
+def _requests(n: int, lifelong_len: int) -> Dict[str, object]:
+  context, rooms = synthetic_model.ranking_request(n, F.REALTIME_SEQ_LEN, lifelong_len)
+  return {S.SERVING_SIGNATURE: client.predict_request(
+              MODEL_NAME, {S.EXAMPLES_INPUT: client.candidate_requests(context, rooms)}),
+          S.CONTEXT_SIGNATURE: client.context_request(
+              MODEL_NAME, client.example_list_with_context(context, rooms))}
+
+
+def time_cell(stub, requests: Dict[str, object], n_requests: int, warmup: int
+              ) -> Dict[str, Dict]:
+  """Alternates the signatures request by request; returns per-signature latency stats (ms)."""
+  sendable = {sig: req for sig, req in requests.items()
+              if req.ByteSize() <= MAX_REQUEST_BYTES}
+  times: Dict[str, List[float]] = {sig: [] for sig in sendable}
+  for i in range(warmup + n_requests):
+    for sig, req in sendable.items():
+      start = time.perf_counter()
+      stub.Predict(req, timeout=120)
+      if i >= warmup:
+        times[sig].append((time.perf_counter() - start) * 1e3)
+  out = {}
+  for sig, req in requests.items():
+    row = {"request_bytes": req.ByteSize()}
+    if sig in times:
+      row.update({f"p{p}_ms": float(np.percentile(times[sig], p)) for p in PERCENTILES})
+      row["mean_ms"] = float(np.mean(times[sig]))
+    else:
+      row["skipped"] = f"request is {req.ByteSize()} bytes, over the {MAX_REQUEST_BYTES} limit"
+    out[sig] = row
+  return out
+
+
+def run(models: List[str], lifelong_lens: List[int], candidates: List[int], n_requests: int,
+        warmup: int, work_dir: str) -> List[Dict]:
+  rows = []
+  for model in models:
+    for lifelong_len in lifelong_lens:
+      base = os.path.join(work_dir, f"{model}_L{lifelong_len}")
+      started = time.perf_counter()
+      synthetic_model.export_model(
+          [synthetic_model.synthetic_row(s, F.REALTIME_SEQ_LEN, lifelong_len) for s in range(4)],
+          F.REALTIME_SEQ_LEN, lifelong_len, os.path.join(base, "1"), model_name=model,
+          work_dir=os.path.join(work_dir, f"tft_{model}_L{lifelong_len}"))
+      print(f"[serving_latency] exported {model} at L={lifelong_len} "
+            f"({time.perf_counter() - started:.0f} s); serving", flush=True)
+      with synthetic_model.ServerProcess(MODEL_NAME, base,
+                                         os.path.join(work_dir, f"server_{model}_L{lifelong_len}.log")
+                                         ) as server:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(
+            grpc.insecure_channel(server.target, options=[
+                ("grpc.max_send_message_length", MAX_REQUEST_BYTES)]))
+        for n in candidates:
+          cell = time_cell(stub, _requests(n, lifelong_len), n_requests, warmup)
+          row = {"model": model, "lifelong_len": lifelong_len, "candidates": n, **{
+              sig: cell[sig] for sig in SIGNATURES}}
+          default, context = cell[S.SERVING_SIGNATURE], cell[S.CONTEXT_SIGNATURE]
+          if "p99_ms" in default:
+            row["p99_ratio_context_to_default"] = context["p99_ms"] / default["p99_ms"]
+          rows.append(row)
+          print("  " + format_row(row), flush=True)
+  return rows
+
+
+def _cell(stats: Dict) -> str:
+  if "skipped" in stats:
+    return f"{'over limit':>21}"
+  return f"{stats['p50_ms']:6.1f} {stats['p90_ms']:6.1f} {stats['p99_ms']:7.1f}"
+
+
+def format_row(row: Dict) -> str:
+  ratio = row.get("p99_ratio_context_to_default")
+  return (f"{row['model']:<10} {row['lifelong_len']:>6} {row['candidates']:>5} | "
+          f"{_cell(row[S.SERVING_SIGNATURE])} "
+          f"{row[S.SERVING_SIGNATURE]['request_bytes'] / 1e6:7.2f} | "
+          f"{_cell(row[S.CONTEXT_SIGNATURE])} "
+          f"{row[S.CONTEXT_SIGNATURE]['request_bytes'] / 1e6:7.3f} | "
+          f"{'' if ratio is None else f'{ratio:5.2f}'}")
+
+
+def format_table(rows: List[Dict]) -> str:
+  header = (f"{'model':<10} {'L':>6} {'N':>5} | {'serving_default p50/p90/p99 ms':<21} "
+            f"{'MB':>7} | {'rank_with_context p50/p90/p99 ms':<21} {'MB':>7} | ctx/def p99")
+  return "\n".join([header, "-" * len(header)] + [format_row(r) for r in rows])
+
+
+def plot(rows: List[Dict], path: str) -> None:
+  """p99 against N, one panel per model, a line per (signature, L)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  models = sorted({r["model"] for r in rows})
+  fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+  for ax, model in zip(axes[0], models):
+    for sig, style in zip(SIGNATURES, ("--", "-")):
+      for lifelong_len in sorted({r["lifelong_len"] for r in rows}):
+        cells = [r for r in rows if r["model"] == model and r["lifelong_len"] == lifelong_len
+                 and "p99_ms" in r[sig]]
+        if cells:
+          ax.plot([r["candidates"] for r in cells], [r[sig]["p99_ms"] for r in cells], style,
+                  marker="o", label=f"{sig} L={lifelong_len}")
+    ax.set(xscale="log", yscale="log", xlabel="candidate rooms per request",
+           ylabel="p99 latency (ms)", title=f"{model}: gRPC Predict, 1 user x N rooms")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  work_dir = tempfile.mkdtemp(prefix="serving_latency_")
+  print(f"[serving_latency] models and server logs under {work_dir}", flush=True)
+  rows = run(FLAGS.models, [int(x) for x in FLAGS.lifelong_lens],
+             [int(x) for x in FLAGS.candidates], FLAGS.requests, FLAGS.warmup, work_dir)
+  print(format_table(rows))
+  path = write_json({"requests_per_cell": FLAGS.requests, "rows": rows}, FLAGS.out_dir,
+                    FLAGS.name)
+  plot(rows, os.path.join(FLAGS.out_dir, f"{FLAGS.name}.png"))
+  print(f"[serving_latency] wrote {path} and {FLAGS.name}.png")
+
+
+if __name__ == "__main__":
+  app.run(main)

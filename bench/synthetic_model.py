@@ -1,0 +1,138 @@
+"""A servable ranking model without a pipeline run: synthetic raw rows, a real Transform, export.
+
+The serving benchmarks and tests need exported models at sequence lengths no pipeline run
+produced (a lifelong history of 10,000 purchases); this builds the same SavedModel the Trainer
+exports (both signatures, the in-graph request checks) from a handful of rows. The weights are
+untrained: good for cost, meaningless for quality.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+from models import features as F
+from models import preprocessing as P
+from models import trainer
+from models.spec import ModelSpec
+from schemas.make_schema import build_schema
+from serving import client
+
+ID_RANGE = 40  # ids drawn from [1, ID_RANGE]: small vocabularies, many matches
+
+
+def synthetic_row(seed: int, realtime_len: int, lifelong_len: int) -> Dict[str, list]:
+  """One raw example with every sequence full and every value inside its declared range."""
+  rng = np.random.default_rng(seed)
+  row = {}
+  for spec in F.raw_features(realtime_len, lifelong_len):
+    if spec.dtype == "bytes":
+      row[spec.name] = [F.ACTIVITY_LEVELS[seed % len(F.ACTIVITY_LEVELS)].encode()]
+    elif spec.dtype == "float":
+      row[spec.name] = rng.uniform(0, 1 if spec.max_value == 1 else 50, spec.length).tolist()
+    else:
+      high = int(spec.max_value) if spec.max_value is not None else ID_RANGE
+      row[spec.name] = rng.integers(min(1, high), high + 1, spec.length).tolist()
+  lengths = {F.len_key(F.RT_POS): realtime_len, F.len_key(F.RT_NEG): realtime_len,
+             F.len_key(F.LL): lifelong_len, F.DISPLAY_LEN: F.DISPLAY_TOP_N,
+             F.SESSION_HOSTS_LEN_KEY: F.SESSION_HOSTS_LEN}
+  row.update({k: [n] for k, n in lengths.items()})
+  return row
+
+
+def to_example(row: Dict[str, list], realtime_len: int, lifelong_len: int) -> tf.train.Example:
+  """The serving tf.Example of a raw row (labels left out)."""
+  ex = tf.train.Example()
+  for spec in F.serving_raw_features(realtime_len, lifelong_len):
+    feature = ex.features.feature[spec.name]
+    if spec.dtype == "bytes":
+      feature.bytes_list.value.extend(row[spec.name])
+    elif spec.dtype == "float":
+      feature.float_list.value.extend(row[spec.name])
+    else:
+      feature.int64_list.value.extend(row[spec.name])
+  return ex
+
+
+def export_model(rows: Sequence[Dict[str, list]], realtime_len: int, lifelong_len: int,
+                 export_dir: str, model_name: str = "baseline", embedding_dim: int = 16,
+                 work_dir: str | None = None) -> str:
+  """Analyzes ``rows`` with ``preprocessing_fn``, builds ``model_name`` on that Transform output
+  and exports it (the Trainer's signatures) to ``export_dir``; returns ``export_dir``."""
+  work_dir = work_dir or tempfile.mkdtemp(prefix="synthetic_transform_")
+  tft_dir = os.path.join(work_dir, "transform")
+  raw_metadata = dataset_metadata.DatasetMetadata(build_schema(realtime_len, lifelong_len))
+  with tft_beam.Context(temp_dir=os.path.join(work_dir, "tft_tmp")):
+    transform_fn = (list(rows), raw_metadata) | tft_beam.AnalyzeDataset(P.preprocessing_fn)
+    _ = transform_fn | tft_beam.WriteTransformFn(tft_dir)
+  metadata_io.write_metadata(raw_metadata,
+                             os.path.join(tft_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
+  tft_output = tft.TFTransformOutput(tft_dir)
+  spec = ModelSpec.from_transform_output(tft_output, embedding_dim=embedding_dim)
+  model = trainer.build_model(spec, trainer.TrainConfig(model_name=model_name))
+  trainer.export_serving_model(model, tft_output, export_dir)
+  return export_dir
+
+
+def ranking_request(n_candidates: int, realtime_len: int, lifelong_len: int, seed: int = 0
+                    ) -> Tuple[tf.train.Example, List[tf.train.Example]]:
+  """One user's full example and ``n_candidates`` rooms' full examples (distinct rooms)."""
+  context = to_example(synthetic_row(seed, realtime_len, lifelong_len), realtime_len, lifelong_len)
+  room_template = synthetic_row(seed + 1, 1, 1)
+  rooms = []
+  for i in range(n_candidates):
+    rng = np.random.default_rng(seed + 10 + i)
+    room = dict(room_template)
+    room[F.HOST_ID] = [int(rng.integers(1, ID_RANGE + 1))]
+    room[F.HOST_CATEGORY_IDS] = rng.integers(1, ID_RANGE + 1, F.HOST_MAX_CATEGORIES).tolist()
+    room[F.DISPLAY_CATEGORY_IDS] = rng.integers(1, ID_RANGE + 1, F.DISPLAY_TOP_N).tolist()
+    for key in F.HOST_STAT_KEYS:
+      room[key] = [float(rng.uniform(0, 100))]
+    ex = tf.train.Example()
+    for key in F.HOST_SIDE_FEATURES:
+      ex.features.feature[key].CopyFrom(to_example(room, 1, 1).features.feature[key])
+    rooms.append(ex)
+  return context, rooms
+
+
+class ServerProcess:
+  """``serving.model_server`` in a child process on a free loopback port (a context manager)."""
+
+  def __init__(self, model_name: str, base_path: str, log_path: str, *extra_args: str):
+    self.model_name = model_name
+    self._log = open(log_path, "w")  # pylint: disable=consider-using-with
+    self._proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "serving.model_server", "--model_name", model_name,
+         "--model_base_path", base_path, "--port", "0", *extra_args],
+        stdout=subprocess.PIPE, stderr=self._log, text=True)
+    line = self._proc.stdout.readline()  # "serving <name> versions [...] on <host>:<port>"
+    if not line.startswith("serving "):
+      self.close()
+      raise RuntimeError(f"model server did not start (see {log_path}): {line!r}")
+    self.target = line.split()[-1]
+    client.wait_until_available(self.target, model_name, timeout=120)
+
+  @property
+  def pid(self) -> int:
+    return self._proc.pid
+
+  def close(self) -> None:
+    if self._proc.poll() is None:
+      self._proc.terminate()
+      self._proc.wait(timeout=60)
+    self._log.close()
+
+  def __enter__(self) -> ServerProcess:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

@@ -152,6 +152,7 @@ def test_broadcast_concatenate_repeats_batch_one_inputs_only():
   np.testing.assert_array_equal(out, [[1, 2, 3], [1, 2, 4], [1, 2, 5]])
   same = BroadcastConcatenate()([tf.ones([3, 1]), rooms]).numpy()  # equal batches: a concat
   np.testing.assert_array_equal(same, [[1, 3], [1, 4], [1, 5]])
+  assert BroadcastConcatenate()([user, tf.ones([0, 1])]).shape == (0, 3)  # no rooms, no rows
   with pytest.raises(tf.errors.InvalidArgumentError):  # 2 vs 3 rows is a bug, not a broadcast
     BroadcastConcatenate()([tf.ones([2, 1]), rooms])
 

@@ -116,7 +116,9 @@ def broadcast_batch(tensors: Sequence[tf.Tensor]) -> list:
   The context signature feeds one user's features with batch 1 next to N candidates' with batch
   N (the user side is computed once); where the two meet, the user side is broadcast.
   """
-  batch = tf.reduce_max(tf.stack([tf.shape(t)[0] for t in tensors]))
+  batches = tf.stack([tf.shape(t)[0] for t in tensors])
+  # The largest batch, except that no rooms (batch 0) means no rows at all.
+  batch = tf.where(tf.reduce_min(batches) == 0, 0, tf.reduce_max(batches))
   return [tf.broadcast_to(t, tf.concat([[batch], tf.shape(t)[1:]], 0)) for t in tensors]
 
 

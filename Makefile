@@ -50,10 +50,13 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,bench]"
 	@touch $@
 
-# Benchmarks on the data of the last `make demo` (run that first). Figures: BUILD_NOTES.md.
+# Benchmarks (the first two on the data of the last `make demo`: run that first; the serving ones
+# build their own synthetic models). Run alone: they time this machine. Figures: BUILD_NOTES.md.
 bench: $(VENV)/.bench-installed
 	$(PY) -m bench.ablation_feedback --work $(WORK) --out_dir bench/results
 	$(PY) -m bench.throughput_ple --work $(WORK) --out_dir bench/results
+	$(PY) -m bench.serving_latency --out_dir bench/results
+	$(PY) -m bench.load --out_dir bench/results
 
 clean:
 	rm -rf $(WORK)

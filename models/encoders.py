@@ -13,6 +13,7 @@ import tensorflow as tf
 from models import features as F
 from models import preprocessing as P
 from models.layers import BroadcastConcatenate, IdMatchCount, MaskedMeanPooling, MatchSummary
+from models.layers.match import LookupMatchSummary, match_counts
 from models.spec import ModelSpec
 
 xf = F.transformed_name
@@ -156,14 +157,16 @@ def lifelong_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
   s = lambda f: x[xf(F.seq_key(F.LL, f))]  # noqa: E731
   length, n_display = x[xf(F.len_key(F.LL))], x[xf(F.DISPLAY_LEN)]
   parts = []
+  # By lookup, not a [B, L] match matrix: one user's L purchases are sorted once however many
+  # rooms they meet (the context signature), so the cost per room does not grow with L.
   for field, query in (("category_ids", x[xf(F.HOST_CATEGORY_IDS)]),
                        ("shop_ids", x[xf(F.HOST_SHOP_ID)])):
-    hits = _match(f"lifelong_{field}", query, s(field))  # [B, L]
-    parts.append(MatchSummary(decay=0.98, num_buckets=LL_AGE_BUCKETS,
-                              name=f"summary_lifelong_{field}")([hits, length, s("age_days")]))
+    parts.append(LookupMatchSummary(decay=0.98, num_buckets=LL_AGE_BUCKETS,
+                                    name=f"summary_lifelong_{field}")(
+        [query, s(field), length, s("age_days")]))  # [B, 6]
   # Per displayed product: how many past purchases share its brand / category.
   for field, display in (("brand_ids", F.DISPLAY_BRAND_IDS), ("category_ids", F.DISPLAY_CATEGORY_IDS)):
-    hits = _match(f"display_{field}_in_lifelong", s(field), x[xf(display)])  # [B, N]
+    hits = match_counts(x[xf(display)], s(field))  # [B, N]
     parts.append(MatchSummary(name=f"summary_display_{field}_in_lifelong")([hits, n_display]))
   return [_normalized("lifelong_match", parts)]
 

@@ -28,7 +28,7 @@ from models import encoders
 from models import features as F
 from models import preprocessing as P
 from models import tasks as tasks_lib
-from models.layers import MLP, BroadcastConcatenate, MaskedMeanPooling, batch_gather, broadcast_batch
+from models.layers import MLP, BatchGather, BroadcastConcatenate, MaskedMeanPooling
 from models.layers.lifelong import ChannelDINAttention, TopKExtraction
 from models.layers.match import IdMatchCount
 from models.multitask import NUM_TASKS, extractor, task_heads
@@ -104,9 +104,10 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
                             axis=1)  # [B, V]
   interest = tf.gather(histogram, cats, batch_dims=1) * tf.cast(cats > 0, tf.float32)  # [B, L]
   recent = -tf.cast(tf.range(length), tf.float32)[tf.newaxis, :] * tf.ones_like(category)
-  # interest is the user's alone (batch 1 when one user is ranked against N rooms).
-  return tf.stack(broadcast_batch([category, same_shop + same_brand, similarity, interest,
-                                   recent]), axis=1)
+  # interest is the user's alone (batch 1 when one user is ranked against N rooms): the product
+  # broadcasts it to the rooms.
+  interest = interest * tf.ones_like(category)  # [B, L]
+  return tf.stack([category, same_shop + same_brand, similarity, interest, recent], axis=1)
 
 
 def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor, num_categories: int,
@@ -115,7 +116,7 @@ def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor, num_ca
   scores = channel_scores(x, tokens, query, num_categories)  # [B, C, L]
   indices, valid = TopKExtraction(top_k, RELEVANCE_CHANNELS, name=EXTRACTION_LAYER)(
       [scores, x[xf(F.len_key(F.LL))]])
-  items = batch_gather(tokens, indices)  # [B, C, K, D]
+  items = BatchGather(name="extracted_items")([tokens, indices])  # [B, C, K, D]
   return valid, items
 
 

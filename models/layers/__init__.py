@@ -2,6 +2,7 @@
 from models.layers.attention import TargetAttention
 from models.layers.blocks import (
     MLP,
+    BatchGather,
     BroadcastConcatenate,
     CrossNetwork,
     MaskedMeanPooling,
@@ -11,6 +12,6 @@ from models.layers.blocks import (
 from models.layers.experts import CGC, PLE, ExpertGate
 from models.layers.match import IdMatchCount, MatchSummary
 
-__all__ = ["CGC", "MLP", "PLE", "BroadcastConcatenate", "CrossNetwork", "ExpertGate",
+__all__ = ["CGC", "MLP", "PLE", "BatchGather", "BroadcastConcatenate", "CrossNetwork", "ExpertGate",
            "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "TargetAttention", "batch_gather",
            "broadcast_batch"]

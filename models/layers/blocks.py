@@ -149,3 +149,15 @@ def batch_gather(sequence: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
   row = tf.reshape(row, tf.concat([[rows], tf.ones([tf.rank(indices) - 1], tf.int32)], 0))
   row = tf.broadcast_to(row, tf.shape(indices))  # [B, ...]
   return tf.gather_nd(sequence, tf.stack([row, tf.cast(indices, tf.int32)], axis=-1))
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class BatchGather(tf.keras.layers.Layer):
+  """:func:`batch_gather` as a layer: ``(sequence [B or 1, L, ...], indices [B, ...])``.
+
+  A layer rather than loose TF ops, so the model survives a Keras SavedModel round trip.
+  """
+
+  def call(self, inputs):
+    sequence, indices = inputs
+    return batch_gather(sequence, indices)

@@ -12,6 +12,42 @@ import tensorflow as tf
 
 from models.layers.blocks import PACKAGE
 
+# Row offset that keeps each row's ids apart in one sorted array (ids are vocabulary indices).
+_ROW_OFFSET = 1 << 32
+
+
+def weighted_match_sums(query: tf.Tensor, keys: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+  """For each query id, the sum of each weight column over the positions whose key equals it.
+
+  ``out[b, q, k] = sum_l [keys[b, l] == query[b, q]] * weights[b, l, k]``, 0 where the query id
+  is <= 0 (padding). By sorting each row's keys once and two binary searches per query id, the
+  cost is O(L log L) per key row plus O(Q log L) per query row, not O(Q L): one user's history
+  of 10,000 purchases meets N rooms without an [N, L] match matrix.
+
+  Args:
+    query: [B, Q] integer ids.
+    keys: [B or 1, L] integer ids (batch 1: one sequence shared by every query row).
+    weights: [B or 1, L, K] float weights (zero them on padding).
+  Returns:
+    [B, Q, K] float32.
+  """
+  rows_q, rows_k = tf.shape(query)[0], tf.shape(keys)[0]
+  num_cols = tf.shape(weights)[-1]
+  key_row = tf.range(rows_k, dtype=tf.int64)[:, tf.newaxis] * _ROW_OFFSET
+  flat_keys = tf.reshape(tf.cast(keys, tf.int64) + key_row, [-1])  # [Bk * L], rows apart
+  order = tf.argsort(flat_keys, stable=True)
+  sorted_keys = tf.gather(flat_keys, order)[tf.newaxis, :]  # [1, Bk * L]
+  # float64 running sums: differences of large prefix sums stay exact for counts.
+  ordered = tf.gather(tf.reshape(tf.cast(weights, tf.float64), [-1, num_cols]), order)
+  prefix = tf.concat([tf.zeros([1, num_cols], tf.float64), tf.cumsum(ordered, axis=0)], 0)
+  query_row = tf.cast(tf.minimum(tf.range(rows_q), rows_k - 1), tf.int64)[:, tf.newaxis]
+  flat_query = tf.reshape(tf.cast(query, tf.int64) + query_row * _ROW_OFFSET, [1, -1])
+  lo = tf.searchsorted(sorted_keys, flat_query, side="left")[0]  # [Bq * Q]
+  hi = tf.searchsorted(sorted_keys, flat_query, side="right")[0]
+  sums = tf.cast(tf.gather(prefix, hi) - tf.gather(prefix, lo), tf.float32)  # [Bq * Q, K]
+  sums = tf.reshape(sums, [rows_q, -1, num_cols])  # [Bq, Q, K]
+  return sums * tf.cast(query > 0, tf.float32)[..., tf.newaxis]
+
 
 @tf.keras.utils.register_keras_serializable(package=PACKAGE)
 class IdMatchCount(tf.keras.layers.Layer):
@@ -87,32 +123,65 @@ class MatchSummary(tf.keras.layers.Layer):
           name="bucket_weights", shape=(self.num_buckets,), initializer="ones", trainable=True)
     super().build(input_shape)
 
-  def call(self, inputs):
-    if self.num_buckets:
-      if len(inputs) != 3:
-        raise ValueError("MatchSummary with num_buckets expects (matches, length, buckets)")
-      matches, length, buckets = inputs
-    else:
-      if len(inputs) != 2:
-        raise ValueError("MatchSummary expects (matches, length)")
-      matches, length = inputs
-    matches = tf.cast(matches, tf.float32)
-    length = tf.reshape(tf.cast(length, tf.float32), [-1, 1])  # [B, 1]
-    max_len = tf.shape(matches)[1]
-    valid = tf.sequence_mask(tf.cast(length[:, 0], tf.int32), max_len, tf.float32)  # [B, L]
-    m = matches * valid  # [B, L]
-    total = tf.reduce_sum(m, axis=1, keepdims=True)  # [B, 1]
+  def _split(self, inputs, first: int):
+    """(the first ``first`` inputs, length, buckets or None), checking the arity."""
+    expected = first + 1 + (1 if self.num_buckets else 0)
+    if len(inputs) != expected:
+      raise ValueError(f"{type(self).__name__} (num_buckets={self.num_buckets}) expects "
+                       f"{expected} inputs, got {len(inputs)}")
+    return inputs[:first], inputs[first], inputs[first + 1] if self.num_buckets else None
+
+  def _position_weights(self, length, max_len, buckets) -> tf.Tensor:
+    """[B, L, K]: per position, the weight of each summed column (count, decay, [bucket])."""
+    valid = tf.sequence_mask(tf.reshape(tf.cast(length, tf.int32), [-1]), max_len,
+                             tf.float32)  # [B, L]
     position_weight = tf.pow(self.decay, tf.cast(tf.range(max_len), tf.float32))  # [L]
-    cols = [tf.math.log1p(total), total / tf.maximum(length, 1.0),
-            total / (length + self.smoothing),
-            tf.reduce_sum(m * position_weight, axis=1, keepdims=True),
-            tf.cast(total > 0, tf.float32)]
+    cols = [valid, valid * position_weight]
     if self.num_buckets:
-      w = tf.gather(self.bucket_weights, tf.clip_by_value(tf.cast(buckets, tf.int32), 0,
-                                                          self.num_buckets - 1))  # [B, L]
-      cols.append(tf.reduce_sum(m * w, axis=1, keepdims=True))
+      cols.append(valid * tf.gather(self.bucket_weights, tf.clip_by_value(
+          tf.cast(buckets, tf.int32), 0, self.num_buckets - 1)))  # [B, L]
+    return tf.stack(cols, axis=-1)
+
+  def _summary(self, sums, length) -> tf.Tensor:
+    """[B, K] sums (total, decayed, [bucketed]) -> the [B, 5 or 6] features."""
+    length = tf.reshape(tf.cast(length, tf.float32), [-1, 1])  # [B, 1]
+    total = sums[:, :1]  # [B, 1]
+    cols = [tf.math.log1p(total), total / tf.maximum(length, 1.0),
+            total / (length + self.smoothing), sums[:, 1:2], tf.cast(total > 0, tf.float32)]
+    if self.num_buckets:
+      cols.append(sums[:, 2:3])
     return tf.concat(cols, axis=1)  # [B, 5 or 6]
+
+  def call(self, inputs):
+    (matches,), length, buckets = self._split(inputs, 1)
+    matches = tf.cast(matches, tf.float32)  # [B, L]
+    weights = self._position_weights(length, tf.shape(matches)[1], buckets)  # [B, L, K]
+    return self._summary(tf.reduce_sum(matches[..., tf.newaxis] * weights, axis=1), length)
 
   def get_config(self):
     return dict(super().get_config(), decay=self.decay, smoothing=self.smoothing,
                 num_buckets=self.num_buckets)
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class LookupMatchSummary(MatchSummary):
+  """:class:`MatchSummary` of ``IdMatchCount()([query, keys])`` computed by lookup.
+
+  Call with ``(query [B, Q], keys [B or 1, L], length, [buckets [B or 1, L]])``: the same
+  features as ``MatchSummary`` over the per-position match counts of ``query`` in ``keys``, but
+  through :func:`weighted_match_sums`, so a long sequence shared by N candidates (the context
+  signature) is sorted once instead of compared with every candidate's ids.
+  """
+
+  def call(self, inputs):
+    (query, keys), length, buckets = self._split(inputs, 2)
+    weights = self._position_weights(length, tf.shape(keys)[1], buckets)  # [B or 1, L, K]
+    weights *= tf.cast(keys > 0, tf.float32)[..., tf.newaxis]
+    sums = tf.reduce_sum(weighted_match_sums(query, keys, weights), axis=1)  # [B, K]
+    return self._summary(sums, length)
+
+
+def match_counts(query: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
+  """[B, Q]: how many of ``keys`` ([B or 1, L], 0 = padding) equal each query id (0 for 0)."""
+  present = tf.cast(keys > 0, tf.float32)[..., tf.newaxis]  # [B or 1, L, 1]
+  return weighted_match_sums(query, keys, present)[..., 0]

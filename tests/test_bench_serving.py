@@ -1,0 +1,58 @@
+"""The serving benchmarks' pure parts: the load report's arithmetic and the synthetic rows."""
+
+import pytest
+
+from bench import load, synthetic_model
+from models import features as F
+
+
+def _outcomes():
+  out = []
+  for i in range(30):  # steady: 10 ms, version 1
+    out.append(load.Outcome(start=i * 0.3, latency_ms=10.0, code="OK", version=1))
+  # Version 2 pushed at 9 s; it answers from 11 s; one request fails at 10 s.
+  out.append(load.Outcome(start=9.5, latency_ms=40.0, code="OK", version=1))
+  out.append(load.Outcome(start=10.0, latency_ms=5.0, code="UNAVAILABLE", version=0))
+  out += [load.Outcome(start=11.0 + i * 0.5, latency_ms=12.0, code="OK", version=2)
+          for i in range(10)]
+  # Rolled back at 18 s; version 1 answers from 18.5 s.
+  out += [load.Outcome(start=18.5 + i * 0.5, latency_ms=11.0, code="OK", version=1)
+          for i in range(4)]
+  return out
+
+
+def test_load_summary_counts_errors_change_times_and_windows():
+  report = load.summarize(_outcomes(), swap_at=9.0, rollback_at=18.0, seconds=21.0, window=10.0)
+  assert report["requests"] == 46
+  assert report["errors_by_code"] == {"UNAVAILABLE": 1}
+  assert report["swap_answered_after_s"] == pytest.approx(2.0)
+  assert report["rollback_answered_after_s"] == pytest.approx(0.5)
+  assert report["version_2_after_rollback"] == 0
+  assert report["steady_p99_ms"] == pytest.approx(10.0)
+  # The 40 ms request sent during the swap is in the change window, not the steady state.
+  assert report["change_p99_ms"] > 30.0
+  assert report["change_to_steady_p99"] == pytest.approx(report["change_p99_ms"] / 10.0)
+  first, second, third = report["windows"]
+  assert first["requests"] == 31 and first["errors"] == 0 and first["versions"] == {"1": 31}
+  assert second["errors"] == 1 and second["versions"] == {"2": 10, "1": 3}
+  assert third["versions"] == {"1": 1}
+
+
+def test_load_summary_reports_a_change_that_never_answered():
+  steady = [load.Outcome(start=i * 0.5, latency_ms=10.0, code="OK", version=1) for i in range(40)]
+  report = load.summarize(steady, swap_at=5.0, rollback_at=15.0, seconds=20.0, window=10.0)
+  assert report["swap_answered_after_s"] is None  # version 2 never served a request
+
+
+def test_synthetic_rows_respect_every_declared_range_and_fill_the_sequences():
+  row = synthetic_model.synthetic_row(5, realtime_len=3, lifelong_len=7)
+  for spec in F.raw_features(3, 7):
+    values = row[spec.name]
+    assert len(values) == spec.length, spec.name
+    if spec.dtype == "bytes":
+      continue
+    if spec.min_value is not None:
+      assert min(values) >= spec.min_value, spec.name
+    if spec.max_value is not None:
+      assert max(values) <= spec.max_value, spec.name
+  assert row[F.len_key(F.LL)] == [7] and row[F.len_key(F.RT_POS)] == [3]

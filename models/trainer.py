@@ -251,12 +251,11 @@ class ServingModule(tf.Module):
     self._raw_spec = raw_spec
     self._input_keys = sorted(model.network.input.keys())
 
-  def _checked_transform(self, examples: tf.Tensor, spec) -> Dict[str, tf.Tensor]:
-    """Parses serialized tf.Examples, asserts every feature's declared range, transforms."""
+  def _checked(self, examples: tf.Tensor, spec) -> Dict[str, tf.Tensor]:
+    """Parses serialized tf.Examples and asserts every feature's declared range."""
     parsed = tf.io.parse_example(examples, spec)
     with tf.control_dependencies(request_checks.check_raw_features(parsed, self._declared)):
-      parsed = {k: tf.identity(v) for k, v in parsed.items()}
-    return self.tft_layer(parsed)
+      return {k: tf.identity(v) for k, v in parsed.items()}
 
   def _score(self, transformed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     outputs = self.model({k: transformed[k] for k in self._input_keys}, training=False)
@@ -269,7 +268,7 @@ class ServingModule(tf.Module):
     Every raw feature must be finite and inside its declared range, or the request fails naming
     it. A head's mask zeroes its score (a purchase cannot happen in a room without products).
     """
-    return self._score(self._checked_transform(examples, self._serving_spec))
+    return self._score(self.tft_layer(self._checked(examples, self._serving_spec)))
 
   @tf.function(input_signature=[tf.TensorSpec([1], tf.string, name=S.CONTEXT_INPUT),
                                 tf.TensorSpec([None], tf.string, name=S.EXAMPLES_INPUT)])
@@ -283,9 +282,12 @@ class ServingModule(tf.Module):
     the N full examples. Room-side features in the context and user-side ones in a room are
     ignored.
     """
-    user = self._checked_transform(context, self._context_spec)  # each [1, ...]
-    rooms = self._checked_transform(examples, self._candidate_spec)  # each [N, ...]
-    return self._score(dict(rooms, **user))
+    user = self._checked(context, self._context_spec)  # each [1, ...]
+    rooms = self._checked(examples, self._candidate_spec)  # each [N, ...]
+    # One Transform call with both sides (every output depends on one side only). Two calls
+    # would not do: Transform fills the inputs a call lacks with zeros of that call's batch, so
+    # the rooms' call would transform N empty copies of the user's sequences.
+    return self._score(self.tft_layer(dict(user, **rooms)))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.EXAMPLES_INPUT)])
   def transform(self, examples):

@@ -2,22 +2,18 @@
 official stubs. Each bad request gets one line naming what is wrong (the feature, what was expected
 and what was received) and the right status code; the next good request still succeeds."""
 
+import json
+
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
+from bench import synthetic_model
 from models import features as F
-from models import preprocessing as P
 from models import signatures as S
-from models import trainer
-from models.spec import ModelSpec
-from schemas.make_schema import build_schema
 from serving import client
 from serving.model_server import ModelServer
 
@@ -66,19 +62,9 @@ def _example(row: dict, drop=(), override=None) -> bytes:
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
   """A baseline model trained on nothing, exported with a real Transform graph, served."""
-  rows = [_row(s) for s in range(4)]
-  tft_dir = str(tmp_path_factory.mktemp("transform"))
-  raw_metadata = dataset_metadata.DatasetMetadata(build_schema(RT, LL))
-  with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft_tmp"))):
-    transform_fn = (rows, raw_metadata) | tft_beam.AnalyzeDataset(P.preprocessing_fn)
-    _ = transform_fn | tft_beam.WriteTransformFn(tft_dir)
-  metadata_io.write_metadata(raw_metadata,
-                             f"{tft_dir}/{tft.TFTransformOutput.RAW_METADATA_DIR}")
-  tft_output = tft.TFTransformOutput(tft_dir)
-  spec = ModelSpec.from_transform_output(tft_output, embedding_dim=4)
-  model = trainer.build_model(spec, trainer.TrainConfig(model_name="baseline"))
   base = tmp_path_factory.mktemp("models")
-  trainer.export_serving_model(model, tft_output, str(base / "1"))
+  synthetic_model.export_model([_row(s) for s in range(4)], RT, LL, str(base / "1"),
+                               embedding_dim=4, work_dir=str(tmp_path_factory.mktemp("tft")))
   server = ModelServer(MODEL, str(base), port=0, poll_seconds=3600, max_batch_size=MAX_BATCH,
                        max_request_bytes=MAX_BYTES).start()
   yield f"127.0.0.1:{server.port}"
@@ -260,3 +246,15 @@ def test_elwc_puts_user_features_in_the_context_and_room_features_in_the_example
   assert request.model_spec.signature_name == S.CONTEXT_SIGNATURE
   assert [d.size for d in request.inputs[S.CONTEXT_INPUT].tensor_shape.dim] == [1]
   assert [d.size for d in request.inputs[S.EXAMPLES_INPUT].tensor_shape.dim] == [2]
+
+
+def test_cli_replays_an_elwc_tfrecord_with_the_scores_of_rank(target, tmp_path, capsys):
+  context = tf.train.Example.FromString(_example(GOOD))
+  elwc = client.example_list_with_context(context, _rooms(3))
+  path = str(tmp_path / "request.elwc.tfrecord")
+  client.write_tfrecord(path, [elwc.SerializeToString()] * 2)
+  client.main(["--target", target, "--model_name", MODEL, "--elwc_file", path])
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert [line["list"] for line in lines] == [0, 0, 0, 1, 1, 1]
+  expected = client.rank(target, MODEL, elwc)[F.HEAD_BUY]
+  np.testing.assert_allclose([line[F.HEAD_BUY] for line in lines[:3]], expected, rtol=1e-6)

@@ -56,6 +56,7 @@ bench: $(VENV)/.bench-installed
 	$(PY) -m bench.ablation_feedback --work $(WORK) --out_dir bench/results
 	$(PY) -m bench.throughput_ple --work $(WORK) --out_dir bench/results
 	$(PY) -m bench.serving_latency --out_dir bench/results
+	$(PY) -m bench.lifelong_cost --out_dir bench/results
 	$(PY) -m bench.load --out_dir bench/results
 
 clean:

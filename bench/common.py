@@ -22,3 +22,19 @@ def write_json(obj, out_dir: str, name: str) -> str:
   with open(path, "w") as f:
     json.dump(obj, f, indent=2)
   return path
+
+
+def pyplot():
+  """matplotlib.pyplot on the file-only Agg backend (benchmarks run without a display)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def save_figure(fig, path: str) -> str:
+  """Lays out, writes (PNG, 120 dpi) and closes ``fig``; returns ``path``."""
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  pyplot().close(fig)
+  return path

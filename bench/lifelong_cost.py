@@ -17,19 +17,12 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from bench.common import write_json
+from bench.common import pyplot, save_figure, write_json
 from models import features as F
 from models import trainer
 from models.spec import ModelSpec
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["lifelong", "baseline"], "Trainer model names.")
-flags.DEFINE_list("lifelong_lens", ["100", "1000", "10000"], "Lifelong history lengths L.")
-flags.DEFINE_integer("batch_size", 128, "Examples per training step.")
-flags.DEFINE_integer("steps", 10, "Timed training steps per (model, L).")
-flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, allocation).")
-flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
-flags.DEFINE_string("name", "lifelong_cost", "Result file name (without extension).")
 
 VOCAB_SIZE = 200
 ID_HIGH = 4  # ids in [1, ID_HIGH): inside every embedding table
@@ -83,9 +76,7 @@ def run(models: List[str], lengths: List[int]) -> List[Dict]:
 
 
 def plot(rows: List[Dict], path: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(6, 4.5))
   for model_name in sorted({r["model"] for r in rows}):
     cells = [r for r in rows if r["model"] == model_name]
@@ -95,9 +86,7 @@ def plot(rows: List[Dict], path: str) -> None:
          ylabel="training examples/s", title="Training cost of the lifelong history")
   ax.grid(True, which="both", alpha=0.3)
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def main(argv):
@@ -110,5 +99,17 @@ def main(argv):
   print(f"[lifelong_cost] wrote {path} and {FLAGS.name}.png")
 
 
+def define_flags() -> None:
+  """This benchmark's command-line flags (defined only when it runs as a program)."""
+  flags.DEFINE_list("models", ["lifelong", "baseline"], "Trainer model names.")
+  flags.DEFINE_list("lifelong_lens", ["100", "1000", "10000"], "Lifelong history lengths L.")
+  flags.DEFINE_integer("batch_size", 128, "Examples per training step.")
+  flags.DEFINE_integer("steps", 10, "Timed training steps per (model, L).")
+  flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, allocation).")
+  flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
+  flags.DEFINE_string("name", "lifelong_cost", "Result file name (without extension).")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

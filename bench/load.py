@@ -28,20 +28,11 @@ from absl import app, flags
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from bench import synthetic_model
-from bench.common import write_json
+from bench.common import pyplot, save_figure, write_json
 from models import features as F
 from serving import client
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("clients", 8, "Concurrent client threads.")
-flags.DEFINE_integer("seconds", 60, "Length of the load run.")
-flags.DEFINE_integer("candidates", 200, "Candidate rooms per request.")
-flags.DEFINE_integer("lifelong_len", F.LIFELONG_SEQ_LEN, "Lifelong history length L.")
-flags.DEFINE_string("model", "baseline", "Trainer model name to serve.")
-flags.DEFINE_float("window_seconds", 10.0, "Width of the latency windows.")
-flags.DEFINE_float("poll_seconds", 1.0, "The server's version-polling interval.")
-flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
-flags.DEFINE_string("name", "load", "Result file name (without extension).")
 
 MODEL_NAME = "ranker"
 
@@ -167,9 +158,7 @@ def format_report(report: Dict) -> str:
 
 
 def plot(outcomes_report: Dict, path: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = pyplot()
   windows = outcomes_report["windows"]
   fig, ax = plt.subplots(figsize=(8, 4.5))
   starts = [w["start_s"] for w in windows]
@@ -180,12 +169,11 @@ def plot(outcomes_report: Dict, path: str) -> None:
     ax.axvline(at, color="grey", linestyle="--")
     ax.text(at, ax.get_ylim()[1] * 0.95, f" {what}", fontsize=8, va="top")
   ax.set(xlabel="seconds into the run", ylabel="latency (ms)",
-         title=f"{FLAGS.clients} clients, 1 x {FLAGS.candidates} rooms: errors "
+         title=f"{outcomes_report['clients']} clients, 1 x {outcomes_report['candidates']} "
+               f"rooms: errors "
                f"{sum(outcomes_report['errors_by_code'].values())}")
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def main(argv):
@@ -201,5 +189,19 @@ def main(argv):
   print(f"[load] wrote {path} and {FLAGS.name}.png")
 
 
+def define_flags() -> None:
+  """This benchmark's command-line flags (defined only when it runs as a program)."""
+  flags.DEFINE_integer("clients", 8, "Concurrent client threads.")
+  flags.DEFINE_integer("seconds", 60, "Length of the load run.")
+  flags.DEFINE_integer("candidates", 200, "Candidate rooms per request.")
+  flags.DEFINE_integer("lifelong_len", F.LIFELONG_SEQ_LEN, "Lifelong history length L.")
+  flags.DEFINE_string("model", "baseline", "Trainer model name to serve.")
+  flags.DEFINE_float("window_seconds", 10.0, "Width of the latency windows.")
+  flags.DEFINE_float("poll_seconds", 1.0, "The server's version-polling interval.")
+  flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
+  flags.DEFINE_string("name", "load", "Result file name (without extension).")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

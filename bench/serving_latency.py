@@ -25,20 +25,13 @@ from absl import app, flags
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from bench import synthetic_model
-from bench.common import write_json
+from bench.common import pyplot, save_figure, write_json
 from models import features as F
 from models import signatures as S
 from serving import client
 from serving.model_server import MAX_REQUEST_BYTES
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["baseline", "lifelong"], "Trainer model names to serve.")
-flags.DEFINE_list("lifelong_lens", ["100", "1000", "10000"], "Lifelong history lengths L.")
-flags.DEFINE_list("candidates", ["20", "200", "1000"], "Candidate rooms per request (N).")
-flags.DEFINE_integer("requests", 100, "Timed requests per (model, L, N, signature).")
-flags.DEFINE_integer("warmup", 5, "Untimed requests before timing each cell.")
-flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
-flags.DEFINE_string("name", "serving_latency", "Result file name (without extension).")
 
 MODEL_NAME = "ranker"
 SIGNATURES = (S.SERVING_SIGNATURE, S.CONTEXT_SIGNATURE)
@@ -132,9 +125,7 @@ def format_table(rows: List[Dict]) -> str:
 
 def plot(rows: List[Dict], path: str) -> None:
   """p99 against N, one panel per model, a line per (signature, L)."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = pyplot()
   models = sorted({r["model"] for r in rows})
   fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
   for ax, model in zip(axes[0], models):
@@ -149,9 +140,7 @@ def plot(rows: List[Dict], path: str) -> None:
            ylabel="p99 latency (ms)", title=f"{model}: gRPC Predict, 1 user x N rooms")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def main(argv):
@@ -167,5 +156,17 @@ def main(argv):
   print(f"[serving_latency] wrote {path} and {FLAGS.name}.png")
 
 
+def define_flags() -> None:
+  """This benchmark's command-line flags (defined only when it runs as a program)."""
+  flags.DEFINE_list("models", ["baseline", "lifelong"], "Trainer model names to serve.")
+  flags.DEFINE_list("lifelong_lens", ["100", "1000", "10000"], "Lifelong history lengths L.")
+  flags.DEFINE_list("candidates", ["20", "200", "1000"], "Candidate rooms per request (N).")
+  flags.DEFINE_integer("requests", 100, "Timed requests per (model, L, N, signature).")
+  flags.DEFINE_integer("warmup", 5, "Untimed requests before timing each cell.")
+  flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
+  flags.DEFINE_string("name", "serving_latency", "Result file name (without extension).")
+
+
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -85,7 +85,8 @@ def export_model(rows: Sequence[Dict[str, list]], realtime_len: int, lifelong_le
 
 def ranking_request(n_candidates: int, realtime_len: int, lifelong_len: int, seed: int = 0
                     ) -> Tuple[tf.train.Example, List[tf.train.Example]]:
-  """One user's full example and ``n_candidates`` rooms' full examples (distinct rooms)."""
+  """One user's full example and ``n_candidates`` distinct rooms' examples (room-side features
+  only, :data:`models.features.HOST_SIDE_FEATURES`)."""
   context = to_example(synthetic_row(seed, realtime_len, lifelong_len), realtime_len, lifelong_len)
   room_template = synthetic_row(seed + 1, 1, 1)
   rooms = []
@@ -97,9 +98,9 @@ def ranking_request(n_candidates: int, realtime_len: int, lifelong_len: int, see
     room[F.DISPLAY_CATEGORY_IDS] = rng.integers(1, ID_RANGE + 1, F.DISPLAY_TOP_N).tolist()
     for key in F.HOST_STAT_KEYS:
       room[key] = [float(rng.uniform(0, 100))]
-    ex = tf.train.Example()
+    full, ex = to_example(room, 1, 1), tf.train.Example()
     for key in F.HOST_SIDE_FEATURES:
-      ex.features.feature[key].CopyFrom(to_example(room, 1, 1).features.feature[key])
+      ex.features.feature[key].CopyFrom(full.features.feature[key])
     rooms.append(ex)
   return context, rooms
 

@@ -7,11 +7,9 @@ from models.layers.blocks import (
     CrossNetwork,
     MaskedMeanPooling,
     batch_gather,
-    broadcast_batch,
 )
 from models.layers.experts import CGC, PLE, ExpertGate
 from models.layers.match import IdMatchCount, MatchSummary
 
 __all__ = ["CGC", "MLP", "PLE", "BatchGather", "BroadcastConcatenate", "CrossNetwork", "ExpertGate",
-           "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "TargetAttention", "batch_gather",
-           "broadcast_batch"]
+           "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "TargetAttention", "batch_gather"]

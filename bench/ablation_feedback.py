@@ -37,6 +37,31 @@ VARIANTS = ["dnn", "shared_bottom", "dcn", "mmoe", "ple", "feedback_no_realtime"
             "feedback_no_negative", "feedback_no_triplet", "feedback", "lifelong_mean_pool",
             "lifelong"]
 REFERENCE = "shared_bottom"
+# A mechanism earns its keep when its lift is at least this share of its reachable bound.
+BOUND_SHARE_BAR = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Mechanism:
+  """A model with one signal against the same model without it, and that signal's bound.
+
+  The bound is the reachable AUC minus the reachable AUC of the ceiling without the signal
+  (``without``, a :data:`data_gen.reachable.VARIANTS` name).
+  """
+  name: str
+  model: str
+  reference: str
+  without: str
+
+
+MECHANISMS = (
+    # The feedback sequences, against the ceiling that keeps what the trigger item reveals (the
+    # reference model sees the trigger too).
+    Mechanism("realtime_sequences", "feedback", "feedback_no_realtime", rc.NO_RT_SEQUENCES),
+    # The same pair against the whole appetite (trigger and sequences): the looser reading.
+    Mechanism("realtime_vs_all_appetite", "feedback", "feedback_no_realtime", rc.NO_APPETITE),
+    Mechanism("lifelong_extraction", "lifelong", "lifelong_mean_pool", rc.NO_LIFELONG),
+)
 
 
 def latest_transform_dirs(work: str, pipeline_name: str) -> Dict[str, str]:
@@ -77,9 +102,41 @@ def summarize(reports: List[dict]) -> Dict[str, Dict[str, dict]]:
         vals = np.array([row[key] for row in rows], np.float64)
         cell[f"{key}_mean"] = float(vals.mean())
         cell[f"{key}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-      for key in ("oracle_auc", f"{rc.REACHABLE}_auc", f"{rc.NEITHER}_auc", "n"):
+      for key in ["n"] + [f"{prefix}_auc" for prefix, _ in qr.CEILINGS]:
         cell[key] = rows[0][key]
       out[head][sl] = cell
+  return out
+
+
+def mechanism_lifts(results: Dict[str, dict],
+                    mechanisms=MECHANISMS) -> Dict[str, Dict[str, Dict[str, dict]]]:
+  """Per mechanism whose two variants ran, per head and slice: the AUC lift paired by training
+  seed (mean, sd), its reachable bound, the share of the bound, and whether it clears the bar
+  (share >= :data:`BOUND_SHARE_BAR` and mean > 2 sd)."""
+  out: Dict[str, Dict[str, Dict[str, dict]]] = {}
+  for mech in mechanisms:
+    if mech.model not in results or mech.reference not in results:
+      continue
+    with_runs, without_runs = results[mech.model]["runs"], results[mech.reference]["runs"]
+    seeds = sorted(set(with_runs) & set(without_runs))
+    if not seeds:
+      raise ValueError(f"mechanism {mech.name}: {mech.model} and {mech.reference} share no "
+                       f"training seed ({sorted(with_runs)} vs {sorted(without_runs)})")
+    out[mech.name] = {"model": mech.model, "reference": mech.reference, "without": mech.without,
+                      "seeds": seeds, "heads": {}}
+    for head in F.HEADS:
+      out[mech.name]["heads"][head] = {}
+      for sl in qr.SLICES:
+        lifts = np.array([with_runs[s]["report"]["heads"][head][sl]["auc"]
+                          - without_runs[s]["report"]["heads"][head][sl]["auc"] for s in seeds])
+        ceiling = results[mech.model]["summary"][head][sl]
+        bound = ceiling[f"{rc.REACHABLE}_auc"] - ceiling[f"{mech.without}_auc"]
+        mean = float(lifts.mean())
+        sd = float(lifts.std(ddof=1)) if len(lifts) > 1 else 0.0
+        share = mean / bound if bound > 0 else float("nan")
+        out[mech.name]["heads"][head][sl] = {
+            "lift_mean": mean, "lift_sd": sd, "bound": float(bound), "share_of_bound": share,
+            "clears_bar": bool(share >= BOUND_SHARE_BAR and mean > 2 * sd)}
   return out
 
 
@@ -167,6 +224,7 @@ def run(work: str, pipeline_name: str, out_dir: str, seeds: List[int], variants:
          "n_eval": len(examples), "variants": results}
   if REFERENCE in results:
     out["seesaw"] = seesaw(results)
+  out["mechanisms"] = mechanism_lifts(results)
   write_json(out, out_dir, name)
   plot(results, os.path.join(out_dir, f"{name}.png"))
   return out
@@ -190,6 +248,14 @@ def format_table(out: dict) -> str:
                      ("oracle_auc", "oracle")):
     lines.append(f"{label:<22}{'all':<6}" + "".join(
         f"{first[h]['all'][key]:>16.4f}{'':>6}" for h in F.HEADS))
+  for name, mech in out.get("mechanisms", {}).items():
+    lines.append(f"\n{name}: {mech['model']} - {mech['reference']}, share of the bound "
+                 f"(reachable - {mech['without']}); bar {BOUND_SHARE_BAR:.0%} and > 2 sd")
+    for sl in qr.SLICES:
+      cells = [mech["heads"][h][sl] for h in F.HEADS]
+      lines.append(f"{'':<22}{sl:<6}" + "".join(
+          f"{c['lift_mean']:>+9.4f}±{c['lift_sd']:.4f} /{c['bound']:.4f} = {c['share_of_bound']:>4.0%}"
+          + ("*" if c["clears_bar"] else " ") for c in cells))
   if "seesaw" in out:
     lines.append(f"\nMean AUC minus {REFERENCE} (overall): view / interact / buy, seesaw")
     for name, s in out["seesaw"].items():

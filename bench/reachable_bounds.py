@@ -99,7 +99,7 @@ def compute_bounds(log_dir: str) -> dict:
 
 def format_table(out: dict, slices=SLICES) -> str:
   short = {"oracle": "oracle", rc.REACHABLE: "reach", rc.NO_APPETITE: "no_app",
-           rc.NO_LIFELONG: "no_life", rc.NEITHER: "neither"}
+           rc.NO_LIFELONG: "no_life", rc.NEITHER: "neither", rc.NO_RT_SEQUENCES: "no_rtseq"}
   lines = [f"{'head':<15}{'slice':<6}{'n':>8}{'rate':>7}" + "".join(f"{short[b]:>9}" for b in BOUNDS)]
   for head, rows in out["heads"].items():
     for sl in slices:

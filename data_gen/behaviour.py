@@ -17,6 +17,13 @@ from data_gen.log_format import EFFECTIVE_VIEW_SECONDS, QUICK_SWIPE_SECONDS
 from data_gen.world import World
 
 APPETITE_DECAY_PER_SLOT = 0.85
+TRIGGER_APPETITE_BUMP = 0.8  # a session's trigger item raises the appetite for its category
+# Which real-time appetite a truth is computed with (the reachable ceilings' ablations): all of it,
+# none, or only the part the session's trigger item put there (what a model that sees the trigger
+# but no feedback sequence can know). The appetite is linear in its sources, so the trigger part
+# is exact: the trigger's bump decayed like the rest.
+APPETITE_FULL, APPETITE_NONE, APPETITE_TRIGGER_ONLY = "full", "none", "trigger_only"
+APPETITE_SOURCES = (APPETITE_FULL, APPETITE_NONE, APPETITE_TRIGGER_ONLY)
 APPETITE_HALF_LIFE_SECONDS = 4 * 3600.0
 
 
@@ -30,6 +37,9 @@ class UserState:
   appetite: np.ndarray  # [C+1], moved by feedback, decays
   last_ts: float = 0.0
   shown_category_counts: np.ndarray | None = None  # [C+1] in the current session
+  # [C+1] the current session's trigger bump as it has decayed so far: the part of ``appetite``
+  # the trigger item explains (ground truth for the ceilings only; it moves nothing).
+  trigger_appetite: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +59,7 @@ class _Room(NamedTuple):
   """The user-trait-free terms of one impression (room, time, real-time state)."""
   cats: np.ndarray  # [C+1] the room's category membership
   appetite: float
+  trigger_appetite: float
   fatigue: float
   quality: float
   pop: float
@@ -111,13 +122,16 @@ class Behaviour:
 
   def new_state(self) -> UserState:
     c = self.world.config.n_categories
-    return UserState(appetite=np.zeros(c + 1), shown_category_counts=np.zeros(c + 1))
+    return UserState(appetite=np.zeros(c + 1), shown_category_counts=np.zeros(c + 1),
+                     trigger_appetite=np.zeros(c + 1))
 
   def start_session(self, state: UserState, t: float, trigger_category: int) -> None:
     """Decay the appetite since the last activity; the trigger item's category raises it."""
     if state.last_ts:
       state.appetite *= 0.5 ** ((t - state.last_ts) / APPETITE_HALF_LIFE_SECONDS)
-    state.appetite[trigger_category] += 0.8
+    state.appetite[trigger_category] += TRIGGER_APPETITE_BUMP
+    state.trigger_appetite = np.zeros_like(state.appetite)
+    state.trigger_appetite[trigger_category] = TRIGGER_APPETITE_BUMP
     state.shown_category_counts = np.zeros_like(state.appetite)
 
   # --- Utilities -----------------------------------------------------------------------------------
@@ -129,7 +143,7 @@ class Behaviour:
                       entertain_taste=float(w.user_entertain_taste[user]))
 
   def truth(self, user: int, state: UserState, host: int, t: float, hot: bool, slot: int,
-            traits: UserTraits | None = None, zero_appetite: bool = False) -> Truth:
+            traits: UserTraits | None = None, appetite: str = APPETITE_FULL) -> Truth:
     """Exact objective probabilities for showing ``host`` to ``user`` now.
 
     Args:
@@ -141,16 +155,17 @@ class Behaviour:
       slot: Slot index in the session.
       traits: Hidden user traits to use instead of the true ones (an estimate, for the ceilings in
         ``data_gen/reachable.py``); None uses the world's true traits.
-      zero_appetite: Treat the real-time appetite as zero (fatigue is kept).
+      appetite: Which real-time appetite to use, one of :data:`APPETITE_SOURCES` (fatigue is
+        always kept).
 
     Returns:
       The :class:`Truth` of the impression.
     """
-    return self.truths(user, state, host, t, hot, slot, [(traits, zero_appetite)])[0]
+    return self.truths(user, state, host, t, hot, slot, [(traits, appetite)])[0]
 
   def truths(self, user: int, state: UserState, host: int, t: float, hot: bool, slot: int,
-             variants: Sequence[Tuple[UserTraits | None, bool]]) -> List[Truth]:
-    """:meth:`truth` for several ``(traits, zero_appetite)`` variants of the same impression.
+             variants: Sequence[Tuple[UserTraits | None, str]]) -> List[Truth]:
+    """:meth:`truth` for several ``(traits, appetite source)`` variants of the same impression.
 
     The room-side terms (displayed items, popularity, fatigue) are looked up once; the simulator
     writes the oracle and the reachable ceilings for every impression, so this keeps that cheap.
@@ -160,6 +175,8 @@ class Behaviour:
     display = w.displayed_items(host, t)
     room = _Room(
         cats=cats, appetite=float(state.appetite @ cats),  # real-time interest
+        trigger_appetite=(float(state.trigger_appetite @ cats)
+                          if state.trigger_appetite is not None else 0.0),
         fatigue=float(state.shown_category_counts @ cats),  # repeated categories this session
         quality=float(w.host_quality[host]), pop=w.popularity(host, t), hot=float(hot),
         slot=slot, entertain=float(w.host_entertain[host]), sell=float(w.host_sell[host]),
@@ -168,18 +185,21 @@ class Behaviour:
         order_value=float(np.mean(w.item_price[display])) if display else 0.0)
     own = None
     out = []
-    for traits, zero_appetite in variants:
+    for traits, appetite in variants:
+      if appetite not in APPETITE_SOURCES:
+        raise ValueError(f"appetite source {appetite!r} is not one of {APPETITE_SOURCES}")
       if traits is None:
         if own is None:
           own = self.user_traits(user)
         traits = own
-      out.append(self._respond(room, traits, zero_appetite))
+      out.append(self._respond(room, traits, appetite))
     return out
 
-  def _respond(self, room: _Room, traits: UserTraits, zero_appetite: bool) -> Truth:
+  def _respond(self, room: _Room, traits: UserTraits, appetite_source: str) -> Truth:
     """The response equations of README.md for one room context and one set of user traits."""
     aff = float(traits.cat_pref @ room.cats)  # [0, 1]: long-term interest
-    appetite = 0.0 if zero_appetite else room.appetite
+    appetite = {APPETITE_FULL: room.appetite, APPETITE_NONE: 0.0,
+                APPETITE_TRIGGER_ONLY: room.trigger_appetite}[appetite_source]
     fatigue, hot, q = room.fatigue, room.hot, room.quality
     ent = room.entertain * traits.entertain_taste
     z_view = (-1.3 + 3.0 * aff + 0.9 * appetite + 0.6 * q + 0.4 * room.pop
@@ -276,6 +296,8 @@ class Behaviour:
     """Feedback moves the appetite: engagement raises similar rooms, a quick swipe lowers them."""
     cats = self.world.host_cat_matrix[host]
     state.appetite *= APPETITE_DECAY_PER_SLOT
+    if state.trigger_appetite is not None:
+      state.trigger_appetite *= APPETITE_DECAY_PER_SLOT
     if outcome.effective_view or outcome.like:
       state.appetite += cats * (0.5 + (0.3 if outcome.like else 0.0))
     elif outcome.stay_seconds < QUICK_SWIPE_SECONDS:

@@ -7,7 +7,8 @@ each hidden trait by its posterior mean under the world's own priors (equations 
 ``data_gen/README.md``, section "Reachable ceiling") and keeps everything a model can observe or
 learn (room traits, hot windows, popularity, displayed products, real-time appetite, fatigue).
 Three ablations drop the appetite, the lifelong estimate, or both, so the report can say how much
-of the reachable lift a model captures.
+of the reachable lift a model captures; a fourth keeps only the appetite the session's trigger item
+explains, the ceiling without the real-time feedback sequences.
 
 The estimate is a plug-in (the equations evaluated at posterior means), not the full posterior
 predictive, and it ignores what the in-log behaviour reveals about a user (interactions,
@@ -34,7 +35,10 @@ REACHABLE = "reachable"  # lifelong estimate + real-time appetite
 NO_APPETITE = "reachable_no_appetite"  # lifelong estimate, appetite zeroed
 NO_LIFELONG = "reachable_no_lifelong"  # prior-mean (uniform) preferences + appetite
 NEITHER = "reachable_neither"  # prior-mean preferences, appetite zeroed
-VARIANTS = (REACHABLE, NO_APPETITE, NO_LIFELONG, NEITHER)
+# Lifelong estimate, and only the appetite the session's trigger item put there: the ceiling of a
+# model that sees the trigger but not the real-time feedback sequences.
+NO_RT_SEQUENCES = "reachable_no_rt_sequences"
+VARIANTS = (REACHABLE, NO_APPETITE, NO_LIFELONG, NEITHER, NO_RT_SEQUENCES)
 # Truth fields (``Truth`` attributes) that get a reachable version: the heads the models predict.
 HEAD_FIELDS = ("p_effective_view", "p_interact", "p_buy")
 
@@ -145,10 +149,11 @@ class ReachableEstimator:
                          price_sensitivity=PRICE_SENSITIVITY_PRIOR_MEAN,
                          entertain_taste=ENTERTAIN_TASTE_PRIOR_MEAN)
 
-  def variants(self, user: int) -> List[Tuple[bh.UserTraits, bool]]:
-    """``(traits, zero_appetite)`` of each of :data:`VARIANTS`, in order."""
-    own = self.traits(user)
-    return [(own, False), (own, True), (self.prior_traits, False), (self.prior_traits, True)]
+  def variants(self, user: int) -> List[Tuple[bh.UserTraits, str]]:
+    """``(traits, appetite source)`` of each of :data:`VARIANTS`, in order."""
+    own, prior = self.traits(user), self.prior_traits
+    return [(own, bh.APPETITE_FULL), (own, bh.APPETITE_NONE), (prior, bh.APPETITE_FULL),
+            (prior, bh.APPETITE_NONE), (own, bh.APPETITE_TRIGGER_ONLY)]
 
   def fields(self, behaviour: bh.Behaviour, user: int, state: bh.UserState, host: int, t: float,
              hot: bool, slot: int) -> Tuple[bh.Truth, Dict[str, float]]:
@@ -161,7 +166,7 @@ class ReachableEstimator:
       (the oracle :class:`Truth`, {reachable field: probability}).
     """
     truths = behaviour.truths(user, state, host, t, hot, slot,
-                              [(None, False)] + self.variants(user))
+                              [(None, bh.APPETITE_FULL)] + self.variants(user))
     values = {name: float(getattr(tr, h))
               for names, tr in zip(_NAMES_BY_VARIANT, truths[1:]) for h, name in names}
     return truths[0], values

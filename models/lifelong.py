@@ -30,7 +30,7 @@ from models import preprocessing as P
 from models import tasks as tasks_lib
 from models.layers import MLP, BatchGather, BroadcastConcatenate, MaskedMeanPooling
 from models.layers.lifelong import ChannelDINAttention, TopKExtraction
-from models.layers.match import IdMatchCount
+from models.layers.match import IdMatchCount, MatchSummary
 from models.multitask import NUM_TASKS, extractor, task_heads
 from models.spec import ModelSpec
 
@@ -110,14 +110,33 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
   return tf.stack([category, same_shop + same_brand, similarity, interest, recent], axis=1)
 
 
-def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor, num_categories: int,
-            top_k: int):
-  """Top-``top_k`` purchases per channel: (valid [B, C, K], items [B, C, K, D])."""
-  scores = channel_scores(x, tokens, query, num_categories)  # [B, C, L]
+def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, scores: tf.Tensor, top_k: int):
+  """Top-``top_k`` purchases per channel of ``scores`` [B, C, L]: (valid [B, C, K], items
+  [B, C, K, D])."""
   indices, valid = TopKExtraction(top_k, RELEVANCE_CHANNELS, name=EXTRACTION_LAYER)(
       [scores, x[xf(F.len_key(F.LL))]])
   items = BatchGather(name="extracted_items")([tokens, indices])  # [B, C, K, D]
   return valid, items
+
+
+def relevance_channel_statistics(x: Dict[str, tf.Tensor], scores: tf.Tensor) -> tf.Tensor:
+  """What each relevance channel found in the whole sequence, before its top-K cap.
+
+  A heavy buyer has hundreds of purchases in a room's categories, so the extracted count
+  saturates at K; the count, share and recency of all the hits do not (``MatchSummary``).
+
+  Args:
+    x: transformed features; scores: [B, C, L] from :func:`channel_scores`.
+  Returns:
+    [B, 6 * number of relevance channels].
+  """
+  length, age = x[xf(F.len_key(F.LL))], _ll(x, "age_days")
+  parts = [MatchSummary(decay=0.98, num_buckets=encoders.LL_AGE_BUCKETS,
+                        name=f"channel_{CHANNELS[c]}_statistics")(
+               [tf.nn.relu(scores[:, c, :]), length, age])  # [B, 6]
+           for c, relevance in enumerate(RELEVANCE_CHANNELS) if relevance]
+  return tf.keras.layers.LayerNormalization(name="channel_statistics")(
+      tf.concat(parts, axis=-1))
 
 
 def in_room_categories(purchase_categories, room_categories) -> tf.Tensor:
@@ -183,7 +202,8 @@ def relevance_by_extraction(indices, valid, purchase_categories, room_categories
 
 def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: int = DEFAULT_TOP_K,
                    channel_softmax: bool = True, use_bias_net: bool = True,
-                   use_aux: bool = True, name: str = "lifelong") -> tf.keras.Model:
+                   use_aux: bool = True, channel_statistics: bool = True,
+                   name: str = "lifelong") -> tf.keras.Model:
   """Builds the lifelong model; ``extraction`` and the switches give the ablations.
 
   Args:
@@ -194,6 +214,8 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
     channel_softmax: the attention normalises per channel (False: over the merged sequence).
     use_bias_net: add the Bias Net's logit to each head.
     use_aux: expose the auxiliary ``lifelong_interest`` output.
+    channel_statistics: add each relevance channel's whole-sequence hit statistics
+      (:func:`relevance_channel_statistics`; multi-channel extraction only).
   """
   if extraction not in EXTRACTIONS:
     raise ValueError(f"lifelong extraction {extraction!r} is not one of {EXTRACTIONS}")
@@ -203,12 +225,15 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
   tokens = purchase_tokens(emb, inputs)  # [B, L, D]
   query = target_room_query(emb, inputs)  # [B, D]
   if extraction == "multi_channel":
-    valid, items = extract(inputs, tokens, query, spec.vocab_sizes[P.CATEGORY_VOCAB], top_k)
+    scores = channel_scores(inputs, tokens, query, spec.vocab_sizes[P.CATEGORY_VOCAB])  # [B, C, L]
+    valid, items = extract(inputs, tokens, scores, top_k)
     per_channel = ChannelDINAttention((4 * spec.embedding_dim,), channel_softmax=channel_softmax,
                                       name=ATTENTION_LAYER)([query, items, valid])  # [B, C, D]
     counts = tf.reduce_sum(valid, axis=-1)  # [B, C]
     history = [tf.math.log1p(counts),
                counts / tf.maximum(tf.cast(length, tf.float32), 1.0)]  # [B, C] each
+    if channel_statistics:
+      history.append(relevance_channel_statistics(inputs, scores))  # [B, 12]
   else:
     per_channel = MaskedMeanPooling(name="pool_lifelong")([tokens, length])[:, tf.newaxis, :]
     history = []

@@ -62,6 +62,8 @@ MODELS: Dict[str, ModelDef] = {
     "lifelong_mean_pool": _lifelong(extraction="mean_pool", name="lifelong_mean_pool"),
     "lifelong_merged_softmax": _lifelong(channel_softmax=False, name="lifelong_merged_softmax"),
     "lifelong_no_bias_net": _lifelong(use_bias_net=False, name="lifelong_no_bias_net"),
+    "lifelong_no_channel_statistics": _lifelong(channel_statistics=False,
+                                                name="lifelong_no_channel_statistics"),
 }
 # The exported module tracks the layers a later model may start from under this name.
 WARM_START_ATTRIBUTE = "warm_start"

@@ -46,7 +46,7 @@ def test_brand_posterior_is_category_times_within_category_share():
                               brand_category)[0, 1:], [1 / 3] * 3)
 
 
-def test_truth_takes_traits_and_zero_appetite_as_overrides():
+def test_truth_takes_traits_and_appetite_source_as_overrides():
   world = World(TINY)
   beh = bh.Behaviour(world)
   state = beh.new_state()
@@ -55,12 +55,47 @@ def test_truth_takes_traits_and_zero_appetite_as_overrides():
   state.appetite[world.host_categories[host][0]] = 1.0
   default = beh.truth(3, state, host, t, hot=False, slot=2)
   assert beh.truth(3, state, host, t, False, 2, traits=beh.user_traits(3)) == default
-  no_app = beh.truth(3, state, host, t, False, 2, zero_appetite=True)
+  no_app = beh.truth(3, state, host, t, False, 2, appetite=bh.APPETITE_NONE)
   assert no_app.p_effective_view < default.p_effective_view  # appetite raises the view chance
   state.appetite[:] = 0.0
   assert beh.truth(3, state, host, t, False, 2) == no_app
   other = beh.truth(3, state, host, t, False, 2, traits=beh.user_traits(4))
   assert other != no_app
+
+
+def test_trigger_only_appetite_is_the_sessions_trigger_bump_decayed_per_slot():
+  world = World(TINY)
+  beh = bh.Behaviour(world)
+  state = beh.new_state()
+  t = world.stints[0][1] + 1
+  host = int(world.live_hosts(t)[0][0])
+  cat = int(world.host_categories[host][0])
+  state.appetite[cat] = 2.0  # carried over from an earlier session: not the trigger's
+  beh.start_session(state, t, trigger_category=cat)
+  assert state.trigger_appetite[cat] == bh.TRIGGER_APPETITE_BUMP
+  assert state.appetite[cat] == 2.0 + bh.TRIGGER_APPETITE_BUMP  # start_session at last_ts = 0
+  # An effective view of the same room moves the full appetite but not the trigger's part.
+  outcome = bh.Outcome(stay_seconds=30.0, effective_view=True, like=False, comment=False,
+                       share=False, follow=False, item_click=False, add_to_cart=False,
+                       purchase=False, gmv=0.0, purchased_item=0, swipe_down=True,
+                       action_offsets={})
+  beh.update_state(state, host, outcome, t + 30.0)
+  decay = bh.APPETITE_DECAY_PER_SLOT
+  np.testing.assert_allclose(state.trigger_appetite[cat], bh.TRIGGER_APPETITE_BUMP * decay)
+  cats = world.host_cat_matrix[host]
+  expected_full = (2.0 + bh.TRIGGER_APPETITE_BUMP) * decay * cats[cat] + 0.5 * cats @ cats
+  np.testing.assert_allclose(state.appetite @ cats, expected_full)
+  # The truth with the trigger-only appetite is the truth of a state that holds just that part.
+  trig = beh.truth(3, state, host, t + 31, False, 1, appetite=bh.APPETITE_TRIGGER_ONLY)
+  only_trigger = beh.new_state()
+  only_trigger.appetite = state.trigger_appetite.copy()
+  only_trigger.shown_category_counts = state.shown_category_counts.copy()
+  assert trig == beh.truth(3, only_trigger, host, t + 31, False, 1)
+  full = beh.truth(3, state, host, t + 31, False, 1)
+  none = beh.truth(3, state, host, t + 31, False, 1, appetite=bh.APPETITE_NONE)
+  assert none.p_effective_view < trig.p_effective_view < full.p_effective_view
+  with pytest.raises(ValueError, match="'stale'"):
+    beh.truth(3, state, host, t + 31, False, 1, appetite="stale")
 
 
 def test_estimator_from_world_matches_the_written_purchases(tmp_path):
@@ -85,7 +120,7 @@ def tiny_logs(tmp_path_factory):
 def test_every_reachable_field_is_written_and_a_probability(tiny_logs):
   truth = simulator.read_ground_truth(str(tiny_logs))
   assert len(truth) > 500
-  assert len(rc.REACHABLE_FIELDS) == 12 and "p_buy_reachable_neither" in rc.REACHABLE_FIELDS
+  assert len(rc.REACHABLE_FIELDS) == 15 and "p_buy_reachable_neither" in rc.REACHABLE_FIELDS
   for rec in truth.values():
     assert set(simulator.GROUND_TRUTH_FIELDS) <= set(rec)
     for k in rc.REACHABLE_FIELDS:
@@ -167,3 +202,40 @@ def test_build_report_puts_the_ceilings_next_to_the_model():
   row = qr.build_report(examples, scores, old)["heads"][F.HEAD_EFFECTIVE_VIEW]["all"]
   assert math.isnan(row["reachable_auc"]) and math.isnan(row["lift_captured"])
   assert row["oracle_auc"] > 0.6
+
+
+def test_mechanism_lift_is_paired_by_seed_and_measured_against_its_bound():
+  pytest.importorskip("tensorflow")
+  from bench import ablation_feedback as ab  # pylint: disable=import-outside-toplevel
+  from bench import quality_report as qr  # pylint: disable=import-outside-toplevel
+  from models import features as F  # pylint: disable=import-outside-toplevel
+
+  def variant(aucs_by_seed):
+    runs = {seed: {"report": {"heads": {h: {sl: {"auc": auc} for sl in qr.SLICES}
+                                        for h in F.HEADS}}} for seed, auc in aucs_by_seed.items()}
+    ceilings = {f"{rc.REACHABLE}_auc": 0.75, f"{rc.NO_RT_SEQUENCES}_auc": 0.73,
+                f"{rc.NO_APPETITE}_auc": 0.70, f"{rc.NO_LIFELONG}_auc": 0.74}
+    return {"runs": runs, "summary": {h: {sl: ceilings for sl in qr.SLICES} for h in F.HEADS}}
+
+  # Lifts per seed 0.012, 0.010, 0.014 (seed 9 ran for the model only and is not paired).
+  results = {"feedback": variant({"1": 0.742, "2": 0.741, "3": 0.745, "9": 0.9}),
+             "feedback_no_realtime": variant({"1": 0.730, "2": 0.731, "3": 0.731})}
+  out = ab.mechanism_lifts(results)
+  assert set(out) == {"realtime_sequences", "realtime_vs_all_appetite"}  # lifelong did not run
+  seq = out["realtime_sequences"]
+  assert seq["seeds"] == ["1", "2", "3"]
+  cell = seq["heads"][F.HEAD_EFFECTIVE_VIEW]["all"]
+  assert cell["lift_mean"] == pytest.approx(0.012)
+  assert cell["lift_sd"] == pytest.approx(0.002)
+  assert cell["bound"] == pytest.approx(0.02)
+  assert cell["share_of_bound"] == pytest.approx(0.6)
+  assert cell["clears_bar"]
+  loose = out["realtime_vs_all_appetite"]["heads"][F.HEAD_EFFECTIVE_VIEW]["all"]
+  assert loose["bound"] == pytest.approx(0.05) and loose["share_of_bound"] == pytest.approx(0.24)
+  assert not loose["clears_bar"]
+  # A lift within 2 sd does not clear the bar however large its share.
+  results["feedback"]["runs"]["3"]["report"]["heads"][F.HEAD_BUY]["all"]["auc"] = 0.760
+  noisy = ab.mechanism_lifts(results)["realtime_sequences"]["heads"][F.HEAD_BUY]["all"]
+  assert noisy["share_of_bound"] > 0.5 and not noisy["clears_bar"]
+  with pytest.raises(ValueError, match="share no training seed"):
+    ab.mechanism_lifts({"feedback": variant({"1": 0.7}), "feedback_no_realtime": variant({"2": 0.7})})

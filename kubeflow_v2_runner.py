@@ -12,8 +12,11 @@ from tfx import v1 as tfx  # noqa: E402
 
 from pipeline import configs  # noqa: E402
 from pipeline import pipeline as pipeline_lib  # noqa: E402
+from schemas.make_schema import SCHEMA_PATH  # noqa: E402
 
 FLAGS = flags.FLAGS
+# The image installs this repository at /app (its schema is this checkout's schemas/schema.pbtxt).
+IMAGE_SCHEMA_PATH = "/app/schemas/schema.pbtxt"
 flags.DEFINE_string("output", "livestream_ranking_pipeline.json", "Pipeline spec to write.")
 flags.DEFINE_string("gcs_root", "gs://your-bucket/livestream", "Root for logs, artifacts, models.")
 flags.DEFINE_string("image", "gcr.io/your-project/livestream-tfx:latest",
@@ -26,7 +29,7 @@ def compile_pipeline(output: str, gcs_root: str, image: str, model_name: str) ->
   pipeline = pipeline_lib.create_pipeline(
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=f"{gcs_root}/tfx/{configs.PIPELINE_NAME}",
-      log_dir=f"{gcs_root}/logs", schema_path="/app/schemas/schema.pbtxt",
+      log_dir=f"{gcs_root}/logs", schema_path=IMAGE_SCHEMA_PATH, schema_source=SCHEMA_PATH,
       serving_model_dir=f"{gcs_root}/serving/{configs.PIPELINE_NAME}",
       preprocessing_fn=configs.PREPROCESSING_FN, run_fn=configs.RUN_FN,
       train_steps=configs.TRAIN_STEPS,

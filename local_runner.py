@@ -8,6 +8,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
+from models import features as F  # noqa: E402
 from pipeline import configs  # noqa: E402
 from pipeline import pipeline as pipeline_lib  # noqa: E402
 from schemas.make_schema import SCHEMA_PATH  # noqa: E402
@@ -17,6 +18,9 @@ WORK = os.environ.get("DEMO_WORK", os.path.join(HERE, "work"))
 MODEL = os.environ.get("DEMO_MODEL", "baseline")
 # 1: the Trainer starts shared layers from the latest blessed model (see create_pipeline).
 WARM_START = os.environ.get("DEMO_WARM_START", "0") == "1"
+# A longer lifelong history needs a schema generated for it (`make demo LIFELONG_LEN=N` does both).
+LIFELONG_SEQ_LEN = int(os.environ.get("DEMO_LIFELONG_SEQ_LEN", F.LIFELONG_SEQ_LEN))
+SCHEMA = os.environ.get("DEMO_SCHEMA", SCHEMA_PATH)
 
 
 def paths(work: str, pipeline_name: str = configs.PIPELINE_NAME) -> dict:
@@ -31,11 +35,12 @@ def paths(work: str, pipeline_name: str = configs.PIPELINE_NAME) -> dict:
 
 def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.TRAIN_STEPS,
           min_auc: float = configs.MIN_EFFECTIVE_VIEW_AUC,
-          warm_start: bool = WARM_START) -> tfx.dsl.Pipeline:
+          warm_start: bool = WARM_START, lifelong_seq_len: int = LIFELONG_SEQ_LEN,
+          schema_path: str = SCHEMA) -> tfx.dsl.Pipeline:
   p = paths(work)
   return pipeline_lib.create_pipeline(
       pipeline_name=configs.PIPELINE_NAME, pipeline_root=p["pipeline_root"],
-      log_dir=p["log_dir"], schema_path=SCHEMA_PATH,
+      log_dir=p["log_dir"], schema_path=schema_path, lifelong_seq_len=lifelong_seq_len,
       serving_model_dir=os.path.join(p["serving_dir"], configs.PIPELINE_NAME),
       preprocessing_fn=configs.PREPROCESSING_FN, run_fn=configs.RUN_FN,
       train_steps=train_steps,

@@ -8,6 +8,7 @@ untrained: good for cost, meaningless for quality.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -72,7 +73,8 @@ def export_model(rows: Sequence[Dict[str, list]], realtime_len: int, lifelong_le
   tft_dir = os.path.join(work_dir, "transform")
   raw_metadata = dataset_metadata.DatasetMetadata(build_schema(realtime_len, lifelong_len))
   with tft_beam.Context(temp_dir=os.path.join(work_dir, "tft_tmp")):
-    transform_fn = (list(rows), raw_metadata) | tft_beam.AnalyzeDataset(P.preprocessing_fn)
+    transform_fn = (list(rows), raw_metadata) | tft_beam.AnalyzeDataset(functools.partial(
+        P.preprocessing_fn, custom_config={P.LIFELONG_SEQ_LEN_CONFIG: lifelong_len}))
     _ = transform_fn | tft_beam.WriteTransformFn(tft_dir)
   metadata_io.write_metadata(raw_metadata,
                              os.path.join(tft_dir, tft.TFTransformOutput.RAW_METADATA_DIR))

@@ -3,9 +3,11 @@
 The ExampleGen writes these raw features, the curated schema declares them, Transform reads them,
 and the models read the transformed names. Nothing else spells a feature name as a string literal.
 
-Sequences travel as fixed-length padded features plus an explicit ``*_len`` feature, because ragged
-tensors and SequenceExample do not fit TF Serving's tensor signatures. Padding value is 0 for ids and
-0.0 for floats; real ids are always >= 1.
+The real-time and session sequences travel as fixed-length padded features plus an explicit
+``*_len`` feature. The lifelong purchases travel variable-length (exactly ``ll_len`` values per field,
+at most the lifelong length; a history of 10 is not stored as 10,000): Transform pads them to the
+lifelong length the model reads. Requests stay serialized tf.Examples either way, which fits TF
+Serving's tensor signatures. Padding value is 0 for ids and 0.0 for floats; real ids are >= 1.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Dict, List, Tuple
 
 from data_gen import log_format as lf
 
-# --- Sequence lengths (defaults; the ExampleGen and schema take the same numbers). -----------------
+# --- Sequence lengths (defaults; one pipeline setting each, checked against the schema when the ---
+# pipeline is built: ``pipeline.create_pipeline``).
 REALTIME_SEQ_LEN = 50
 LIFELONG_SEQ_LEN = 256
+MAX_LIFELONG_SEQ_LEN = 10_000  # the longest lifelong history a model may read
 SESSION_HOSTS_LEN = 10
 DISPLAY_TOP_N = 6
 HOST_MAX_CATEGORIES = 3
@@ -134,16 +138,33 @@ HEADS: Dict[str, str] = {
 BUY_MASK = "buy_mask"  # transformed feature: 1.0 where a purchase can happen
 
 
+def check_sequence_lengths(realtime_len: int, lifelong_len: int) -> None:
+  """Raises ValueError naming a sequence length outside what the models and schema support."""
+  if realtime_len < 1:
+    raise ValueError(f"realtime_seq_len must be >= 1, got {realtime_len}")
+  if not 1 <= lifelong_len <= MAX_LIFELONG_SEQ_LEN:
+    raise ValueError(f"lifelong_seq_len must be in [1, {MAX_LIFELONG_SEQ_LEN}], got {lifelong_len}")
+
+
 @dataclasses.dataclass(frozen=True)
 class RawFeature:
-  """One raw tf.Example feature: name, dtype ('int' | 'float' | 'bytes'), fixed length, and the
-  range every value must lie in (None: unbounded; the schema's domain and the serving checks)."""
+  """One raw tf.Example feature: name, dtype ('int' | 'float' | 'bytes'), length, and the range
+  every value must lie in (None: unbounded; the schema's domain and the serving checks).
+
+  A variable-length feature (``length_key`` set) carries exactly as many values as the feature
+  ``length_key`` says, at most ``length``; the others carry exactly ``length`` values.
+  """
   name: str
   dtype: str
   length: int = 1
   is_label: bool = False
   min_value: float | None = None
   max_value: float | None = None
+  length_key: str | None = None
+
+  @property
+  def variable_length(self) -> bool:
+    return self.length_key is not None
 
 
 def raw_features(realtime_len: int = REALTIME_SEQ_LEN,
@@ -170,8 +191,10 @@ def raw_features(realtime_len: int = REALTIME_SEQ_LEN,
     feats += [RawFeature(seq_key(prefix, f), "int", rt_field_length(f, realtime_len))
               for f in RT_FIELDS]
     feats.append(RawFeature(len_key(prefix), "int"))
-  feats += [RawFeature(seq_key(LL, f), "int", lifelong_len) for f in LL_INT_FIELDS]
-  feats += [RawFeature(seq_key(LL, f), "float", lifelong_len) for f in LL_FLOAT_FIELDS]
+  feats += [RawFeature(seq_key(LL, f), "int", lifelong_len, length_key=len_key(LL))
+            for f in LL_INT_FIELDS]
+  feats += [RawFeature(seq_key(LL, f), "float", lifelong_len, length_key=len_key(LL))
+            for f in LL_FLOAT_FIELDS]
   feats.append(RawFeature(len_key(LL), "int"))
   feats += [RawFeature(k, "float" if k in FLOAT_LABELS else "int", is_label=True)
             for k in LABEL_KEYS]

@@ -5,11 +5,13 @@
   the candidate room have the same index. Items (many) are hashed into one space.
   Index 0 stays padding; real ids map to 1..V, out-of-vocabulary to V+1.
 - Times are bucketized with fixed log-scale boundaries; counts are log1p then z-scored.
+- The lifelong purchases arrive variable-length (sparse) and leave padded to the lifelong length
+  the model reads, which the pipeline passes as ``custom_config[LIFELONG_SEQ_LEN_CONFIG]``.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -22,6 +24,8 @@ AGE_SECONDS_BOUNDARIES = [60.0, 300.0, 900.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 36
 AGE_DAYS_BOUNDARIES = [1.0, 3.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 270.0]
 MAX_SLOT = 29
 NUM_ACTIVITY_LEVELS = len(F.ACTIVITY_LEVELS) + 1  # + unknown
+LIFELONG_SEQ_LEN_CONFIG = "lifelong_seq_len"  # Transform custom_config key
+LIFELONG_FIELDS = [F.seq_key(F.LL, f) for f in F.LL_INT_FIELDS + F.LL_FLOAT_FIELDS]
 
 # Vocabulary name -> raw features that hold that id.
 HOST_VOCAB, SHOP_VOCAB, CATEGORY_VOCAB, BRAND_VOCAB = "host_id", "shop_id", "category_id", "brand_id"
@@ -83,9 +87,40 @@ def _seq_valid(inputs, prefix: str, length: int) -> tf.Tensor:
   return tf.range(length, dtype=tf.int64)[tf.newaxis, :] < n  # [B, L]
 
 
-def preprocessing_fn(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-  """tf.Transform callback: raw features (dense [B, L]) -> transformed features."""
+def padded(x, length: int) -> tf.Tensor:
+  """The first ``length`` values of each row, zero-padded: [B, length] from a sparse, ragged or
+  dense [B, *] tensor (a variable-length feature as Transform parses it)."""
+  if isinstance(x, tf.SparseTensor):
+    x = tf.RaggedTensor.from_sparse(x)
+  if isinstance(x, tf.RaggedTensor):
+    return x.to_tensor(shape=[None, length])  # [B, length]
+  x = x[:, :length]
+  return tf.pad(x, [[0, 0], [0, length - tf.shape(x)[1]]])  # [B, length]
+
+
+def lifelong_seq_len(custom_config: Dict[str, Any] | None) -> int:
+  """The lifelong length Transform pads to, from its ``custom_config`` (checked)."""
+  if not custom_config or LIFELONG_SEQ_LEN_CONFIG not in custom_config:
+    raise ValueError(f"preprocessing_fn needs custom_config[{LIFELONG_SEQ_LEN_CONFIG!r}] (the "
+                     f"lifelong length the model reads); got custom_config={custom_config!r}")
+  length = int(custom_config[LIFELONG_SEQ_LEN_CONFIG])
+  F.check_sequence_lengths(1, length)
+  return length
+
+
+def preprocessing_fn(inputs: Dict[str, tf.Tensor],
+                     custom_config: Dict[str, Any] | None = None) -> Dict[str, tf.Tensor]:
+  """tf.Transform callback: raw features -> transformed features.
+
+  Args:
+    inputs: raw features; dense [B, L] except the variable-length lifelong fields.
+    custom_config: ``{LIFELONG_SEQ_LEN_CONFIG: L}`` (the Transform component's custom_config).
+  """
   xf = F.transformed_name
+  ll_len = lifelong_seq_len(custom_config)
+  inputs = dict(inputs)
+  for k in LIFELONG_FIELDS:
+    inputs[k] = padded(inputs[k], ll_len)  # [B, L]
   out: Dict[str, tf.Tensor] = {}
   for vocab, keys in SHARED_VOCABS.items():
     for k, v in _shared_vocab_ids(inputs, keys, vocab).items():

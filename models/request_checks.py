@@ -18,21 +18,33 @@ from models import features as F
 FAILED_PREFIX = "bad request feature"
 
 
-def raw_features_for(raw_spec: Dict[str, tf.io.FixedLenFeature]) -> List[F.RawFeature]:
-  """The serving raw features with the sequence lengths of a Transform's raw feature spec."""
-  realtime_len = raw_spec[F.seq_key(F.RT_POS, "host_ids")].shape[-1]
-  lifelong_len = raw_spec[F.seq_key(F.LL, "item_ids")].shape[-1]
+def raw_features_for(tf_transform_output) -> List[F.RawFeature]:
+  """The serving raw features with the sequence lengths a Transform output was built for: the
+  real-time length from its raw spec, the lifelong one (stored variable-length) from the length
+  Transform pads it to."""
+  realtime_len = tf_transform_output.raw_feature_spec()[F.seq_key(F.RT_POS, "host_ids")].shape[-1]
+  lifelong_len = tf_transform_output.transformed_feature_spec()[
+      F.transformed_name(F.seq_key(F.LL, "item_ids"))].shape[-1]
   return F.serving_raw_features(realtime_len, lifelong_len)
+
+
+def _row_counts(x: tf.SparseTensor) -> tf.Tensor:
+  """Values per row of a [B, *] sparse tensor: [B] int64."""
+  ones = tf.sparse.map_values(tf.ones_like, tf.cast(x, tf.int64))
+  return tf.reshape(tf.sparse.reduce_sum(ones, axis=1), [-1])
 
 
 def check_raw_features(parsed: Dict[str, tf.Tensor],
                        declared: Sequence[F.RawFeature]) -> List[tf.Operation]:
-  """Assert ops: every numeric feature finite and inside its declared range."""
+  """Assert ops: every numeric feature finite and inside its declared range, and every
+  variable-length feature with as many values as its length feature says."""
   checks = []
   for feature in declared:
     if feature.dtype == "bytes" or feature.name not in parsed:
       continue
     x = parsed[feature.name]
+    if isinstance(x, tf.SparseTensor):  # variable-length: [B, *]; its count is checked below
+      x = x.values
     if feature.dtype == "float":
       finite = tf.math.is_finite(x)
       checks.append(tf.debugging.Assert(
@@ -49,4 +61,21 @@ def check_raw_features(parsed: Dict[str, tf.Tensor],
           tf.reduce_all(x <= tf.cast(feature.max_value, x.dtype)),
           [f"{FAILED_PREFIX} {feature.name}: expected values <= {feature.max_value:g}, got",
            tf.reduce_max(x)], name=f"check_max_{feature.name}"))
-  return checks
+  # After the ranges (a control dependency: asserts have no order otherwise), so a length
+  # feature out of range is reported as such, not as a count mismatch.
+  count_checks = []
+  for feature in declared:
+    x = parsed.get(feature.name)
+    if not isinstance(x, tf.SparseTensor) or feature.length_key not in parsed:
+      continue
+    with tf.control_dependencies(checks):
+      counts = _row_counts(x)  # [B]
+    said = tf.reshape(tf.cast(parsed[feature.length_key], tf.int64), [-1])  # [B]
+    wrong = tf.not_equal(counts, said)
+    count_checks.append(tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(wrong)),
+        [f"{FAILED_PREFIX} {feature.name}: expected as many values as {feature.length_key} "
+         f"says (at most {feature.length}), got", tf.boolean_mask(counts, wrong)[:1],
+         f"values where {feature.length_key} is", tf.boolean_mask(said, wrong)[:1]],
+        name=f"check_count_{feature.name}"))
+  return checks + count_checks

@@ -249,7 +249,7 @@ class ServingModule(tf.Module):
                             if k in F.HOST_SIDE_FEATURES}
     self._context_spec = {k: v for k, v in self._serving_spec.items()
                           if k not in F.HOST_SIDE_FEATURES}
-    self._declared = request_checks.raw_features_for(raw_spec)
+    self._declared = request_checks.raw_features_for(tf_transform_output)
     self._raw_spec = raw_spec
     self._input_keys = sorted(model.network.input.keys())
 
@@ -257,7 +257,8 @@ class ServingModule(tf.Module):
     """Parses serialized tf.Examples and asserts every feature's declared range."""
     parsed = tf.io.parse_example(examples, spec)
     with tf.control_dependencies(request_checks.check_raw_features(parsed, self._declared)):
-      return {k: tf.identity(v) for k, v in parsed.items()}
+      return {k: tf.SparseTensor(tf.identity(v.indices), v.values, v.dense_shape)
+              if isinstance(v, tf.SparseTensor) else tf.identity(v) for k, v in parsed.items()}
 
   def _score(self, transformed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     outputs = self.model({k: transformed[k] for k in self._input_keys}, training=False)

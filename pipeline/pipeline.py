@@ -10,9 +10,11 @@ from tfx import v1 as tfx
 from components.anomaly_gate import AnomalyGate
 from components.live_example_gen.component import LiveLogExampleGen
 from models import features as F
+from models import preprocessing as P
 from models.signatures import SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 from models.tasks import Head
 from models.trainer import TrainConfig, model_tasks
+from schemas.make_schema import check_schema_lengths
 
 LATEST_BLESSED_MODEL_RESOLVER = "latest_blessed_model_resolver"
 
@@ -64,6 +66,7 @@ def create_pipeline(
     warm_start: bool = False,
     metadata_connection_config=None,
     beam_pipeline_args: List[str] | None = None,
+    schema_source: str | None = None,
 ) -> tfx.dsl.Pipeline:
   """Logs -> examples -> stats/schema/validation -> Transform -> Trainer -> Evaluator -> Pusher.
 
@@ -71,9 +74,18 @@ def create_pipeline(
   the logs; training sees only earlier sessions. With ``warm_start`` the Trainer gets the latest
   blessed model as its ``base_model`` (a resolver): layers the two share start from it (the
   lifelong attention, with Mixout toward it; ``models/trainer.py::warm_start``).
+
+  The sequence lengths are one setting each: the ExampleGen keeps at most that many, the schema
+  must declare them (checked here), Transform pads the lifelong purchases to ``lifelong_seq_len``
+  and the Trainer's model reads that length from the Transform output. ``schema_source`` is the
+  local file ``schema_path`` is a copy of, when ``schema_path`` only exists where the pipeline
+  runs (inside a container image); the lengths are checked against it.
   """
-  # Fail now, not ~400 s later inside the Trainer: unknown keys, unknown model, bad values.
+  # Fail now, not ~400 s later inside the Trainer: unknown keys, unknown model, bad values,
+  # lengths out of range or not the schema's.
   served_heads = model_tasks(TrainConfig.from_custom_config(trainer_config)).served
+  F.check_sequence_lengths(realtime_seq_len, lifelong_seq_len)
+  check_schema_lengths(schema_source or schema_path, realtime_seq_len, lifelong_seq_len)
   example_gen = LiveLogExampleGen(input_base=log_dir, realtime_seq_len=realtime_seq_len,
                                   lifelong_seq_len=lifelong_seq_len, eval_days=eval_days)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
@@ -83,7 +95,8 @@ def create_pipeline(
   anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-      preprocessing_fn=preprocessing_fn)
+      preprocessing_fn=preprocessing_fn,
+      custom_config={P.LIFELONG_SEQ_LEN_CONFIG: lifelong_seq_len})
   transform.add_upstream_node(anomaly_gate)
   base_model = None
   if warm_start:

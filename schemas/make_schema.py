@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Dict
 
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import features as F
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.pbtxt")
+REGENERATE = "python -m schemas.make_schema --realtime_len {realtime} --lifelong_len {lifelong}"
 TRAINING, SERVING = "TRAINING", "SERVING"
 _BINARY_LABELS = tuple(k for k in F.LABEL_KEYS if k not in F.FLOAT_LABELS)
 
 
 def build_schema(realtime_len: int = F.REALTIME_SEQ_LEN,
                  lifelong_len: int = F.LIFELONG_SEQ_LEN) -> schema_pb2.Schema:
-  """The curated schema: fixed shapes, full presence, domains, labels absent at serving."""
+  """The curated schema: shapes (value counts for variable-length features), full presence,
+  domains, labels absent at serving."""
   schema = schema_pb2.Schema()
   schema.default_environment.extend([TRAINING, SERVING])
   dtypes = {"int": schema_pb2.INT, "float": schema_pb2.FLOAT, "bytes": schema_pb2.BYTES}
@@ -29,7 +32,11 @@ def build_schema(realtime_len: int = F.REALTIME_SEQ_LEN,
     feat = schema.feature.add(name=spec.name, type=dtypes[spec.dtype])
     feat.presence.min_fraction = 1.0
     feat.presence.min_count = 1
-    feat.shape.dim.add(size=spec.length)
+    if spec.variable_length:  # parsed as a VarLenFeature; Transform pads it
+      feat.value_count.min = 0
+      feat.value_count.max = spec.length
+    else:
+      feat.shape.dim.add(size=spec.length)
     if spec.is_label:
       feat.not_in_environment.append(SERVING)
     if spec.name == F.ACTIVITY_LEVEL:
@@ -45,6 +52,32 @@ def build_schema(realtime_len: int = F.REALTIME_SEQ_LEN,
         feat.int_domain.is_categorical = True
   schema.string_domain.add(name=F.ACTIVITY_LEVEL, value=list(F.ACTIVITY_LEVELS))
   return schema
+
+
+def sequence_lengths(schema: schema_pb2.Schema) -> Dict[str, int]:
+  """The real-time and lifelong lengths a curated schema declares: the domain maximum of
+  ``rt_pos_len`` and ``ll_len`` (what :func:`build_schema` wrote)."""
+  domains = {f.name: f.int_domain.max for f in schema.feature if f.HasField("int_domain")}
+  missing = [k for k in (F.len_key(F.RT_POS), F.len_key(F.LL)) if k not in domains]
+  if missing:
+    raise ValueError(f"schema declares no length domain for {missing}; regenerate it with "
+                     f"python -m schemas.make_schema")
+  return {"realtime_seq_len": int(domains[F.len_key(F.RT_POS)]),
+          "lifelong_seq_len": int(domains[F.len_key(F.LL)])}
+
+
+def check_schema_lengths(schema_path: str, realtime_len: int, lifelong_len: int) -> None:
+  """Raises ValueError when the schema file was generated for other sequence lengths."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel  (gfile: local or gs://)
+  from google.protobuf import text_format  # pylint: disable=import-outside-toplevel
+  with tf.io.gfile.GFile(schema_path) as f:
+    declared = sequence_lengths(text_format.Parse(f.read(), schema_pb2.Schema()))
+  wanted = {"realtime_seq_len": realtime_len, "lifelong_seq_len": lifelong_len}
+  if declared != wanted:
+    raise ValueError(f"schema {schema_path} is for {declared}, the pipeline asks for {wanted}; "
+                     f"regenerate it: " + REGENERATE.format(realtime=realtime_len,
+                                                            lifelong=lifelong_len)
+                     + f" --out {schema_path}")
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
 """preprocessing_fn on three hand-built rows, against hand-computed outputs."""
 
+import functools
 import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata
 
@@ -20,6 +22,8 @@ def _row(**values):
   for spec in F.raw_features(RT, LL):
     if spec.dtype == "bytes":
       default = [b"high"]
+    elif spec.variable_length:
+      default = []
     else:
       default = [0.0 if spec.dtype == "float" else 0] * spec.length
     row[spec.name] = values.get(spec.name, default)
@@ -33,7 +37,10 @@ ROWS = [
     _row(host_id=[7], rt_neg_age_seconds=[5000, 5000], rt_neg_len=[0], host_shop_id=[11],
          host_category_ids=[4, 6, 0], display_brand_ids=[3, 3, 0, 0, 0, 0], display_len=[2],
          display_prices=[9.0, 99.0, 0, 0, 0, 0], session_category_ids=[4] + [0] * 29,
-         activity_level=[b"high"], host_uv_10m=[math.e - 1], trigger_item_id=[123]),
+         activity_level=[b"high"], host_uv_10m=[math.e - 1], trigger_item_id=[123],
+         # One lifelong purchase, stored variable-length (no padding).
+         ll_len=[1], ll_item_ids=[55], ll_category_ids=[6], ll_brand_ids=[3], ll_shop_ids=[11],
+         ll_age_days=[2], ll_prices=[9.0], ll_stay_seconds=[30.0], ll_weights=[1.0]),
     _row(host_id=[9], host_shop_id=[12], host_category_ids=[6, 4, 0], display_len=[1],
          activity_level=[b"vip"], host_uv_10m=[math.e ** 2 - 1], label_effective_view=[1],
          trigger_item_id=[456]),
@@ -45,7 +52,8 @@ def transformed(tmp_path_factory):
   metadata = dataset_metadata.DatasetMetadata(build_schema(RT, LL))
   with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp("tft"))):
     (out, _), _ = (ROWS, metadata) | tft_beam.AnalyzeAndTransformDataset(
-        P.preprocessing_fn, output_record_batches=False)
+        functools.partial(P.preprocessing_fn, custom_config={P.LIFELONG_SEQ_LEN_CONFIG: LL}),
+        output_record_batches=False)
   return out
 
 
@@ -107,3 +115,31 @@ def test_session_categories_share_the_category_vocabulary_and_prices_are_logged(
   assert transformed[1][xf(F.SESSION_CATEGORY_IDS)][0] == cats[0] > 0
   np.testing.assert_allclose(transformed[1][xf(F.DISPLAY_PRICES)],
                              np.log1p([9.0, 99.0, 0, 0, 0, 0]), rtol=1e-6)
+
+
+def test_variable_length_lifelong_is_padded_to_the_configured_length(transformed):
+  cats = transformed[1][xf(F.HOST_CATEGORY_IDS)]  # [4, 6, 0]: category 6's index is cats[1]
+  assert list(transformed[1][xf(F.seq_key(F.LL, "category_ids"))]) == [cats[1], 0]
+  assert list(transformed[1][xf(F.seq_key(F.LL, "age_days"))]) == [2, 0]  # [1, 3) -> bucket 2
+  np.testing.assert_allclose(transformed[1][xf(F.seq_key(F.LL, "prices"))], [np.log1p(9.0), 0.0],
+                             rtol=1e-6)
+  assert list(transformed[0][xf(F.seq_key(F.LL, "item_ids"))]) == [0, 0]  # no purchases
+  assert list(transformed[1][xf(F.len_key(F.LL))]) == [1]
+
+
+def test_padded_truncates_and_pads_sparse_ragged_and_dense():
+  sparse = tf.sparse.from_dense(tf.constant([[5, 6, 7], [8, 0, 0]], tf.int64))
+  np.testing.assert_array_equal(P.padded(sparse, 2), [[5, 6], [8, 0]])
+  np.testing.assert_array_equal(P.padded(sparse, 4), [[5, 6, 7, 0], [8, 0, 0, 0]])
+  ragged = tf.ragged.constant([[1.5], []])
+  np.testing.assert_array_equal(P.padded(ragged, 2), [[1.5, 0.0], [0.0, 0.0]])
+  np.testing.assert_array_equal(P.padded(tf.constant([[1, 2, 3]]), 2), [[1, 2]])
+  np.testing.assert_array_equal(P.padded(tf.constant([[1]]), 3), [[1, 0, 0]])
+
+
+def test_lifelong_length_comes_from_custom_config_and_is_checked():
+  assert P.lifelong_seq_len({P.LIFELONG_SEQ_LEN_CONFIG: 1000}) == 1000
+  with pytest.raises(ValueError, match="lifelong_seq_len"):
+    P.lifelong_seq_len(None)
+  with pytest.raises(ValueError, match="got 20000"):
+    P.lifelong_seq_len({P.LIFELONG_SEQ_LEN_CONFIG: 20000})

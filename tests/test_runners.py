@@ -55,6 +55,30 @@ def test_bad_trainer_config_fails_when_the_pipeline_is_built(tmp_path):
         trainer_config={"epochs": 3}, min_effective_view_auc=0.5)
 
 
+def test_sequence_lengths_are_checked_against_the_schema_when_the_pipeline_is_built(tmp_path):
+  import pytest
+
+  import local_runner
+  from models import features as F
+  from models import preprocessing as P
+  from schemas import make_schema
+
+  with pytest.raises(ValueError, match=r"lifelong_seq_len must be in \[1, 10000\], got 20000"):
+    local_runner.build(work=str(tmp_path), lifelong_seq_len=20000)
+  # The checked-in schema is for the default lengths: another length names the command to fix it.
+  with pytest.raises(ValueError, match="--lifelong_len 1000"):
+    local_runner.build(work=str(tmp_path), lifelong_seq_len=1000)
+  schema_path = str(tmp_path / "schema.pbtxt")
+  from google.protobuf import text_format
+  with open(schema_path, "w") as f:
+    f.write(text_format.MessageToString(make_schema.build_schema(F.REALTIME_SEQ_LEN, 1000)))
+  p = local_runner.build(work=str(tmp_path), lifelong_seq_len=1000, schema_path=schema_path)
+  by_id = {c.id: c for c in p.components}
+  assert by_id["LiveLogExampleGen"].exec_properties["lifelong_seq_len"] == 1000
+  transform_config = json.loads(by_id["Transform"].exec_properties["custom_config"])
+  assert transform_config == {P.LIFELONG_SEQ_LEN_CONFIG: 1000}
+
+
 def test_warm_start_feeds_the_trainer_the_latest_blessed_model(tmp_path):
   import local_runner
   from pipeline.pipeline import LATEST_BLESSED_MODEL_RESOLVER
@@ -69,3 +93,23 @@ def test_warm_start_feeds_the_trainer_the_latest_blessed_model(tmp_path):
   assert trainer.inputs["base_model"].producer_component_id == LATEST_BLESSED_MODEL_RESOLVER
   trainer, ids = trainer_and_ids(False)
   assert LATEST_BLESSED_MODEL_RESOLVER not in ids and "base_model" not in trainer.inputs
+
+
+def test_checked_in_schema_is_the_generated_one_with_variable_length_lifelong_features():
+  from google.protobuf import text_format
+  from tensorflow_metadata.proto.v0 import schema_pb2
+
+  from models import features as F
+  from schemas import make_schema
+
+  with open(make_schema.SCHEMA_PATH) as f:
+    checked_in = text_format.Parse(f.read(), schema_pb2.Schema())
+  assert checked_in == make_schema.build_schema(), "regenerate: python -m schemas.make_schema"
+  by_name = {feat.name: feat for feat in checked_in.feature}
+  ll_items = by_name[F.seq_key(F.LL, "item_ids")]
+  assert not ll_items.HasField("shape")
+  assert (ll_items.value_count.min, ll_items.value_count.max) == (0, F.LIFELONG_SEQ_LEN)
+  assert [d.size for d in by_name[F.seq_key(F.RT_POS, "host_ids")].shape.dim] == [
+      F.REALTIME_SEQ_LEN]
+  assert make_schema.sequence_lengths(checked_in) == {
+      "realtime_seq_len": F.REALTIME_SEQ_LEN, "lifelong_seq_len": F.LIFELONG_SEQ_LEN}

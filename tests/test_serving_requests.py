@@ -167,6 +167,16 @@ CASES = [
     ("context: bad lifelong length",
      _context_request(context=[_example(GOOD, override={F.len_key(F.LL): [-1]})]), INVALID,
      [f"feature {F.len_key(F.LL)}: expected values >= 0, got -1"]),
+    ("lifelong values fewer than its length",
+     _request([_example(GOOD, override={F.seq_key(F.LL, "item_ids"):
+                                        GOOD[F.seq_key(F.LL, "item_ids")][:1]})]), INVALID,
+     [f"feature {F.seq_key(F.LL, 'item_ids')}: expected as many values as {F.len_key(F.LL)} "
+      f"says (at most {LL}), got 1 values where {F.len_key(F.LL)} is {LL}"]),
+    ("context: lifelong values more than its length",
+     _context_request(context=[_example(GOOD, override={F.seq_key(F.LL, "prices"):
+                                                        GOOD[F.seq_key(F.LL, "prices")] + [1.0]})]),
+     INVALID, [f"feature {F.seq_key(F.LL, 'prices')}: expected as many values as "
+               f"{F.len_key(F.LL)} says", f"got {LL + 1} values"]),
     ("context: NaN room statistic",
      _context_request(examples=[_example(GOOD, override={
          F.host_stat_key("shares", "60m"): [float("nan")]})]), INVALID,
@@ -209,6 +219,24 @@ def test_context_signature_scores_equal_one_full_example_per_room(target):
     np.testing.assert_allclose(ranked[head], full[head], rtol=1e-5, atol=1e-6)
   # Different rooms get different scores (the rooms are not all scored as the first one).
   assert len(set(np.round(ranked[F.HEAD_EFFECTIVE_VIEW], 6))) > 1
+
+
+def _short_history(row: dict, n: int) -> dict:
+  """``row`` with only its ``n`` most recent lifelong purchases: variable-length, no padding."""
+  short = {f.name: row[f.name][:n] for f in F.raw_features(RT, LL) if f.variable_length}
+  return dict(row, **short, **{F.len_key(F.LL): [n]})
+
+
+def test_short_and_empty_lifelong_histories_are_served_without_padding(target):
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+  rows = [_short_history(GOOD, 1), _short_history(GOOD, 0), GOOD]
+  served = client.response_outputs(stub.Predict(_request([_example(r) for r in rows]), timeout=60))
+  scores = served[F.HEAD_EFFECTIVE_VIEW]
+  assert scores.shape == (3,) and len(set(np.round(scores, 6))) == 3  # the history is read
+  for row, expected in zip(rows, scores):
+    context = tf.train.Example.FromString(_example(row))
+    ranked = client.rank(target, MODEL, client.example_list_with_context(context, [context]))
+    np.testing.assert_allclose(ranked[F.HEAD_EFFECTIVE_VIEW], [expected], rtol=1e-5)
 
 
 def test_context_signature_ignores_features_on_the_wrong_side(target):

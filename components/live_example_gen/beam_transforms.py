@@ -290,14 +290,21 @@ def to_example(parts: Dict[str, dict], specs: List[F.RawFeature]) -> tf.train.Ex
   ex = tf.train.Example()
   for spec in specs:
     values = merged[spec.name]
-    if len(values) != spec.length:
-      raise ValueError(f"feature {spec.name!r} has {len(values)} values, expected {spec.length}")
+    expected = merged[spec.length_key][0] if spec.variable_length else spec.length
+    if len(values) != expected or len(values) > spec.length:
+      raise ValueError(f"feature {spec.name!r} has {len(values)} values, expected {expected} "
+                       f"(at most {spec.length})")
     feat = ex.features.feature[spec.name]
+    # The list kind is set even when empty: an empty variable-length feature is present, with
+    # zero values, not missing.
     if spec.dtype == "int":
+      feat.int64_list.SetInParent()
       feat.int64_list.value.extend(int(v) for v in values)
     elif spec.dtype == "float":
+      feat.float_list.SetInParent()
       feat.float_list.value.extend(float(v) for v in values)
     else:
+      feat.bytes_list.SetInParent()
       feat.bytes_list.value.extend(values)
   return ex
 
@@ -327,7 +334,7 @@ def LogsToExamples(lines: Dict[str, beam.PCollection], windows: Dict[str, lf.Win
       (``records.LOG_KINDS``).
     windows: the log's declared time windows (``log_format.parse_time_window``).
     realtime_len: padded length of the positive and negative real-time sequences.
-    lifelong_len: padded length of the lifelong purchase sequence.
+    lifelong_len: the most purchases a lifelong sequence keeps (stored variable-length).
     eval_days: sessions that start in the last ``eval_days`` days of the logs form the eval split.
 
   Returns:

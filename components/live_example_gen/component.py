@@ -60,9 +60,7 @@ class LiveLogExampleGen(base_beam_component.BaseBeamComponent):
   def __init__(self, input_base: str, realtime_seq_len: int = F.REALTIME_SEQ_LEN,
                lifelong_seq_len: int = F.LIFELONG_SEQ_LEN, eval_days: int = DEFAULT_EVAL_DAYS,
                time_window: dict | None = None):
-    if realtime_seq_len < 1 or lifelong_seq_len < 1:
-      raise ValueError(f"sequence lengths must be >= 1, got realtime_seq_len={realtime_seq_len}, "
-                       f"lifelong_seq_len={lifelong_seq_len}")
+    F.check_sequence_lengths(realtime_seq_len, lifelong_seq_len)
     if eval_days < 1:
       raise ValueError(f"eval_days must be >= 1, got {eval_days}")
     if time_window is not None:

@@ -120,7 +120,10 @@ def session_hosts(history: Sequence[ImpressionRecord], session_id: int, ts: floa
 
 
 def lifelong_sequence(purchases_desc: Sequence[dict], ts: float, seq_len: int) -> Dict[str, list]:
-  """Main-site purchases strictly before ``ts``, most recent first, truncated to ``seq_len``.
+  """Main-site purchases strictly before ``ts``, most recent first, at most ``seq_len``.
+
+  Variable-length (``RawFeature.length_key``): each field holds exactly ``ll_len`` values, no
+  padding; Transform pads to the length the model reads.
 
   Args:
     purchases_desc: the user's purchases sorted by ``ts`` descending (ties in a stable order).
@@ -129,18 +132,17 @@ def lifelong_sequence(purchases_desc: Sequence[dict], ts: float, seq_len: int) -
   keys = [-p["ts"] for p in purchases_desc]
   start = bisect.bisect_right(keys, -ts)
   seq = purchases_desc[start:start + seq_len]
-  out = {
-      F.seq_key(F.LL, "item_ids"): _pad([p["item_id"] for p in seq], seq_len),
-      F.seq_key(F.LL, "category_ids"): _pad([p["category_id"] for p in seq], seq_len),
-      F.seq_key(F.LL, "brand_ids"): _pad([p["brand_id"] for p in seq], seq_len),
-      F.seq_key(F.LL, "shop_ids"): _pad([p["shop_id"] for p in seq], seq_len),
-      F.seq_key(F.LL, "age_days"): _pad([int((ts - p["ts"]) // 86400) for p in seq], seq_len),
-      F.seq_key(F.LL, "prices"): _pad([p["price"] for p in seq], seq_len, 0.0),
-      F.seq_key(F.LL, "stay_seconds"): _pad([p["stay_seconds"] for p in seq], seq_len, 0.0),
-      F.seq_key(F.LL, "weights"): _pad([p["weight"] for p in seq], seq_len, 0.0),
+  return {
+      F.seq_key(F.LL, "item_ids"): [p["item_id"] for p in seq],
+      F.seq_key(F.LL, "category_ids"): [p["category_id"] for p in seq],
+      F.seq_key(F.LL, "brand_ids"): [p["brand_id"] for p in seq],
+      F.seq_key(F.LL, "shop_ids"): [p["shop_id"] for p in seq],
+      F.seq_key(F.LL, "age_days"): [int((ts - p["ts"]) // 86400) for p in seq],
+      F.seq_key(F.LL, "prices"): [float(p["price"]) for p in seq],
+      F.seq_key(F.LL, "stay_seconds"): [float(p["stay_seconds"]) for p in seq],
+      F.seq_key(F.LL, "weights"): [float(p["weight"]) for p in seq],
       F.len_key(F.LL): [len(seq)],
   }
-  return out
 
 
 # Host action kinds counted per window, by statistic.

@@ -7,6 +7,9 @@ SCALE ?= default
 SEED ?= 7
 MODEL ?= baseline
 WARM_START ?= 0
+# The lifelong length the models read (empty: models/features.py's default and the checked-in
+# schema); set, the demo generates a schema for it under $(WORK). E.g. SCALE=long_history LIFELONG_LEN=10000
+LIFELONG_LEN ?=
 WORK ?= $(CURDIR)/work
 PIPELINE_NAME ?= livestream-ranking
 PORT ?= 8500
@@ -28,9 +31,13 @@ $(VENV)/.installed: constraints.txt setup.py
 # Generate logs, run the pipeline through the TFX CLI, serve the pushed model, query it over gRPC.
 # What local_runner.py reads (WARM_START=1: the Trainer starts from the latest blessed model).
 TFX_ENV = LOCAL_HOME=$(WORK)/tfx_home DEMO_WORK=$(WORK) DEMO_MODEL=$(MODEL) DEMO_WARM_START=$(WARM_START)
+ifneq ($(LIFELONG_LEN),)
+TFX_ENV += DEMO_LIFELONG_SEQ_LEN=$(LIFELONG_LEN) DEMO_SCHEMA=$(WORK)/schema.pbtxt
+endif
 demo: venv
 	@mkdir -p $(WORK)
 	$(PY) -m data_gen.cli --scale $(SCALE) --seed $(SEED) --out_dir $(WORK)/logs
+	$(if $(LIFELONG_LEN),$(PY) -m schemas.make_schema --lifelong_len $(LIFELONG_LEN) --out $(WORK)/schema.pbtxt)
 	$(TFX_ENV) $(VENV)/bin/tfx pipeline create --engine local --pipeline_path local_runner.py \
 	  || $(TFX_ENV) $(VENV)/bin/tfx pipeline update --engine local --pipeline_path local_runner.py
 	$(TFX_ENV) $(VENV)/bin/tfx run create --engine local --pipeline_name $(PIPELINE_NAME)

@@ -10,10 +10,11 @@ import json
 from absl import app, flags
 
 from data_gen import simulator
+from data_gen.world import SCALES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "data/logs", "Where the JSONL logs are written.")
-flags.DEFINE_enum("scale", "default", ["tiny", "small", "default"], "Scale preset.")
+flags.DEFINE_enum("scale", "default", list(SCALES), "Scale preset (data_gen/world.py SCALES).")
 flags.DEFINE_integer("seed", 7, "Random seed.")
 flags.DEFINE_integer("users", None, "Override the number of users.")
 flags.DEFINE_integer("hosts", None, "Override the number of hosts (live rooms).")

@@ -66,6 +66,7 @@ class WorldConfig:
   activity_mix: Tuple[float, float, float] = (0.3, 0.4, 0.3)
   # Lifelong main-site purchases (Poisson mean) by activity level; new users have them too.
   lifelong_purchases: Tuple[float, float, float] = (25.0, 60.0, 110.0)
+  max_lifelong_purchases: int = 400  # per user
 
 
 SCALES: Dict[str, WorldConfig] = {
@@ -73,6 +74,11 @@ SCALES: Dict[str, WorldConfig] = {
                         days=2),
     "small": WorldConfig(n_users=1_000, n_hosts=60, n_items=2_000, days=3),
     "default": WorldConfig(),
+    # Few users with SIM/TWIN-scale histories (hundreds to ~10,000 purchases; mean ~1,400) for the
+    # lifelong length settings: as many purchases in all as the default scale, 30x per user.
+    "long_history": WorldConfig(n_users=300, n_hosts=60, n_items=3_000, days=2,
+                                lifelong_purchases=(200.0, 1_000.0, 3_000.0),
+                                max_lifelong_purchases=10_000),
 }
 
 
@@ -185,7 +191,8 @@ class World:
     c = self.config
     self.purchases: List[dict] = []
     for u in range(1, c.n_users + 1):
-      n_buy = int(min(400, rng.poisson(c.lifelong_purchases[self.user_activity[u]])) + 1)
+      n_buy = int(min(c.max_lifelong_purchases,
+                      rng.poisson(c.lifelong_purchases[self.user_activity[u]])) + 1)
       cats = rng.choice(c.n_categories + 1, size=n_buy, p=self.user_cat_pref[u])
       times = np.sort(EPOCH - rng.uniform(1, 365, n_buy) * DAY)
       for cat, ts in zip(cats, times):

@@ -108,6 +108,11 @@ def summarize(reports: List[dict]) -> Dict[str, Dict[str, dict]]:
   return out
 
 
+def seed_ensemble(seed_scores: List[Dict[str, np.ndarray]]) -> Dict[str, np.ndarray]:
+  """Per head, the mean of several training seeds' scores of the same examples."""
+  return {h: np.mean([s[h] for s in seed_scores], axis=0) for h in seed_scores[0]}
+
+
 def mechanism_lifts(results: Dict[str, dict],
                     mechanisms=MECHANISMS) -> Dict[str, Dict[str, Dict[str, dict]]]:
   """Per mechanism whose two variants ran, per head and slice: the AUC lift paired by training
@@ -197,13 +202,16 @@ def run(work: str, pipeline_name: str, out_dir: str, seeds: List[int], variants:
   done = 0
   for variant in variants:
     runs = {}
+    seed_scores = []
     for seed in seeds:
       done += 1
       logging.info("[%d/%d] training %s, seed %d", done, total, variant, seed)
       model, history, seconds, relevance = train_variant(variant, tft_output, dirs["examples"],
                                                          seed, cfg)
       module = trainer.ServingModule(model, tft_output)
-      report = qr.build_report(examples, qr.score_with(module.serve, examples), truth)
+      scores = qr.score_with(module.serve, examples)
+      seed_scores.append(scores)
+      report = qr.build_report(examples, scores, truth)
       h = report["heads"]
       runs[str(seed)] = {"epochs": len(history["loss"]), "seconds": seconds,
                          "val_loss": history["val_loss"], "report": report}
@@ -214,6 +222,10 @@ def run(work: str, pipeline_name: str, out_dir: str, seeds: List[int], variants:
             f"({len(history['loss'])} epochs, {seconds:.0f} s)", flush=True)
     results[variant] = {"params": model.count_params(), "runs": runs,
                         "summary": summarize([r["report"] for r in runs.values()])}
+    if len(seed_scores) > 1:
+      # The seeds' mean score: how much of the gap to the ceiling is run-to-run variance.
+      results[variant]["seed_ensemble"] = qr.build_report(
+          examples, seed_ensemble(seed_scores), truth)["heads"]
     relevance_runs = [r["extraction_relevance"] for r in runs.values()
                       if "extraction_relevance" in r]
     if relevance_runs:
@@ -243,6 +255,9 @@ def format_table(out: dict) -> str:
         row += f"{c['auc_mean']:>9.4f}±{c['auc_sd']:.4f}{c['lift_captured_mean']:>6.2f}"
       row += f"{epochs:>8.1f}" if sl == "all" else ""
       lines.append(row)
+    if "seed_ensemble" in res:
+      lines.append(f"{'  mean of the seeds':<22}{'all':<6}" + "".join(
+          f"{res['seed_ensemble'][h]['all']['auc']:>16.4f}{'':>6}" for h in F.HEADS))
   first = next(iter(out["variants"].values()))["summary"]
   for key, label in ((f"{rc.REACHABLE}_auc", "reachable"), (f"{rc.NEITHER}_auc", "reach. neither"),
                      ("oracle_auc", "oracle")):

@@ -239,3 +239,10 @@ def test_mechanism_lift_is_paired_by_seed_and_measured_against_its_bound():
   assert noisy["share_of_bound"] > 0.5 and not noisy["clears_bar"]
   with pytest.raises(ValueError, match="share no training seed"):
     ab.mechanism_lifts({"feedback": variant({"1": 0.7}), "feedback_no_realtime": variant({"2": 0.7})})
+
+
+def test_seed_ensemble_averages_each_heads_scores():
+  pytest.importorskip("tensorflow")
+  from bench import ablation_feedback as ab  # pylint: disable=import-outside-toplevel
+  out = ab.seed_ensemble([{"view": np.array([0.2, 0.8])}, {"view": np.array([0.4, 0.6])}])
+  np.testing.assert_allclose(out["view"], [0.3, 0.7])

@@ -142,3 +142,14 @@ def test_bad_corrupt_fraction_is_rejected(tmp_path):
   with pytest.raises(ValueError, match="corrupt_fraction must be in"):
     simulator.generate_logs(CFG, str(tmp_path), corrupt_fraction=1.5, progress=False)
   assert not os.path.exists(tmp_path / "events.jsonl")
+
+
+def test_long_history_preset_gives_thousands_of_purchases_and_keeps_the_cap():
+  cfg = simulator.load_config("long_history", seed=3, n_users=12, n_items=400)
+  world = World(cfg)
+  per_user = collections.Counter(p["user_id"] for p in world.purchases)
+  assert max(per_user.values()) > 1_000  # high-activity users: thousands of purchases
+  assert max(per_user.values()) <= cfg.max_lifelong_purchases + 1
+  capped = World(simulator.load_config("long_history", seed=3, n_users=12, n_items=400,
+                                       max_lifelong_purchases=50))
+  assert max(collections.Counter(p["user_id"] for p in capped.purchases).values()) == 51

@@ -294,10 +294,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_run_flags()
+  define_run_flags("ablation_feedback")
   flags.DEFINE_list("seeds", ["1", "2", "3"], "Training seeds (initialisation and shuffling).")
   flags.DEFINE_list("variants", VARIANTS, "Variants to compare.")
-  flags.DEFINE_string("name", "ablation_feedback", "Result file name (JSON and PNG).")
   flags.DEFINE_integer("max_epochs", trainer.TrainConfig.max_epochs, "Epoch budget.")
   flags.DEFINE_integer("patience", trainer.TrainConfig.patience, "Early-stopping patience.")
   app.run(main)

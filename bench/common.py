@@ -8,11 +8,18 @@ import os
 from absl import flags
 
 
-def define_run_flags(out_dir: str = "bench/results") -> None:
-  """--work, --pipeline_name, --out_dir: which pipeline run to read, where results go."""
+def define_output_flags(name: str | None = None, out_dir: str = "bench/results") -> None:
+  """--out_dir (where the JSON and PNG go) and, given a default ``name``, --name (their file name)."""
+  flags.DEFINE_string("out_dir", out_dir, "Where the JSON and PNG go.")
+  if name is not None:
+    flags.DEFINE_string("name", name, "Result file name (JSON and PNG, without extension).")
+
+
+def define_run_flags(name: str | None = None, out_dir: str = "bench/results") -> None:
+  """--work, --pipeline_name (which pipeline run to read) and :func:`define_output_flags`."""
   flags.DEFINE_string("work", "work", "Work directory of a pipeline run (make demo's WORK).")
   flags.DEFINE_string("pipeline_name", "livestream-ranking", "Pipeline name.")
-  flags.DEFINE_string("out_dir", out_dir, "Where the JSON and PNG go.")
+  define_output_flags(name, out_dir)
 
 
 def write_json(obj, out_dir: str, name: str) -> str:

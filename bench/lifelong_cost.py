@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from bench.common import pyplot, save_figure, write_json
+from bench.common import define_output_flags, pyplot, save_figure, write_json
 from models import features as F
 from models import trainer
 from models.spec import ModelSpec
@@ -106,8 +106,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", 128, "Examples per training step.")
   flags.DEFINE_integer("steps", 10, "Timed training steps per (model, L).")
   flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, allocation).")
-  flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
-  flags.DEFINE_string("name", "lifelong_cost", "Result file name (without extension).")
+  define_output_flags("lifelong_cost")
 
 
 if __name__ == "__main__":

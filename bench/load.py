@@ -28,7 +28,7 @@ from absl import app, flags
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from bench import synthetic_model
-from bench.common import pyplot, save_figure, write_json
+from bench.common import define_output_flags, pyplot, save_figure, write_json
 from models import features as F
 from serving import client
 
@@ -198,8 +198,7 @@ def define_flags() -> None:
   flags.DEFINE_string("model", "baseline", "Trainer model name to serve.")
   flags.DEFINE_float("window_seconds", 10.0, "Width of the latency windows.")
   flags.DEFINE_float("poll_seconds", 1.0, "The server's version-polling interval.")
-  flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
-  flags.DEFINE_string("name", "load", "Result file name (without extension).")
+  define_output_flags("load")
 
 
 if __name__ == "__main__":

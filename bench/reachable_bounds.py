@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from absl import app, flags
 
-from bench.common import write_json
+from bench.common import define_output_flags, write_json
 from bench.metrics import auc
 from data_gen import log_format as lf
 from data_gen import reachable as rc
@@ -146,6 +146,5 @@ if __name__ == "__main__":
   # to; this script never asks), so this definition overrides it instead of clashing.
   flags.DEFINE_string("log_dir", "work/logs", "A simulator log directory (data_gen.cli --out_dir).",
                       allow_override=True)
-  flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
-  flags.DEFINE_string("name", "reachable_bounds", "Base name of the JSON and PNG.")
+  define_output_flags("reachable_bounds")
   app.run(main)

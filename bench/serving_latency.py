@@ -25,7 +25,7 @@ from absl import app, flags
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from bench import synthetic_model
-from bench.common import pyplot, save_figure, write_json
+from bench.common import define_output_flags, pyplot, save_figure, write_json
 from models import features as F
 from models import signatures as S
 from serving import client
@@ -163,8 +163,7 @@ def define_flags() -> None:
   flags.DEFINE_list("candidates", ["20", "200", "1000"], "Candidate rooms per request (N).")
   flags.DEFINE_integer("requests", 100, "Timed requests per (model, L, N, signature).")
   flags.DEFINE_integer("warmup", 5, "Untimed requests before timing each cell.")
-  flags.DEFINE_string("out_dir", "bench/results", "Where the JSON and PNG go.")
-  flags.DEFINE_string("name", "serving_latency", "Result file name (without extension).")
+  define_output_flags("serving_latency")
 
 
 if __name__ == "__main__":

@@ -107,9 +107,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_run_flags()
+  define_run_flags("train_curves")
   flags.DEFINE_string("variant", "baseline", "Model name (trainer.MODELS).")
   flags.DEFINE_multi_string("set", [], "TrainConfig override key=value (repeatable).")
   flags.DEFINE_integer("seed", 1, "Training seed.")
-  flags.DEFINE_string("name", "train_curves", "Result file name (JSON and PNG).")
   app.run(main)

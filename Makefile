@@ -10,6 +10,11 @@ WARM_START ?= 0
 # The lifelong length the models read (empty: models/features.py's default and the checked-in
 # schema); set, the demo generates a schema for it under $(WORK). E.g. SCALE=long_history LIFELONG_LEN=10000
 LIFELONG_LEN ?=
+# Beam runner preset of the pipeline's Beam components (pipeline/beam_presets.py; empty: the
+# demo's default in pipeline/configs.py). E.g. BEAM=in_memory, or BEAM=dask
+# BEAM_OPTIONS=dask_client_address=127.0.0.1:8786
+BEAM ?=
+BEAM_OPTIONS ?=
 WORK ?= $(CURDIR)/work
 PIPELINE_NAME ?= livestream-ranking
 PORT ?= 8500
@@ -31,6 +36,12 @@ $(VENV)/.installed: constraints.txt setup.py
 # Generate logs, run the pipeline through the TFX CLI, serve the pushed model, query it over gRPC.
 # What local_runner.py reads (WARM_START=1: the Trainer starts from the latest blessed model).
 TFX_ENV = LOCAL_HOME=$(WORK)/tfx_home DEMO_WORK=$(WORK) DEMO_MODEL=$(MODEL) DEMO_WARM_START=$(WARM_START)
+ifneq ($(BEAM),)
+TFX_ENV += DEMO_BEAM=$(BEAM)
+endif
+ifneq ($(BEAM_OPTIONS),)
+TFX_ENV += DEMO_BEAM_OPTIONS=$(BEAM_OPTIONS)
+endif
 ifneq ($(LIFELONG_LEN),)
 TFX_ENV += DEMO_LIFELONG_SEQ_LEN=$(LIFELONG_LEN) DEMO_SCHEMA=$(WORK)/schema.pbtxt
 endif

@@ -10,7 +10,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from absl import app, flags  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
-from pipeline import configs  # noqa: E402
+from pipeline import beam_presets, configs  # noqa: E402
 from pipeline import pipeline as pipeline_lib  # noqa: E402
 from schemas.make_schema import SCHEMA_PATH  # noqa: E402
 
@@ -22,10 +22,17 @@ flags.DEFINE_string("gcs_root", "gs://your-bucket/livestream", "Root for logs, a
 flags.DEFINE_string("image", "gcr.io/your-project/livestream-tfx:latest",
                     "Container image with this package installed.")
 flags.DEFINE_string("model_name", "baseline", "Model to train.")
+flags.DEFINE_string("project", "your-project", "Google Cloud project of the Dataflow jobs.")
+flags.DEFINE_string("region", "us-central1", "Region of the Dataflow jobs.")
 
 
-def compile_pipeline(output: str, gcs_root: str, image: str, model_name: str) -> str:
-  """Writes the V2 pipeline JSON to ``output`` and returns its path."""
+def compile_pipeline(output: str, gcs_root: str, image: str, model_name: str,
+                     project: str = "your-project", region: str = "us-central1") -> str:
+  """Writes the V2 pipeline JSON to ``output`` and returns its path.
+
+  The Beam components run on Dataflow with the same image as the pipeline's containers, so the
+  workers import this package (the ExampleGen's transforms, the preprocessing_fn).
+  """
   pipeline = pipeline_lib.create_pipeline(
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=f"{gcs_root}/tfx/{configs.PIPELINE_NAME}",
@@ -35,7 +42,9 @@ def compile_pipeline(output: str, gcs_root: str, image: str, model_name: str) ->
       train_steps=configs.TRAIN_STEPS,
       trainer_config={"model_name": model_name},
       min_effective_view_auc=configs.MIN_EFFECTIVE_VIEW_AUC,
-      beam_pipeline_args=["--runner=DataflowRunner"])
+      beam_pipeline_args=beam_presets.beam_args(
+          beam_presets.DATAFLOW, project=project, region=region,
+          temp_location=f"{gcs_root}/tmp", sdk_container_image=image))
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
       output_filename=output)
@@ -45,7 +54,8 @@ def compile_pipeline(output: str, gcs_root: str, image: str, model_name: str) ->
 
 def main(argv):
   del argv
-  print(compile_pipeline(FLAGS.output, FLAGS.gcs_root, FLAGS.image, FLAGS.model_name))
+  print(compile_pipeline(FLAGS.output, FLAGS.gcs_root, FLAGS.image, FLAGS.model_name,
+                         FLAGS.project, FLAGS.region))
 
 
 if __name__ == "__main__":

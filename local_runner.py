@@ -9,7 +9,7 @@ from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
 from models import features as F  # noqa: E402
-from pipeline import configs  # noqa: E402
+from pipeline import beam_presets, configs  # noqa: E402
 from pipeline import pipeline as pipeline_lib  # noqa: E402
 from schemas.make_schema import SCHEMA_PATH  # noqa: E402
 
@@ -21,6 +21,21 @@ WARM_START = os.environ.get("DEMO_WARM_START", "0") == "1"
 # A longer lifelong history needs a schema generated for it (`make demo LIFELONG_LEN=N` does both).
 LIFELONG_SEQ_LEN = int(os.environ.get("DEMO_LIFELONG_SEQ_LEN", F.LIFELONG_SEQ_LEN))
 SCHEMA = os.environ.get("DEMO_SCHEMA", SCHEMA_PATH)
+# Beam runner preset and its options ("name=value,name=value"), e.g. DEMO_BEAM=dask
+# DEMO_BEAM_OPTIONS=dask_client_address=localhost:8786.
+BEAM_PRESET = os.environ.get("DEMO_BEAM", configs.LOCAL_BEAM_PRESET)
+BEAM_OPTIONS = os.environ.get("DEMO_BEAM_OPTIONS", "")
+
+
+def parse_options(text: str) -> dict:
+  """``"a=1,b=2"`` -> ``{"a": "1", "b": "2"}``; an item without ``=`` is an error naming it."""
+  out = {}
+  for item in filter(None, (x.strip() for x in text.split(","))):
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+      raise ValueError(f"DEMO_BEAM_OPTIONS item {item!r} is not name=value")
+    out[name] = value
+  return out
 
 
 def paths(work: str, pipeline_name: str = configs.PIPELINE_NAME) -> dict:
@@ -36,7 +51,8 @@ def paths(work: str, pipeline_name: str = configs.PIPELINE_NAME) -> dict:
 def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.TRAIN_STEPS,
           min_auc: float = configs.MIN_EFFECTIVE_VIEW_AUC,
           warm_start: bool = WARM_START, lifelong_seq_len: int = LIFELONG_SEQ_LEN,
-          schema_path: str = SCHEMA) -> tfx.dsl.Pipeline:
+          schema_path: str = SCHEMA, beam_preset: str = BEAM_PRESET,
+          beam_options: str = BEAM_OPTIONS) -> tfx.dsl.Pipeline:
   p = paths(work)
   return pipeline_lib.create_pipeline(
       pipeline_name=configs.PIPELINE_NAME, pipeline_root=p["pipeline_root"],
@@ -48,7 +64,7 @@ def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.
       warm_start=warm_start,
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           p["metadata"]),
-      beam_pipeline_args=configs.BEAM_PIPELINE_ARGS)
+      beam_pipeline_args=beam_presets.beam_args(beam_preset, **parse_options(beam_options)))
 
 
 if __name__ == "__main__":

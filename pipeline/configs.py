@@ -8,4 +8,7 @@ RUN_FN = "models.trainer.run_fn"
 TRAIN_STEPS = 3000
 # Blessing: the model must beat this AUC on the effective-view head (Evaluator threshold).
 MIN_EFFECTIVE_VIEW_AUC = 0.55
-BEAM_PIPELINE_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+# The local demo's Beam runner (pipeline/beam_presets.py); `make demo BEAM=...` overrides it.
+# Not multi_processing: on Beam 2.59 it lost one side of the ExampleGen's impression join on the
+# default-scale logs (BUILD_NOTES "Demo time").
+LOCAL_BEAM_PRESET = "in_memory"

@@ -18,6 +18,51 @@ def test_kubeflow_v2_compile(tmp_path):
   assert trainer["image"] == "gcr.io/p/img:1"
   # The Transform waits for the anomaly gate, so bad data never reaches training.
   assert "AnomalyGate" in spec["root"]["dag"]["tasks"]["Transform"]["dependentTasks"]
+  # Beam components run on Dataflow, with the pipeline's image on the workers.
+  args = spec["deploymentSpec"]["executors"]["Transform_executor"]["container"]["args"]
+  assert {"--runner=DataflowRunner", "--project=your-project", "--region=us-central1",
+          "--temp_location=gs://b/x/tmp", "--sdk_container_image=gcr.io/p/img:1"} <= set(args)
+
+
+def test_beam_presets_fill_options_and_name_what_is_missing():
+  import pytest
+
+  from pipeline import beam_presets as bp
+
+  assert bp.beam_args(bp.IN_MEMORY) == ["--direct_running_mode=in_memory",
+                                        "--direct_num_workers=1"]
+  assert bp.beam_args(bp.MULTI_PROCESSING, direct_num_workers="2") == [
+      "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+  assert bp.beam_args(bp.DASK, dask_client_address="127.0.0.1:8786") == [
+      "--runner=apache_beam.runners.dask.dask_runner.DaskRunner",
+      "--dask_client_address=127.0.0.1:8786"]
+  assert bp.beam_args(bp.FLINK, flink_master="host:8081")[-2:] == [
+      "--environment_type=LOOPBACK", "--flink_master=host:8081"]
+  with pytest.raises(ValueError, match=r"'dataflow' needs --region, --temp_location"):
+    bp.beam_args(bp.DATAFLOW, project="p")
+  with pytest.raises(ValueError, match=r"'spark' needs --spark_master_url"):
+    bp.beam_args(bp.SPARK, spark_master_url="")
+  with pytest.raises(ValueError, match=r"unknown Beam preset 'dataflw'"):
+    bp.beam_args("dataflw")
+  with pytest.raises(ValueError, match=r"'in_memory' does not take option\(s\) \['project'\]"):
+    bp.beam_args(bp.IN_MEMORY, project="p")
+  with pytest.raises(ValueError, match=r"direct_num_workers must be a whole number >= 1, got '0'"):
+    bp.beam_args(bp.MULTI_PROCESSING, direct_num_workers="0")
+
+
+def test_local_runner_takes_a_beam_preset_and_checks_it_when_built(tmp_path):
+  import pytest
+
+  import local_runner
+
+  p = local_runner.build(work=str(tmp_path), beam_preset="multi_processing",
+                         beam_options="direct_num_workers=3")
+  assert p.beam_pipeline_args == ["--direct_running_mode=multi_processing",
+                                  "--direct_num_workers=3"]
+  with pytest.raises(ValueError, match="'dask' needs --dask_client_address"):
+    local_runner.build(work=str(tmp_path), beam_preset="dask")
+  with pytest.raises(ValueError, match="DEMO_BEAM_OPTIONS item 'workers' is not name=value"):
+    local_runner.build(work=str(tmp_path), beam_options="workers")
 
 
 def test_eval_config_per_head_auc_and_blessing_on_overall_slice_only():

@@ -30,6 +30,7 @@ import numpy as np
 from data_gen import behaviour as bh
 from data_gen import log_format as lf
 from data_gen import reachable as rc
+from data_gen import world as world_lib
 from data_gen.world import ACTIVITY_LEVELS, DAY, EPOCH, World, WorldConfig
 
 LOG_FILES = lf.LOG_KINDS
@@ -97,7 +98,7 @@ class Simulator:
     before the outcome moves the state, like the truth.
     """
     w = self.world
-    trigger_cat = int(rng.choice(len(w.user_cat_pref[user]), p=w.user_cat_pref[user]))
+    trigger_cat = world_lib.draw_index(rng, w.user_cat_pref[user])
     trigger_item = w.pick_item(rng, user, trigger_cat)
     self.behaviour.start_session(state, start, int(w.item_category[trigger_item]))
     t = start
@@ -118,7 +119,7 @@ class Simulator:
         raise ValueError(f"policy returned scores of shape {scores.shape} for "
                          f"{len(hosts)} candidates")
       if sample_from_policy:
-        idx = int(rng.choice(len(hosts), p=scores))
+        idx = int(rng.choice(len(hosts), p=scores))  # choice checks the policy's probabilities
         propensity = float(scores[idx])
       else:
         idx, propensity = int(np.argmax(scores)), 1.0

@@ -153,3 +153,16 @@ def test_long_history_preset_gives_thousands_of_purchases_and_keeps_the_cap():
   capped = World(simulator.load_config("long_history", seed=3, n_users=12, n_items=400,
                                        max_lifelong_purchases=50))
   assert max(collections.Counter(p["user_id"] for p in capped.purchases).values()) == 51
+
+
+def test_draw_index_draws_what_numpy_choice_draws_and_leaves_the_same_state():
+  import numpy as np
+
+  from data_gen import world as world_lib
+
+  probs = np.random.default_rng(0).dirichlet(np.full(7, 0.3), size=200)
+  ours, numpys = np.random.default_rng(11), np.random.default_rng(11)
+  got = [world_lib.draw_index(ours, p) for p in probs]
+  want = [int(numpys.choice(len(p), p=p)) for p in probs]
+  assert got == want and len(set(got)) > 3
+  assert ours.random() == numpys.random()

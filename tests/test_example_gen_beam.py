@@ -266,3 +266,27 @@ def test_assemble_reasons_with_assert_that():
         "None}: kept events.jsonl:2 = " + r.canonical(keyed[1][1].rec)]))
     assert_that(out[bt._ACCEPTED], equal_to([(bt.ACCEPTED.format(r.EVENTS), 2)]),  # pylint: disable=protected-access
                 label="used")
+
+
+def test_sorted_facts_orders_by_time_then_content_in_both_directions():
+  recs = [{"ts": 5.0, "item_id": 2}, {"ts": 1.0, "item_id": 9}, {"ts": 5.0, "item_id": 1},
+          {"ts": 3.0, "item_id": 4}, {"ts": 5.0, "item_id": 3}]
+  parsed = [r.Parsed(r.RawLine(r.PURCHASES, "p.jsonl", i, b""), rec)
+            for i, rec in enumerate(recs, start=1)]
+  items = lambda ps: [p.rec["item_id"] for p in ps]  # noqa: E731
+  assert items(bt.sorted_facts(parsed)) == [9, 4, 1, 2, 3]
+  assert items(bt.sorted_facts(parsed, reverse=True)) == [3, 2, 1, 4, 9]
+  want = sorted(parsed, key=lambda p: (p.rec["ts"], r.canonical(p.rec)), reverse=True)
+  assert bt.sorted_facts(reversed(parsed), reverse=True) == want
+
+
+def test_lines_are_spread_over_workers_only_when_there_are_several():
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  from components.live_example_gen import executor as eg
+
+  assert not eg.spreads_work(PipelineOptions(["--direct_running_mode=in_memory",
+                                              "--direct_num_workers=1"]))
+  assert eg.spreads_work(PipelineOptions(["--direct_running_mode=multi_processing",
+                                          "--direct_num_workers=2"]))
+  assert eg.spreads_work(PipelineOptions(["--runner=DataflowRunner"]))

@@ -15,6 +15,7 @@ and went into the joins) or ``quarantined/<kind>``; each is counted where it hap
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 from typing import Dict, Iterable, List, Sequence, Tuple
 
@@ -47,8 +48,18 @@ _ACCEPTED = "accepted"
 
 
 # --- Exactly-once ----------------------------------------------------------------------------------
-def _fact_order(p: r.Parsed) -> Tuple:
-  return (p.rec.get("ts", 0.0), r.canonical(p.rec))
+def sorted_facts(parsed: Iterable[r.Parsed], reverse: bool = False) -> List[r.Parsed]:
+  """Fact records by time, ties by canonical content; ascending, or descending with ``reverse``.
+
+  The canonical content (a JSON dump, most of a sort's cost) is computed only for records that
+  share a timestamp.
+  """
+  by_ts = sorted(parsed, key=lambda p: p.rec.get("ts", 0.0), reverse=reverse)
+  out: List[r.Parsed] = []
+  for _, run in itertools.groupby(by_ts, key=lambda p: p.rec.get("ts", 0.0)):
+    run = list(run)
+    out += sorted(run, key=lambda p: r.canonical(p.rec), reverse=reverse) if len(run) > 1 else run
+  return out
 
 
 def _reference_order(p: r.Parsed) -> Tuple:
@@ -66,13 +77,17 @@ def dedupe(source: str, parsed: Iterable[r.Parsed]) -> Tuple[List[r.Parsed], Lis
   Returns:
     (kept records in identity order, quarantined duplicates).
   """
-  order = _reference_order if source in r.REFERENCE_KINDS else _fact_order
+  reference = source in r.REFERENCE_KINDS
   groups: Dict[Tuple, List[r.Parsed]] = collections.defaultdict(list)
   for p in parsed:
     groups[r.identity(source, p.rec)].append(p)
   kept, bad = [], []
   for key in sorted(groups, key=repr):
-    versions = sorted(groups[key], key=order)
+    if len(groups[key]) == 1:  # the usual case: nothing to order or compare
+      kept.append(groups[key][0])
+      continue
+    versions = (sorted(groups[key], key=_reference_order) if reference
+                else sorted_facts(groups[key]))
     winner = versions[0]
     kept.append(winner)
     ident = dict(zip(r.IDENTITY[source], key))
@@ -169,7 +184,7 @@ def assemble_impression(impression_id: int, events: Iterable[r.Parsed]):
   valid, dup_bad = dedupe(r.EVENTS, valid)
   yield from dup_bad
   leaves = [p for p in valid if p.rec[r.EVENT] == r.LEAVE]  # at most one after dedupe
-  actions = sorted((p for p in valid if p.rec[r.EVENT] != r.LEAVE), key=_fact_order)
+  actions = sorted_facts(p for p in valid if p.rec[r.EVENT] != r.LEAVE)
   if not leaves:
     yield r.BadRecord.of(imp_p.line, f"impression {impression_id} has no valid leave event")
     for p in actions:
@@ -238,7 +253,7 @@ def user_parts(user_id: int, grouped: Dict[str, list], users: dict, items: dict,
   if not history:
     return
   # Most recent first; ties broken by content so shuffled input gives identical sequences.
-  purchases_desc = [p.rec for p in sorted(purchases, key=_fact_order, reverse=True)]
+  purchases_desc = [p.rec for p in sorted_facts(purchases, reverse=True)]
   starts = session_starts(history)
   split = {s: split_of(t, eval_start) for s, t in starts.items()}
   train_history = [h for h in history if split[h.session_id] == TRAIN_SPLIT]

@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 import apache_beam as beam
 import tensorflow as tf
 from absl import logging
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from tfx import types
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.types import artifact_utils
@@ -82,6 +83,32 @@ def _read(path_and_kind):
   return r.read_log_file(kind, path, open_fn=tf.io.gfile.GFile)
 
 
+def spreads_work(options: PipelineOptions) -> bool:
+  """Whether the pipeline has more than one worker to spread a file's lines over.
+
+  Each log file is read whole by one worker; a Reshuffle after the read lets the others parse.
+  With the DirectRunner's single in-memory worker it would only copy every line (691k at the
+  default scale) through a shuffle.
+  """
+  runner = options.view_as(StandardOptions).runner
+  direct = options.view_as(DirectOptions)
+  single_direct = (runner in (None, "DirectRunner", "direct") and direct.direct_num_workers == 1
+                   and direct.direct_running_mode in ("in_memory", None))
+  return not single_direct
+
+
+def read_logs(pipeline: beam.Pipeline, paths: Dict[str, str]) -> Dict[str, beam.PCollection]:
+  """kind -> PCollection of ``records.RawLine`` (or the reader's ``BadRecord``), one per line."""
+  spread = spreads_work(pipeline.options)
+  lines = {}
+  for kind, path in paths.items():
+    pcoll = (pipeline
+             | f"Files[{kind}]" >> beam.Create([(path, kind)])
+             | f"Read[{kind}]" >> beam.FlatMap(_read))
+    lines[kind] = pcoll | f"Spread[{kind}]" >> beam.Reshuffle() if spread else pcoll
+  return lines
+
+
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
   """ExampleGen over the live logs: a forward-in-time split and a quarantine output."""
 
@@ -91,12 +118,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
   def GenerateExamplesByBeam(self, pipeline: beam.Pipeline,
                              exec_properties: Dict[str, Any]) -> Dict[str, beam.PCollection]:
     """Logs -> {"train": examples, "eval": examples}; quarantine and counts written aside."""
-    paths = log_paths(exec_properties[sc.INPUT_BASE_KEY])
-    lines = {kind: (pipeline
-                    | f"Files[{kind}]" >> beam.Create([(path, kind)])
-                    | f"Read[{kind}]" >> beam.FlatMap(_read)
-                    | f"Spread[{kind}]" >> beam.Reshuffle())
-             for kind, path in paths.items()}
+    lines = read_logs(pipeline, log_paths(exec_properties[sc.INPUT_BASE_KEY]))
     out = lines | "LogsToExamples" >> bt.LogsToExamples(
         windows=time_windows(exec_properties),
         realtime_len=int(exec_properties[REALTIME_SEQ_LEN_KEY]),

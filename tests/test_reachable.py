@@ -155,6 +155,22 @@ def test_gauc_by_hand():
   assert math.isnan(metrics.gauc(labels[6:], scores[6:], groups[6:]))
 
 
+def test_rank_auc_equals_the_roc_area_with_ties_and_rejects_nan():
+  from sklearn.metrics import roc_auc_score
+
+  rng = np.random.default_rng(5)
+  labels = rng.random(3000) < 0.3
+  scores = np.round(rng.random(3000) + 0.3 * labels, 1)  # coarse: many ties
+  groups = rng.integers(0, 40, 3000)
+  assert metrics.auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+  by_group = [(roc_auc_score(labels[groups == g], scores[groups == g]), (groups == g).sum())
+              for g in np.unique(groups)]
+  want = sum(a * n for a, n in by_group) / sum(n for _, n in by_group)
+  assert metrics.gauc(labels, scores, groups) == pytest.approx(want, abs=1e-12)
+  with pytest.raises(ValueError, match="scores must be finite; 1 of 2 are not"):
+    metrics.auc(np.array([0, 1]), np.array([0.5, np.nan]))
+
+
 def test_lift_captured():
   assert metrics.lift_captured(0.70, 0.75, 0.60) == pytest.approx(2 / 3)
   assert metrics.lift_captured(0.60, 0.75, 0.60) == 0.0

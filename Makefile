@@ -45,15 +45,26 @@ endif
 ifneq ($(LIFELONG_LEN),)
 TFX_ENV += DEMO_LIFELONG_SEQ_LEN=$(LIFELONG_LEN) DEMO_SCHEMA=$(WORK)/schema.pbtxt
 endif
+# Each step through pipeline/console.py: one line per step and per component on the console, the
+# rest in $(WORK)/console/*.log (a failing step prints its error and its log's path).
+STEP = $(PY) -m pipeline.console
+CONSOLE = $(WORK)/console
 demo: venv
-	@mkdir -p $(WORK)
-	$(PY) -m data_gen.cli --scale $(SCALE) --seed $(SEED) --out_dir $(WORK)/logs
-	$(if $(LIFELONG_LEN),$(PY) -m schemas.make_schema --lifelong_len $(LIFELONG_LEN) --out $(WORK)/schema.pbtxt)
-	$(TFX_ENV) $(VENV)/bin/tfx pipeline create --engine local --pipeline_path local_runner.py \
-	  || $(TFX_ENV) $(VENV)/bin/tfx pipeline update --engine local --pipeline_path local_runner.py
-	$(TFX_ENV) $(VENV)/bin/tfx run create --engine local --pipeline_name $(PIPELINE_NAME)
-	$(PY) -m bench.quality_report --work $(WORK) --pipeline_name $(PIPELINE_NAME)
-	$(PY) -m serving.demo --work $(WORK) --pipeline_name $(PIPELINE_NAME) --port $(PORT)
+	@mkdir -p $(CONSOLE)
+	@echo "make demo: SCALE=$(SCALE) SEED=$(SEED) MODEL=$(MODEL) WORK=$(WORK) (logs: $(CONSOLE))"
+	@$(PY) -m data_gen.cli --scale $(SCALE) --seed $(SEED) --out_dir $(WORK)/logs
+	@$(if $(LIFELONG_LEN),$(STEP) --quiet --name "schema for lifelong length $(LIFELONG_LEN)" \
+	  --log $(CONSOLE)/schema.log -- $(PY) -m schemas.make_schema --lifelong_len $(LIFELONG_LEN) \
+	  --out $(WORK)/schema.pbtxt)
+	@$(STEP) --quiet --name "tfx pipeline create" --log $(CONSOLE)/tfx_pipeline.log -- bash -c \
+	  '$(TFX_ENV) $(VENV)/bin/tfx pipeline create --engine local --pipeline_path local_runner.py \
+	  || $(TFX_ENV) $(VENV)/bin/tfx pipeline update --engine local --pipeline_path local_runner.py'
+	@$(STEP) --tfx --name "tfx run create" --log $(CONSOLE)/tfx_run.log -- \
+	  env $(TFX_ENV) $(VENV)/bin/tfx run create --engine local --pipeline_name $(PIPELINE_NAME)
+	@$(STEP) --name "quality report" --log $(CONSOLE)/quality_report.log -- \
+	  $(PY) -m bench.quality_report --work $(WORK) --pipeline_name $(PIPELINE_NAME)
+	@$(STEP) --name "serve and rank" --log $(CONSOLE)/serving.log -- \
+	  $(PY) -m serving.demo --work $(WORK) --pipeline_name $(PIPELINE_NAME) --port $(PORT)
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -12,6 +12,7 @@ from tfx import v1 as tfx  # noqa: E402
 
 from pipeline import beam_presets, configs  # noqa: E402
 from pipeline import pipeline as pipeline_lib  # noqa: E402
+from pipeline.code_version import code_version  # noqa: E402
 from schemas.make_schema import SCHEMA_PATH  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -41,7 +42,8 @@ def compile_pipeline(output: str, gcs_root: str, image: str, model_name: str,
       preprocessing_fn=configs.PREPROCESSING_FN, run_fn=configs.RUN_FN,
       train_steps=configs.TRAIN_STEPS,
       trainer_config={"model_name": model_name},
-      min_effective_view_auc=configs.MIN_EFFECTIVE_VIEW_AUC,
+      min_effective_view_auc=configs.MIN_EFFECTIVE_VIEW_AUC, max_auc_drop=configs.MAX_AUC_DROP,
+      code_version=code_version(),
       beam_pipeline_args=beam_presets.beam_args(
           beam_presets.DATAFLOW, project=project, region=region,
           temp_location=f"{gcs_root}/tmp", sdk_container_image=image))

@@ -11,6 +11,7 @@ from tfx import v1 as tfx  # noqa: E402
 from models import features as F  # noqa: E402
 from pipeline import beam_presets, configs  # noqa: E402
 from pipeline import pipeline as pipeline_lib  # noqa: E402
+from pipeline.code_version import code_version  # noqa: E402
 from schemas.make_schema import SCHEMA_PATH  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,7 +62,7 @@ def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.
       preprocessing_fn=configs.PREPROCESSING_FN, run_fn=configs.RUN_FN,
       train_steps=train_steps,
       trainer_config={"model_name": model_name}, min_effective_view_auc=min_auc,
-      warm_start=warm_start,
+      warm_start=warm_start, max_auc_drop=configs.MAX_AUC_DROP, code_version=code_version(),
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           p["metadata"]),
       beam_pipeline_args=beam_presets.beam_args(beam_preset, **parse_options(beam_options)))

@@ -25,6 +25,8 @@ AGE_DAYS_BOUNDARIES = [1.0, 3.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 270.0]
 MAX_SLOT = 29
 NUM_ACTIVITY_LEVELS = len(F.ACTIVITY_LEVELS) + 1  # + unknown
 LIFELONG_SEQ_LEN_CONFIG = "lifelong_seq_len"  # Transform custom_config key
+# Not read here: the pipeline's source fingerprint, so a code change invalidates the cache.
+CODE_VERSION_CONFIG = "code_version"
 LIFELONG_FIELDS = [F.seq_key(F.LL, f) for f in F.LL_INT_FIELDS + F.LL_FLOAT_FIELDS]
 
 # Vocabulary name -> raw features that hold that id.

@@ -89,6 +89,9 @@ class TrainConfig:
   # the base model's and Mixout at this rate keeps it near them (0: plain fine-tuning).
   mixout_rate: float = 0.0
   seed: int = 7  # initialisation and input shuffling (narrows, does not remove, run-to-run noise)
+  # Not used in training: the pipeline puts the source fingerprint here so that a code change
+  # invalidates the Trainer's cache entry (pipeline/code_version.py).
+  code_version: str = ""
 
   @classmethod
   def from_custom_config(cls, custom: Dict) -> TrainConfig:

@@ -35,8 +35,20 @@ def _run(work, model_name="feedback"):
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
+  """A run killed after Transform, then the run that resumes it (the one the tests look at)."""
+  from tfx.components.trainer import executor as trainer_executor
+
   work = tmp_path_factory.mktemp("work")
   summary = _generate(str(work), corrupt_fraction=0.05)
+
+  def killed(self, input_dict, output_dict, exec_properties):
+    raise RuntimeError("trainer killed")
+  # LocalDagRunner runs the Trainer's executor class in this process. (Not run_fn: TFX reloads
+  # its module before each use.)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(trainer_executor.GenericExecutor, "Do", killed)
+    with pytest.raises(RuntimeError, match="trainer killed"):
+      _run(work)
   _run(work)  # the feedback model: attention, PLE and the triplet output go through run_fn
   return work, summary
 
@@ -108,3 +120,45 @@ def test_schema_anomaly_stops_the_run_before_transform(tmp_path):
   root = tmp_path / "tfx" / local_runner.configs.PIPELINE_NAME
   assert (root / "ExampleValidator").exists()
   assert not (root / "Transform").exists() and not (root / "Trainer").exists()
+
+
+def _execution_states(work) -> dict:
+  """Component type name -> the state of each of its executions, oldest first (from MLMD)."""
+  from ml_metadata import metadata_store
+  from ml_metadata.proto import metadata_store_pb2
+
+  cfg = metadata_store_pb2.ConnectionConfig()
+  cfg.sqlite.filename_uri = local_runner.paths(str(work))["metadata"]
+  store = metadata_store.MetadataStore(cfg)
+  types = {t.id: t.name.split(".")[-1] for t in store.get_execution_types()}
+  states: dict = {}
+  for ex in sorted(store.get_executions(), key=lambda e: (e.create_time_since_epoch, e.id)):
+    states.setdefault(types[ex.type_id], []).append(
+        metadata_store_pb2.Execution.State.Name(ex.last_known_state))
+  return states
+
+
+def test_a_killed_run_resumes_from_the_cache(pipeline_run):
+  work, _ = pipeline_run
+  states = _execution_states(work)
+  for done_before in ("LiveLogExampleGen", "StatisticsGen", "Transform"):
+    assert states[done_before][:2] == ["COMPLETE", "CACHED"], (done_before, states)
+  assert states["Trainer"][:2] == ["FAILED", "COMPLETE"]
+
+
+def test_a_worse_model_is_not_blessed_against_the_last_blessed_one(pipeline_run):
+  work, _ = pipeline_run
+  serving_dir = work / "serving" / local_runner.configs.PIPELINE_NAME
+  pushed = sorted(os.listdir(serving_dir))
+  assert len(pushed) == 1
+  # A deliberately worse model (one training step), with no absolute floor: only the comparison
+  # with the latest blessed model can stop it.
+  tfx.orchestration.LocalDagRunner().run(local_runner.build(
+      work=str(work), model_name="feedback", train_steps=1, min_auc=0.0))
+  states = _execution_states(work)
+  assert states["Trainer"] == ["FAILED", "COMPLETE", "COMPLETE"]
+  assert states["Transform"] == ["COMPLETE", "CACHED", "CACHED"]
+  blessings = sorted(glob.glob(str(work / "tfx" / "*" / "Evaluator" / "blessing" / "*")),
+                     key=lambda p: int(os.path.basename(p)))
+  assert [sorted(os.listdir(b)) for b in blessings] == [["BLESSED"], ["NOT_BLESSED"]]
+  assert sorted(os.listdir(serving_dir)) == pushed  # the worse model was not pushed

@@ -5,7 +5,10 @@ import json
 import kubeflow_v2_runner
 
 EXPECTED = {"LiveLogExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-            "AnomalyGate", "Transform", "Trainer", "Evaluator", "Pusher"}
+            "AnomalyGate", "Transform", "Trainer", "Evaluator", "Pusher",
+            # The latest blessed model (the Evaluator's baseline) compiles to two resolver tasks.
+            "latest_blessed_model_resolver-model-blessing-resolver",
+            "latest_blessed_model_resolver-model-resolver"}
 
 
 def test_kubeflow_v2_compile(tmp_path):
@@ -65,26 +68,46 @@ def test_local_runner_takes_a_beam_preset_and_checks_it_when_built(tmp_path):
     local_runner.build(work=str(tmp_path), beam_options="workers")
 
 
-def test_eval_config_per_head_auc_and_blessing_on_overall_slice_only():
+def test_eval_config_blesses_against_the_baseline_on_every_head_overall_slice_only():
+  import pytest
+  import tensorflow_model_analysis as tfma
+
   from models import features as F
   from models import tasks
-  from pipeline.pipeline import eval_config
+  from pipeline.pipeline import BASELINE, CANDIDATE, eval_config
 
-  cfg = eval_config(0.6, tasks.ENGAGEMENT.served)
+  cfg = eval_config(0.6, tasks.ENGAGEMENT.served, max_auc_drop=0.02)
+  assert [(m.name, m.is_baseline) for m in cfg.model_specs] == [(CANDIDATE, False),
+                                                                (BASELINE, True)]
   by_output = {tuple(s.output_names): s for s in cfg.metrics_specs}
   assert set(by_output) == {()} | {(h,) for h in F.HEADS}
   assert by_output[()].metrics[0].class_name == "ExampleCount"
   for head in F.HEADS:
     (auc,) = by_output[(head,)].metrics
     assert auc.class_name == "AUC" and f"auc_{head}" in auc.config
-    thresholds = list(auc.per_slice_thresholds)
-    if head == F.HEAD_EFFECTIVE_VIEW:
-      (t,) = thresholds
+    (t,) = auc.per_slice_thresholds
+    assert [s.feature_keys for s in t.slicing_specs] == [[]]  # the overall slice only
+    change = t.threshold.change_threshold
+    assert change.absolute.value == -0.02
+    assert change.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+    has_floor = t.threshold.HasField("value_threshold")
+    assert has_floor == (head == F.HEAD_EFFECTIVE_VIEW)
+    if has_floor:
       assert t.threshold.value_threshold.lower_bound.value == 0.6
-      assert [s.feature_keys for s in t.slicing_specs] == [[]]  # the overall slice only
-    else:
-      assert thresholds == []
   assert [list(s.feature_keys) for s in cfg.slicing_specs] == [[], [F.ACTIVITY_LEVEL]]
+  with pytest.raises(ValueError, match="max_auc_drop must be in \\[0, 1\\), got -0.1"):
+    eval_config(0.6, tasks.ENGAGEMENT.served, max_auc_drop=-0.1)
+
+
+def test_code_version_changes_with_the_code(tmp_path):
+  from pipeline.code_version import code_version
+
+  (tmp_path / "models").mkdir()
+  (tmp_path / "models" / "a.py").write_text("x = 1\n")
+  first = code_version(str(tmp_path), ["models"])
+  assert first == code_version(str(tmp_path), ["models"]) and len(first) == 16
+  (tmp_path / "models" / "a.py").write_text("x = 2\n")
+  assert code_version(str(tmp_path), ["models"]) != first
 
 
 def test_bad_trainer_config_fails_when_the_pipeline_is_built(tmp_path):
@@ -121,10 +144,10 @@ def test_sequence_lengths_are_checked_against_the_schema_when_the_pipeline_is_bu
   by_id = {c.id: c for c in p.components}
   assert by_id["LiveLogExampleGen"].exec_properties["lifelong_seq_len"] == 1000
   transform_config = json.loads(by_id["Transform"].exec_properties["custom_config"])
-  assert transform_config == {P.LIFELONG_SEQ_LEN_CONFIG: 1000}
+  assert transform_config[P.LIFELONG_SEQ_LEN_CONFIG] == 1000
 
 
-def test_warm_start_feeds_the_trainer_the_latest_blessed_model(tmp_path):
+def test_the_latest_blessed_model_is_the_evaluators_baseline_and_the_warm_start(tmp_path):
   import local_runner
   from pipeline.pipeline import LATEST_BLESSED_MODEL_RESOLVER
 
@@ -137,7 +160,12 @@ def test_warm_start_feeds_the_trainer_the_latest_blessed_model(tmp_path):
   assert ids.index(LATEST_BLESSED_MODEL_RESOLVER) < ids.index("Trainer")
   assert trainer.inputs["base_model"].producer_component_id == LATEST_BLESSED_MODEL_RESOLVER
   trainer, ids = trainer_and_ids(False)
-  assert LATEST_BLESSED_MODEL_RESOLVER not in ids and "base_model" not in trainer.inputs
+  assert "base_model" not in trainer.inputs
+  p = local_runner.build(work=str(tmp_path))
+  (evaluator,) = [c for c in p.components if c.id == "Evaluator"]
+  assert (evaluator.inputs["baseline_model"].producer_component_id
+          == LATEST_BLESSED_MODEL_RESOLVER)
+  assert p.enable_cache
 
 
 def test_checked_in_schema_is_the_generated_one_with_variable_length_lifelong_features():

@@ -21,6 +21,8 @@ REALTIME_SEQ_LEN_KEY = executor.REALTIME_SEQ_LEN_KEY
 LIFELONG_SEQ_LEN_KEY = executor.LIFELONG_SEQ_LEN_KEY
 EVAL_DAYS_KEY = executor.EVAL_DAYS_KEY
 TIME_WINDOW_KEY = executor.TIME_WINDOW_KEY
+# Not read by the executor: a fingerprint of the code, so a change invalidates cached examples.
+CODE_VERSION_KEY = "code_version"
 DEFAULT_EVAL_DAYS = 1
 
 
@@ -35,7 +37,8 @@ class LiveLogExampleGenSpec(types.ComponentSpec):
       **{REALTIME_SEQ_LEN_KEY: component_spec.ExecutionParameter(type=int),
          LIFELONG_SEQ_LEN_KEY: component_spec.ExecutionParameter(type=int),
          EVAL_DAYS_KEY: component_spec.ExecutionParameter(type=int),
-         TIME_WINDOW_KEY: component_spec.ExecutionParameter(type=str, optional=True)})
+         TIME_WINDOW_KEY: component_spec.ExecutionParameter(type=str, optional=True),
+         CODE_VERSION_KEY: component_spec.ExecutionParameter(type=str, optional=True)})
   INPUTS = {}
   OUTPUTS = {
       sc.EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
@@ -50,7 +53,8 @@ class LiveLogExampleGen(base_beam_component.BaseBeamComponent):
   sessions that start in the last ``eval_days`` days of the logs are the eval split, earlier ones
   train (a session is never cut), and training examples' real-time sequences never hold eval
   impressions. Timestamps are checked against the window the logs declare in ``summary.json``,
-  or ``time_window`` when given.
+  or ``time_window`` when given. ``code_version`` (any string, e.g. a source fingerprint) is
+  only part of the cache key: with caching on, examples made by other code are not reused.
   """
 
   SPEC_CLASS = LiveLogExampleGenSpec
@@ -59,7 +63,7 @@ class LiveLogExampleGen(base_beam_component.BaseBeamComponent):
 
   def __init__(self, input_base: str, realtime_seq_len: int = F.REALTIME_SEQ_LEN,
                lifelong_seq_len: int = F.LIFELONG_SEQ_LEN, eval_days: int = DEFAULT_EVAL_DAYS,
-               time_window: dict | None = None):
+               time_window: dict | None = None, code_version: str | None = None):
     F.check_sequence_lengths(realtime_seq_len, lifelong_seq_len)
     if eval_days < 1:
       raise ValueError(f"eval_days must be >= 1, got {eval_days}")
@@ -77,6 +81,7 @@ class LiveLogExampleGen(base_beam_component.BaseBeamComponent):
         output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
         realtime_seq_len=realtime_seq_len, lifelong_seq_len=lifelong_seq_len,
         eval_days=eval_days, time_window_json=json.dumps(time_window) if time_window else None,
+        code_version=code_version,
         examples=types.Channel(type=standard_artifacts.Examples),
         quarantine=types.Channel(type=QuarantinedRecords))
     super().__init__(spec=spec)

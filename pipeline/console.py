@@ -32,6 +32,7 @@ RUNNING = re.compile(r"Component (\w+) is running\.")
 FINISHED = re.compile(r"Component (\w+) is finished\.")
 TRACEBACK = "Traceback (most recent call last)"
 MAX_ERROR_LINES = 40
+NAME_WIDTH = 29  # fits latest_blessed_model_resolver
 
 
 def _examplegen(m: re.Match) -> str:
@@ -72,15 +73,16 @@ class ComponentTracker:
       name = m.group(1)
       seconds = self.clock() - self.started if name == self.running else float("nan")
       extra = "; ".join(self.details.get(name, []))
-      self.report(f"  {name:<18} {seconds:6.1f} s" + (f"  {extra}" if extra else ""))
+      self.report(f"  {name:<{NAME_WIDTH}} {seconds:6.1f} s" + (f"  {extra}" if extra else ""))
       self.finished.append(name)
       self.running = None
       return
     if self.running:
       for pattern, show in DETAILS.get(self.running, ()):
         found = pattern.search(line)
-        if found:
-          self.details.setdefault(self.running, []).append(show(found))
+        shown = self.details.setdefault(self.running, [])
+        if found and show(found) not in shown:  # a line both logged and printed counts once
+          shown.append(show(found))
 
   def elapsed(self) -> float:
     return self.clock() - self.started if self.running else 0.0
@@ -130,7 +132,7 @@ def run_step(name: str, cmd: Sequence[str], log_path: str, mode: str = "stdout",
         line = lines.get(timeout=1.0)
       except queue.Empty:  # nothing new: refresh the running component's timer on a terminal
         if tty and tracker.running:
-          console.write(f"\r\033[K  {tracker.running:<18} {tracker.elapsed():6.0f} s ...")
+          console.write(f"\r\033[K  {tracker.running:<{NAME_WIDTH}} {tracker.elapsed():6.0f} s ...")
           console.flush()
         continue
       if line is None:

@@ -7,6 +7,8 @@ from pipeline import console
 
 TFX_LOG = [
     "INFO:absl:Component LiveLogExampleGen is running.",
+    "INFO:absl:LiveLogExampleGen: 100 examples (train 75, eval 25); lines in/accepted/quarantined: "
+    "items 6/6/0, events 30/27/3, purchases 9/8/1",
     "LiveLogExampleGen: 100 examples (train 75, eval 25); lines in/accepted/quarantined: "
     "items 6/6/0, events 30/27/3, purchases 9/8/1",
     "INFO:absl:Component LiveLogExampleGen is finished.",
@@ -26,9 +28,10 @@ def test_tracker_reports_each_component_with_seconds_and_key_figures():
   for line in TFX_LOG:
     tracker.feed(line)
   assert lines == [
-      "  LiveLogExampleGen    12.5 s  100 examples (train 75, eval 25), 4 records quarantined",
-      "  Trainer              61.0 s  baseline, 5 epochs",
-      "  Evaluator             1.5 s  NOT blessed: not pushed",
+      f"  {'LiveLogExampleGen':<29}   12.5 s  100 examples (train 75, eval 25), 4 records "
+      "quarantined",
+      f"  {'Trainer':<29}   61.0 s  baseline, 5 epochs",
+      f"  {'Evaluator':<29}    1.5 s  NOT blessed: not pushed",
   ]
   assert tracker.finished == ["LiveLogExampleGen", "Trainer", "Evaluator"]
 

@@ -52,7 +52,7 @@ CONSOLE = $(WORK)/console
 demo: venv
 	@mkdir -p $(CONSOLE)
 	@echo "make demo: SCALE=$(SCALE) SEED=$(SEED) MODEL=$(MODEL) WORK=$(WORK) (logs: $(CONSOLE))"
-	@$(PY) -m data_gen.cli --scale $(SCALE) --seed $(SEED) --out_dir $(WORK)/logs
+	@$(PY) -m data_gen.cli --scale $(SCALE) --seed $(SEED) --out_dir $(WORK)/logs --reuse
 	@$(if $(LIFELONG_LEN),$(STEP) --quiet --name "schema for lifelong length $(LIFELONG_LEN)" \
 	  --log $(CONSOLE)/schema.log -- $(PY) -m schemas.make_schema --lifelong_len $(LIFELONG_LEN) \
 	  --out $(WORK)/schema.pbtxt)

@@ -20,12 +20,20 @@ flags.DEFINE_integer("users", None, "Override the number of users.")
 flags.DEFINE_integer("hosts", None, "Override the number of hosts (live rooms).")
 flags.DEFINE_integer("days", None, "Override the number of simulated days.")
 flags.DEFINE_float("corrupt_fraction", 0.0, "Share of sessions that get one bad log line.")
+flags.DEFINE_bool("reuse", False, "Keep the logs already in out_dir when their summary.json "
+                  "records the same settings and simulator code (so the pipeline's cache holds).")
 
 
 def main(argv):
   del argv
   cfg = simulator.load_config(FLAGS.scale, FLAGS.seed, n_users=FLAGS.users,
                               n_hosts=FLAGS.hosts, days=FLAGS.days)
+  if FLAGS.reuse:
+    why_not = simulator.reusable_logs(FLAGS.out_dir, cfg, FLAGS.corrupt_fraction)
+    if why_not is None:
+      print(f"reusing the logs in {FLAGS.out_dir} (same settings and simulator code)")
+      return
+    print(f"generating logs: {why_not}")
   summary = simulator.generate_logs(cfg, FLAGS.out_dir, FLAGS.corrupt_fraction)
   c = summary["counts"]
   print(f"wrote {c['impressions']} impressions in {c['sessions']} sessions, {c['events']} events "

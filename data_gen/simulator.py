@@ -324,7 +324,8 @@ def generate_logs(config: WorldConfig, out_dir: str, corrupt_fraction: float = 0
       lf.TIME_WINDOW: {lf.WINDOW_EVENTS: [float(EPOCH), events_end],
                        lf.WINDOW_PURCHASES: [float(EPOCH - LIFELONG_HISTORY_DAYS * DAY),
                                              events_end]},
-      "config": dataclasses.asdict(config), "out_dir": os.path.abspath(out_dir),
+      "config": dataclasses.asdict(config), "corrupt_fraction": corrupt_fraction,
+      "generator_version": generator_version(), "out_dir": os.path.abspath(out_dir),
       "counts": counts, "lifelong_purchases": len(world.purchases),
       "displays": len(world.displays), "label_rates": {k: v / n for k, v in label_sums.items()},
       "seconds": round(time.time() - t0, 1)}
@@ -341,6 +342,33 @@ def read_ground_truth(log_dir: str) -> Dict[int, dict]:
       rec = json.loads(line)
       out[int(rec["impression_id"])] = rec
   return out
+
+
+def generator_version() -> str:
+  """Fingerprint of the simulator's code (logs made by other code are not reused)."""
+  from pipeline.code_version import code_version  # pylint: disable=import-outside-toplevel
+  return code_version(packages=("data_gen",))
+
+
+def reusable_logs(out_dir: str, config: WorldConfig, corrupt_fraction: float) -> str | None:
+  """Why the logs in ``out_dir`` cannot stand in for generating them again (None: they can).
+
+  They can when every log file is there and ``summary.json`` records the same world config,
+  corruption and simulator code.
+  """
+  path = os.path.join(out_dir, SUMMARY_FILE)
+  if not os.path.exists(path):
+    return f"no {path}"
+  with open(path) as f:
+    summary = json.load(f)
+  want = {"config": json.loads(json.dumps(dataclasses.asdict(config))),
+          "corrupt_fraction": corrupt_fraction, "generator_version": generator_version()}
+  for key, value in want.items():
+    if summary.get(key) != value:
+      return f"{key} differs ({summary.get(key)!r} in {path})"
+  missing = [name for name in [k + lf.LOG_SUFFIX for k in lf.LOG_KINDS] + [GROUND_TRUTH_FILE]
+             if not os.path.exists(os.path.join(out_dir, name))]
+  return f"missing {missing}" if missing else None
 
 
 def load_config(scale: str, seed: int | None = None, **overrides) -> WorldConfig:

@@ -166,3 +166,17 @@ def test_draw_index_draws_what_numpy_choice_draws_and_leaves_the_same_state():
   want = [int(numpys.choice(len(p), p=p)) for p in probs]
   assert got == want and len(set(got)) > 3
   assert ours.random() == numpys.random()
+
+
+def test_logs_are_reused_only_for_the_same_settings_and_complete_files(tmp_path):
+  out = str(tmp_path / "logs")
+  cfg = simulator.load_config("tiny", seed=3, n_users=20, days=1)
+  assert "no " in simulator.reusable_logs(out, cfg, 0.0)
+  simulator.generate_logs(cfg, out, 0.0, progress=False)
+  assert simulator.reusable_logs(out, cfg, 0.0) is None
+  assert "config differs" in simulator.reusable_logs(out, simulator.load_config("tiny", seed=4,
+                                                                                n_users=20,
+                                                                                days=1), 0.0)
+  assert "corrupt_fraction differs" in simulator.reusable_logs(out, cfg, 0.05)
+  (tmp_path / "logs" / "events.jsonl").unlink()
+  assert simulator.reusable_logs(out, cfg, 0.0) == "missing ['events.jsonl']"

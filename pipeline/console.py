@@ -29,6 +29,7 @@ import time
 from typing import Callable, Dict, List, Sequence, TextIO
 
 RUNNING = re.compile(r"Component (\w+) is running\.")
+CACHED = re.compile(r"A cached execution \d+ is used")
 FINISHED = re.compile(r"Component (\w+) is finished\.")
 TRACEBACK = "Traceback (most recent call last)"
 MAX_ERROR_LINES = 40
@@ -76,6 +77,9 @@ class ComponentTracker:
       self.report(f"  {name:<{NAME_WIDTH}} {seconds:6.1f} s" + (f"  {extra}" if extra else ""))
       self.finished.append(name)
       self.running = None
+      return
+    if self.running and CACHED.search(line):
+      self.details.setdefault(self.running, []).append("cached")
       return
     if self.running:
       for pattern, show in DETAILS.get(self.running, ()):

@@ -15,6 +15,9 @@ TFX_LOG = [
     "INFO:absl:Component Trainer is running.",
     "INFO:absl:trained baseline for 5 epochs; eval loss by epoch [1.3, 1.2]",
     "INFO:absl:Component Trainer is finished.",
+    "INFO:absl:Component Transform is running.",
+    "INFO:absl:A cached execution 22 is used.",
+    "INFO:absl:Component Transform is finished.",
     "INFO:absl:Component Evaluator is running.",
     "INFO:absl:Blessing result False written to /w/blessing/8.",
     "INFO:absl:Component Evaluator is finished.",
@@ -22,7 +25,7 @@ TFX_LOG = [
 
 
 def test_tracker_reports_each_component_with_seconds_and_key_figures():
-  ticks = iter([0.0, 12.5, 20.0, 81.0, 90.0, 91.5])
+  ticks = iter([0.0, 12.5, 20.0, 81.0, 85.0, 85.0, 90.0, 91.5])
   lines = []
   tracker = console.ComponentTracker(report=lines.append, clock=lambda: next(ticks))
   for line in TFX_LOG:
@@ -31,9 +34,10 @@ def test_tracker_reports_each_component_with_seconds_and_key_figures():
       f"  {'LiveLogExampleGen':<29}   12.5 s  100 examples (train 75, eval 25), 4 records "
       "quarantined",
       f"  {'Trainer':<29}   61.0 s  baseline, 5 epochs",
+      f"  {'Transform':<29}    0.0 s  cached",
       f"  {'Evaluator':<29}    1.5 s  NOT blessed: not pushed",
   ]
-  assert tracker.finished == ["LiveLogExampleGen", "Trainer", "Evaluator"]
+  assert tracker.finished == ["LiveLogExampleGen", "Trainer", "Transform", "Evaluator"]
 
 
 def test_error_excerpt_is_the_last_traceback():
@@ -62,8 +66,8 @@ def test_tfx_step_prints_component_lines_only(tmp_path):
   script = "\n".join(f"print({line!r})" for line in TFX_LOG) + "\nprint('x' * 5000)"
   assert console.run_step("pipeline", _python(script), str(log), mode="tfx", console=out) == 0
   printed = out.getvalue().splitlines()
-  assert [p.split()[0] for p in printed] == ["LiveLogExampleGen", "Trainer", "Evaluator",
-                                             "[pipeline]"]
+  assert [p.split()[0] for p in printed] == ["LiveLogExampleGen", "Trainer", "Transform",
+                                             "Evaluator", "[pipeline]"]
   assert "x" * 5000 in log.read_text()
 
 

@@ -155,7 +155,7 @@ def test_gauc_by_hand():
   assert math.isnan(metrics.gauc(labels[6:], scores[6:], groups[6:]))
 
 
-def test_rank_auc_equals_the_roc_area_with_ties_and_rejects_nan():
+def test_grouped_rank_auc_equals_scikit_learns_per_group_with_ties_and_rejects_nan():
   from sklearn.metrics import roc_auc_score
 
   rng = np.random.default_rng(5)
@@ -167,8 +167,10 @@ def test_rank_auc_equals_the_roc_area_with_ties_and_rejects_nan():
               for g in np.unique(groups)]
   want = sum(a * n for a, n in by_group) / sum(n for _, n in by_group)
   assert metrics.gauc(labels, scores, groups) == pytest.approx(want, abs=1e-12)
+  aucs, sizes = metrics.grouped_auc(labels, scores, groups)
+  assert aucs[0] == pytest.approx(by_group[0][0], abs=1e-12) and sizes.sum() == 3000
   with pytest.raises(ValueError, match="scores must be finite; 1 of 2 are not"):
-    metrics.auc(np.array([0, 1]), np.array([0.5, np.nan]))
+    metrics.gauc(np.array([0, 1]), np.array([0.5, np.nan]), np.array([1, 1]))
 
 
 def test_lift_captured():

@@ -84,9 +84,11 @@ class ComponentTracker:
     if self.running:
       for pattern, show in DETAILS.get(self.running, ()):
         found = pattern.search(line)
-        shown = self.details.setdefault(self.running, [])
-        if found and show(found) not in shown:  # a line both logged and printed counts once
-          shown.append(show(found))
+        if not found:
+          continue
+        detail, shown = show(found), self.details.setdefault(self.running, [])
+        if detail not in shown:  # a line both logged and printed counts once
+          shown.append(detail)
 
   def elapsed(self) -> float:
     return self.clock() - self.started if self.running else 0.0

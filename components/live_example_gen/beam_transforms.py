@@ -54,9 +54,9 @@ def sorted_facts(parsed: Iterable[r.Parsed], reverse: bool = False) -> List[r.Pa
   The canonical content (a JSON dump, most of a sort's cost) is computed only for records that
   share a timestamp.
   """
-  by_ts = sorted(parsed, key=lambda p: p.rec.get("ts", 0.0), reverse=reverse)
+  ts = lambda p: p.rec.get("ts", 0.0)  # noqa: E731
   out: List[r.Parsed] = []
-  for _, run in itertools.groupby(by_ts, key=lambda p: p.rec.get("ts", 0.0)):
+  for _, run in itertools.groupby(sorted(parsed, key=ts, reverse=reverse), key=ts):
     run = list(run)
     out += sorted(run, key=lambda p: r.canonical(p.rec), reverse=reverse) if len(run) > 1 else run
   return out

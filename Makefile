@@ -22,7 +22,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-fast lint bench clean image vertex
 
 venv: $(VENV)/.installed
 
@@ -87,6 +87,31 @@ bench: $(VENV)/.bench-installed
 	$(PY) -m bench.serving_latency --out_dir bench/results
 	$(PY) -m bench.lifelong_cost --out_dir bench/results
 	$(PY) -m bench.load --out_dir bench/results
+
+# Vertex AI (README "Run on Vertex AI"): `make image` builds the Dockerfile's image, `make vertex`
+# compiles the pipeline for it to $(VERTEX_JSON). No defaults for the image, bucket or project: a
+# placeholder would compile, then fail on Vertex.
+IMAGE ?=
+GCS_ROOT ?=
+PROJECT ?=
+REGION ?= us-central1
+VERTEX_JSON ?= $(WORK)/vertex/pipeline.json
+
+image:
+	@test -n "$(IMAGE)" || { echo "make image: set IMAGE, e.g. IMAGE=us-central1-docker.pkg.dev/PROJECT/REPO/livestream-tfx:v1"; exit 1; }
+	@command -v docker >/dev/null || { echo "make image: docker is not on PATH; build the image where Docker runs and push it there"; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "make image: docker cannot reach a Docker daemon ('docker info' fails)"; exit 1; }
+	docker build -t $(IMAGE) .
+
+# The venv is made after the checks, not as a prerequisite, so a missing setting fails first.
+vertex:
+	@test -n "$(GCS_ROOT)" || { echo "make vertex: set GCS_ROOT, e.g. GCS_ROOT=gs://BUCKET/livestream"; exit 1; }
+	@test -n "$(IMAGE)" || { echo "make vertex: set IMAGE to the pushed image (see make image)"; exit 1; }
+	@test -n "$(PROJECT)" || { echo "make vertex: set PROJECT, the Google Cloud project of the Dataflow jobs"; exit 1; }
+	@$(MAKE) --no-print-directory venv
+	@mkdir -p $(dir $(VERTEX_JSON))
+	$(PY) kubeflow_v2_runner.py --image $(IMAGE) --gcs_root $(GCS_ROOT) --project $(PROJECT) \
+	  --region $(REGION) --model_name $(MODEL) --output $(VERTEX_JSON)
 
 clean:
 	rm -rf $(WORK)

@@ -1,30 +1,190 @@
-"""The Kubeflow V2 runner compiles the pipeline offline, with every component."""
+"""The Kubeflow V2 runner compiles the pipeline offline, with every component, for the image the
+Dockerfile builds; the local runner takes its Beam preset; the pipeline is checked when built."""
 
+import ast
+import fnmatch
 import json
+import os
+import posixpath
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
 
 import kubeflow_v2_runner
+from pipeline import configs
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED = {"LiveLogExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
             "AnomalyGate", "Transform", "Trainer", "Evaluator", "Pusher",
             # The latest blessed model (the Evaluator's baseline) compiles to two resolver tasks.
             "latest_blessed_model_resolver-model-blessing-resolver",
             "latest_blessed_model_resolver-model-resolver"}
+RESOLVERS = {t for t in EXPECTED if "resolver" in t}
+# The components whose executors run Beam pipelines (on Dataflow, in the same image).
+BEAM_COMPONENTS = {"LiveLogExampleGen", "StatisticsGen", "Transform", "Evaluator"}
+
+
+def _containers_by_task(spec):
+  """Task id -> its executor's container (tasks without one, the resolvers, are left out)."""
+  executors = spec["deploymentSpec"]["executors"]
+  out = {}
+  for task_id, task in spec["root"]["dag"]["tasks"].items():
+    label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+    if "container" in executors[label]:
+      out[task_id] = executors[label]["container"]
+  return out
+
+
+def _assert_compiled_for(spec, image, gcs_root, project, region):
+  """Every component runs ``image``; the Beam ones on Dataflow with it on the workers."""
+  assert set(spec["root"]["dag"]["tasks"]) == EXPECTED
+  containers = _containers_by_task(spec)
+  assert set(containers) == EXPECTED - RESOLVERS
+  assert {task: c["image"] for task, c in containers.items()} == {
+      task: image for task in containers}
+  beam_args = {"--runner=DataflowRunner", f"--project={project}", f"--region={region}",
+               f"--temp_location={gcs_root}/tmp", f"--sdk_container_image={image}"}
+  for task in BEAM_COMPONENTS:
+    # The executor's own arguments are "--name value" pairs; the Beam ones are "--name=value".
+    assert {a for a in containers[task]["args"] if a.startswith("--") and "=" in a} == (
+        beam_args), task
 
 
 def test_kubeflow_v2_compile(tmp_path):
   out = kubeflow_v2_runner.compile_pipeline(str(tmp_path / "p.json"), "gs://b/x",
-                                            "gcr.io/p/img:1", "baseline")
-  spec = json.load(open(out))["pipelineSpec"]
-  assert set(spec["root"]["dag"]["tasks"]) == EXPECTED
+                                            "gcr.io/p/img:1", "baseline",
+                                            project="proj-x", region="europe-west4")
+  compiled = json.load(open(out))
+  spec = compiled["pipelineSpec"]
   assert spec["pipelineInfo"]["name"] == "livestream-ranking"
-  trainer = spec["deploymentSpec"]["executors"]["Trainer_executor"]["container"]
-  assert trainer["image"] == "gcr.io/p/img:1"
+  assert compiled["runtimeConfig"]["gcsOutputDirectory"] == "gs://b/x/tfx/livestream-ranking"
+  _assert_compiled_for(spec, "gcr.io/p/img:1", "gs://b/x", "proj-x", "europe-west4")
   # The Transform waits for the anomaly gate, so bad data never reaches training.
   assert "AnomalyGate" in spec["root"]["dag"]["tasks"]["Transform"]["dependentTasks"]
-  # Beam components run on Dataflow, with the pipeline's image on the workers.
-  args = spec["deploymentSpec"]["executors"]["Transform_executor"]["container"]["args"]
-  assert {"--runner=DataflowRunner", "--project=your-project", "--region=us-central1",
-          "--temp_location=gs://b/x/tmp", "--sdk_container_image=gcr.io/p/img:1"} <= set(args)
+
+
+def test_vertex_runner_names_every_missing_setting():
+  from absl import app
+
+  with pytest.raises(app.UsageError, match=r"needs --gcs_root \(or \$VERTEX_GCS_ROOT\), "
+                                           r"--project \(or \$VERTEX_PROJECT\)$"):
+    kubeflow_v2_runner.check_required({"gcs_root": "", "image": "gcr.io/p/i:1", "project": None})
+  kubeflow_v2_runner.check_required({"gcs_root": "gs://b", "image": "gcr.io/p/i:1",
+                                     "project": "p"})
+
+
+def test_tfx_cli_creates_the_vertex_pipeline_from_the_environment(tmp_path):
+  # What README "Run on Vertex AI" runs: the CLI calls the runner with no arguments. The venv's
+  # bin leads PATH because the CLI looks for kfp with `pip freeze`.
+  bin_dir = os.path.dirname(sys.executable)
+  env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""),
+             TF_USE_LEGACY_KERAS="1", VERTEX_HOME=str(tmp_path / "home"),
+             VERTEX_IMAGE="gcr.io/p/img:2", VERTEX_GCS_ROOT="gs://b/y",
+             VERTEX_PROJECT="proj-y", VERTEX_REGION="asia-east1")
+  done = subprocess.run([os.path.join(bin_dir, "tfx"), "pipeline", "create", "--engine", "vertex",
+                         "--pipeline_path", os.path.join(ROOT, "kubeflow_v2_runner.py")],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+  assert 'Pipeline "livestream-ranking" created successfully.' in done.stdout
+  with open(tmp_path / "home" / "livestream-ranking" / "pipeline.json") as f:
+    spec = json.load(f)["pipelineSpec"]
+  _assert_compiled_for(spec, "gcr.io/p/img:2", "gs://b/y", "proj-y", "asia-east1")
+
+
+def _dockerfile(path):
+  """The Dockerfile's instructions as (KEYWORD, arguments): comments dropped, lines joined."""
+  out, current = [], ""
+  with open(path) as f:
+    for line in f:
+      text = line.strip()
+      if not text or text.startswith("#"):
+        continue
+      if text.endswith("\\"):
+        current += text[:-1] + " "
+        continue
+      keyword, _, rest = (current + text).partition(" ")
+      out.append((keyword.upper(), rest.strip()))
+      current = ""
+  return out
+
+
+def _dockerignored(path, patterns):
+  """Whether Docker leaves ``path`` (or a directory above it) out of the build context."""
+  parts = path.split("/")
+  prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+  return any(fnmatch.fnmatch(prefix, p) or fnmatch.fnmatch(prefix, p.removeprefix("**/"))
+             for prefix in prefixes for p in patterns)
+
+
+def test_the_image_installs_this_package_where_the_runner_looks():
+  instructions = _dockerfile(os.path.join(ROOT, "Dockerfile"))
+  by_keyword = {}
+  for keyword, args in instructions:
+    by_keyword.setdefault(keyword, []).append(args)
+  with open(os.path.join(ROOT, "constraints.txt")) as f:
+    pins = dict(line.strip().split("==", 1) for line in f if "==" in line and line[0] != "#")
+  # The TFX team's image for the pinned tfx: the venv's TFX and the image's are the same release.
+  assert by_keyword["FROM"] == [f"gcr.io/tfx-oss-public/tfx:{pins['tfx']}"]
+  (workdir,) = by_keyword["WORKDIR"]
+  # The runner's image path of the schema is this checkout's schema under the WORKDIR...
+  from schemas.make_schema import SCHEMA_PATH
+  relative = os.path.relpath(SCHEMA_PATH, ROOT).replace(os.sep, "/")
+  assert kubeflow_v2_runner.IMAGE_SCHEMA_PATH == posixpath.join(workdir, relative)
+  # ...and the build context (the checkout) is what is copied there.
+  copies = [shlex.split(a) for a in by_keyword["COPY"]]
+  assert any(c[:-1] == ["."] and posixpath.normpath(posixpath.join(workdir, c[-1])) == workdir
+             for c in copies), (copies, workdir)
+  # Installed (not editable) with the venv's pins.
+  (install,) = [shlex.split(a) for a in by_keyword["RUN"] if "pip install" in a]
+  install = install[:install.index("&&")] if "&&" in install else install
+  assert install[install.index("-c") + 1] == "constraints.txt" and install[-1] == "."
+  assert not {"-e", "--editable"} & set(install)
+  env = {}
+  for args in by_keyword["ENV"]:
+    env.update(item.split("=", 1) for item in shlex.split(args))
+  assert env["TF_USE_LEGACY_KERAS"] == "1"
+  assert workdir in env["PYTHONPATH"].split(":")
+  # Dataflow starts workers through the base image's Beam boot entrypoint: keep it.
+  assert "ENTRYPOINT" not in by_keyword and "CMD" not in by_keyword
+  with open(os.path.join(ROOT, ".dockerignore")) as f:
+    ignored = [x.strip() for x in f if x.strip() and not x.startswith("#")]
+  for local_state in (".venv/bin/python", ".git/HEAD", "work/logs", "models/__pycache__/x.pyc",
+                      "livestream_tfx.egg-info/PKG-INFO"):
+    assert _dockerignored(local_state, ignored), local_state
+  for needed in (relative, "setup.py", "constraints.txt", "models/trainer.py",
+                 "models/preprocessing.py"):
+    assert not _dockerignored(needed, ignored), needed
+
+
+def test_the_trainer_and_transform_module_paths_are_in_the_installed_package():
+  from setuptools import find_packages
+
+  # setup.py's own find_packages(...) arguments, read without running setup().
+  with open(os.path.join(ROOT, "setup.py")) as f:
+    (call,) = [n for n in ast.walk(ast.parse(f.read()))
+               if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "find_packages"]
+  packages = set(find_packages(where=ROOT, **{k.arg: ast.literal_eval(k.value)
+                                               for k in call.keywords}))
+  for path in (configs.RUN_FN, configs.PREPROCESSING_FN):
+    module, _, function = path.rpartition(".")
+    assert module.rpartition(".")[0] in packages, path
+    with open(os.path.join(ROOT, *module.split(".")) + ".py") as f:
+      defined = {n.name for n in ast.parse(f.read()).body if isinstance(n, ast.FunctionDef)}
+    assert function in defined, path
+
+
+def test_make_image_and_vertex_name_what_is_missing(tmp_path):
+  make = [shutil.which("make"), "-s", "-C", ROOT]
+  # Empty command-line values override any in the environment.
+  done = subprocess.run(make + ["vertex", "GCS_ROOT=", "IMAGE=gcr.io/p/i:1", "PROJECT=p"],
+                        capture_output=True, text=True)
+  assert done.returncode != 0 and "make vertex: set GCS_ROOT" in done.stdout
+  done = subprocess.run(make + ["image", "IMAGE=gcr.io/p/i:1"], capture_output=True, text=True,
+                        env=dict(os.environ, PATH=str(tmp_path)))  # no docker on this PATH
+  assert done.returncode != 0 and "make image: docker is not on PATH" in done.stdout
 
 
 def test_beam_presets_fill_options_and_name_what_is_missing():

@@ -120,7 +120,9 @@ def _match(name: str, query: tf.Tensor, keys: tf.Tensor, width: int = 1) -> tf.T
 
 def _normalized(name: str, parts: List[tf.Tensor]) -> tf.Tensor:
   """Match features on very different scales (counts, shares) -> one batch-normalised vector."""
-  return tf.keras.layers.BatchNormalization(name=f"{name}_norm")(
+  # Synchronized: under a multi-replica strategy the statistics are the global batch's, so N
+  # workers train what one worker would (no effect without a strategy).
+  return tf.keras.layers.BatchNormalization(name=f"{name}_norm", synchronized=True)(
       BroadcastConcatenate(name=f"{name}_concat")(parts))
 
 

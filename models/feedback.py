@@ -36,7 +36,8 @@ def feedback_tasks(triplet_weight: float = 0.1, triplet_margin: float = 0.2,
     return tasks_lib.ENGAGEMENT
   return tasks_lib.with_head(tasks_lib.ENGAGEMENT, tasks_lib.Head(
       output=TRIPLET_OUTPUT, labels=(F.HEAD_EFFECTIVE_VIEW, F.HEAD_INTERACT),
-      loss=lambda: LabelAwareTripletLoss(triplet_margin), weight=triplet_weight, served=False))
+      loss=lambda **kw: LabelAwareTripletLoss(triplet_margin, **kw), weight=triplet_weight,
+      served=False))
 
 
 def _cosine_distance(a, b):

@@ -17,7 +17,10 @@ import tensorflow_recommenders as tfrs
 from models import features as F
 from models.spec import NON_INPUT_KEYS
 
-LossFactory = Callable[[], tf.keras.losses.Loss]
+# Builds a head's loss; called with ``reduction=NONE`` (per-example values: the model averages
+# them itself, the same way with or without a tf.distribute strategy).
+LossFactory = Callable[..., tf.keras.losses.Loss]
+PER_EXAMPLE = tf.keras.losses.Reduction.NONE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +30,7 @@ class Head:
   Attributes:
     output: the network's output name.
     labels: transformed label keys; with several, the label is their maximum (any of them).
-    loss: builds the head's loss (a fresh object per model).
+    loss: builds the head's loss (a fresh object per model), given ``reduction=NONE``.
     weight: the head's weight in the total loss.
     mask: a transformed feature used as the sample weight in training and metrics, and multiplied
       into the served score (e.g. no purchase where the room displays no products); None: all 1.
@@ -127,7 +130,7 @@ class RankingModel(tf.keras.Model):
     self.head_aucs = {h.output: tf.keras.metrics.AUC(name=f"{h.output}_auc")
                       for h in tasks.heads if h.served}
     self.ranking_tasks: Dict[str, tfrs.tasks.Ranking] = {
-        h.output: tfrs.tasks.Ranking(loss=h.loss(), name=f"{h.output}_task",
+        h.output: tfrs.tasks.Ranking(loss=h.loss(reduction=PER_EXAMPLE), name=f"{h.output}_task",
                                      metrics=[self.head_aucs[h.output]] if h.served else [])
         for h in tasks.heads}
     self.loss_tracker = tf.keras.metrics.Mean(name="loss")
@@ -143,13 +146,19 @@ class RankingModel(tf.keras.Model):
     return self.network(inputs, training=training)
 
   def _total_loss(self, data, training: bool):
-    """sum_h weight_h * loss_h + regularisation; updates every head's loss and AUC metrics."""
+    """sum_h weight_h * loss_h + regularisation; updates every head's loss and AUC metrics.
+
+    A head's loss is its weighted per-example losses summed over the (replica's) batch and
+    divided by the batch size (Keras' ``SUM_OVER_BATCH_SIZE``).
+    """
     features, labels, weights = data
     predictions = self(features, training=training)
     terms = []
     for h in self.tasks.heads:
-      head_loss = self.ranking_tasks[h.output](labels[h.output], predictions[h.output],
-                                               sample_weight=weights[h.output], training=training)
+      per_example = self.ranking_tasks[h.output](
+          labels[h.output], predictions[h.output], sample_weight=weights[h.output],
+          training=training)  # [B]
+      head_loss = tf.reduce_sum(per_example) / tf.cast(tf.size(per_example), per_example.dtype)
       self.head_loss_trackers[h.output].update_state(head_loss)
       terms.append(h.weight * head_loss)
     loss = tf.add_n(terms)
@@ -160,7 +169,11 @@ class RankingModel(tf.keras.Model):
   def train_step(self, data):
     with tf.GradientTape() as tape:
       loss = self._total_loss(data, training=True)
-    grads = tape.gradient(loss, self.trainable_variables)
+      # Under a tf.distribute strategy each replica sees 1/N of the global batch and the
+      # optimizer sums the replicas' gradients: scaling by 1/N gives the global batch's mean.
+      replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+      scaled = loss / replicas if replicas > 1 else loss
+    grads = tape.gradient(scaled, self.trainable_variables)
     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
     self.loss_tracker.update_state(loss)
     return {m.name: m.result() for m in self.metrics}

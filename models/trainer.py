@@ -12,8 +12,8 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from models import distribution, feedback, lifelong, multitask, request_checks
 from models import features as F
-from models import feedback, lifelong, multitask, request_checks
 from models import signatures as S
 from models import tasks as tasks_lib
 from models.layers.lifelong import ChannelDINAttention
@@ -89,6 +89,9 @@ class TrainConfig:
   # the base model's and Mixout at this rate keeps it near them (0: plain fine-tuning).
   mixout_rate: float = 0.0
   seed: int = 7  # initialisation and input shuffling (narrows, does not remove, run-to-run noise)
+  # tf.distribute strategy (models/distribution.py): default, mirrored, multi_worker_mirrored.
+  # batch_size stays the global batch: N replicas each take 1/N of it.
+  distribution: str = distribution.DEFAULT
   # Not used in training: the pipeline puts the source fingerprint here so that a code change
   # invalidates the Trainer's cache entry (pipeline/code_version.py).
   code_version: str = ""
@@ -114,6 +117,7 @@ class TrainConfig:
       raise ValueError(f"trainer mixout_rate must be in [0, 1], got {cfg.mixout_rate}")
     if cfg.patience < 0:
       raise ValueError(f"trainer patience must be >= 0, got {cfg.patience}")
+    distribution.check_strategy_name(cfg.distribution)
     if not cfg.learning_rate > 0:
       raise ValueError(f"trainer learning_rate must be > 0, got {cfg.learning_rate}")
     return cfg
@@ -311,23 +315,31 @@ def export_serving_model(model, tf_transform_output, export_dir: str) -> None:
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """TFX Trainer entry point."""
   cfg = TrainConfig.from_custom_config(fn_args.custom_config)
+  # First: a multi-worker strategy configures collective ops, which must precede other TF work.
+  strategy = distribution.make_strategy(cfg.distribution)
   tf.keras.utils.set_random_seed(cfg.seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   spec = ModelSpec.from_transform_output(tf_transform_output, cfg.embedding_dim,
                                          cfg.embedding_l2)
-  model = build_model(spec, cfg)
-  if fn_args.base_model:
-    started = warm_start(model.network, fn_args.base_model, cfg.mixout_rate)
-    logging.info("warm start from %s: %s (Mixout rate %s)", fn_args.base_model,
-                 started or "no shared layer, training from scratch", cfg.mixout_rate)
-  train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                          cfg.batch_size, model.tasks, cfg.seed, num_epochs=1)
-  eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                         cfg.batch_size, model.tasks, cfg.seed, num_epochs=1)
-  logging.info("training %s: up to %d epochs (patience %d), at most %s steps", cfg.model_name,
-               cfg.max_epochs, cfg.patience, fn_args.train_steps)
-  history = fit(model, train_ds, eval_ds, cfg, max_steps=fn_args.train_steps,
-                log_dir=fn_args.model_run_dir)
-  logging.info("trained %s for %d epochs; eval loss by epoch %s", cfg.model_name,
-               len(history.history["val_loss"]), [round(v, 4) for v in history.history["val_loss"]])
-  export_serving_model(model, tf_transform_output, fn_args.serving_model_dir)
+  with strategy.scope():  # variables (model and optimizer) are made as the strategy's
+    model = build_model(spec, cfg)
+    if fn_args.base_model:
+      started = warm_start(model.network, fn_args.base_model, cfg.mixout_rate)
+      logging.info("warm start from %s: %s (Mixout rate %s)", fn_args.base_model,
+                   started or "no shared layer, training from scratch", cfg.mixout_rate)
+  train_ds, eval_ds = (
+      distribution.distribute_by_data(make_dataset(
+          files, fn_args.data_accessor, tf_transform_output, cfg.batch_size, model.tasks,
+          cfg.seed, num_epochs=1))
+      for files in (fn_args.train_files, fn_args.eval_files))
+  logging.info("training %s: up to %d epochs (patience %d), at most %s steps, %d replica(s) "
+               "(%s)", cfg.model_name, cfg.max_epochs, cfg.patience, fn_args.train_steps,
+               strategy.num_replicas_in_sync, cfg.distribution)
+  # Every worker trains and saves (saving runs collective ops); only the chief's output stays.
+  with distribution.output_dir(fn_args.model_run_dir, strategy) as log_dir, \
+      distribution.output_dir(fn_args.serving_model_dir, strategy) as export_dir:
+    history = fit(model, train_ds, eval_ds, cfg, max_steps=fn_args.train_steps, log_dir=log_dir)
+    logging.info("trained %s for %d epochs; eval loss by epoch %s", cfg.model_name,
+                 len(history.history["val_loss"]),
+                 [round(v, 4) for v in history.history["val_loss"]])
+    export_serving_model(model, tf_transform_output, export_dir)

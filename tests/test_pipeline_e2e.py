@@ -13,6 +13,7 @@ import local_runner
 from bench import quality_report
 from components.live_example_gen import executor as eg_executor
 from data_gen import simulator
+from models import distribution
 from models import features as F
 from models import signatures as S
 from serving import client
@@ -162,3 +163,72 @@ def test_a_worse_model_is_not_blessed_against_the_last_blessed_one(pipeline_run)
                      key=lambda p: int(os.path.basename(p)))
   assert [sorted(os.listdir(b)) for b in blessings] == [["BLESSED"], ["NOT_BLESSED"]]
   assert sorted(os.listdir(serving_dir)) == pushed  # the worse model was not pushed
+
+
+def _free_ports(n: int) -> list:
+  """n loopback ports free right now (the workers bind them moments later)."""
+  import socket
+  sockets = [socket.socket() for _ in range(n)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def _train_worker(work, out, custom_config, log_path, tf_config=None):
+  """One `python -m pipeline.train_worker` process on the run's Transform outputs.
+
+  Its output goes to a file: a worker blocked on a full pipe would stall the other's collectives.
+  """
+  import subprocess
+  import sys
+  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env.pop(distribution.TF_CONFIG, None)
+  if tf_config:
+    env[distribution.TF_CONFIG] = json.dumps(tf_config)
+  with open(log_path, "w") as log:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train_worker",
+         "--pipeline_root", str(work / "tfx" / local_runner.configs.PIPELINE_NAME),
+         "--output_dir", str(out), "--train_steps", "12",
+         "--custom_config", json.dumps(dict(custom_config, model_name="baseline", max_epochs=2))],
+        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def test_two_workers_train_what_one_worker_trains(pipeline_run, tmp_path):
+  work, _ = pipeline_run
+  ports = _free_ports(2)
+  cluster = {"worker": [f"localhost:{p}" for p in ports]}
+  multi = {"distribution": distribution.MULTI_WORKER_MIRRORED}
+  log_paths = [tmp_path / f"{name}.log" for name in ("worker0", "worker1", "single")]
+  procs = [_train_worker(work, tmp_path / f"worker{i}", multi, log_paths[i],
+                         {"cluster": cluster, "task": {"type": "worker", "index": i}})
+           for i in range(2)]
+  procs.append(_train_worker(work, tmp_path / "single", {}, log_paths[2]))
+  try:
+    for p in procs:
+      p.wait(timeout=900)
+  finally:  # a worker that failed to start leaves the other waiting for it
+    for p in procs:
+      p.kill()
+  logs = [p.read_text() for p in log_paths]
+  assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(x[-3000:] for x in logs)
+  assert "2 replica(s) (multi_worker_mirrored)" in logs[0]
+  assert "1 replica(s) (default)" in logs[2]
+  # Only the chief (worker 0) keeps a model and TensorBoard logs.
+  assert not (tmp_path / "worker1").exists()
+  assert sorted(os.listdir(tmp_path / "worker0" / "model_run")) == ["train", "validation"]
+  # Each worker takes half of every global batch; gradients and batch-norm statistics are the
+  # global batch's: the weights equal one worker's up to float summation order.
+  two, one = (tf.train.load_checkpoint(str(tmp_path / d / "model" / "Format-Serving" /
+                                           "variables" / "variables"))
+              for d in ("worker0", "single"))
+  names = [n for n, shape in one.get_variable_to_shape_map().items()
+           if shape and one.get_tensor(n).dtype.kind == "f"]
+  assert len(names) > 20
+  assert set(names) <= set(two.get_variable_to_shape_map())
+  for name in names:
+    np.testing.assert_allclose(two.get_tensor(name), one.get_tensor(name), rtol=1e-3, atol=1e-4,
+                               err_msg=name)

@@ -1,0 +1,94 @@
+"""The Trainer's tf.distribute strategies: names, TF_CONFIG checks, chief-only outputs, and the
+ranking model's loss under a strategy (the two-worker run is an e2e test)."""
+
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import distribution, tasks
+from models import features as F
+
+
+def test_strategy_names_are_checked():
+  with pytest.raises(ValueError, match="'parameter_server' is not one of"):
+    distribution.make_strategy("parameter_server")
+  assert distribution.make_strategy(distribution.DEFAULT) is tf.distribute.get_strategy()
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    (None, "needs TF_CONFIG naming the cluster"),
+    ("{not json", "TF_CONFIG is not JSON"),
+    (json.dumps({"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}),
+     "task {'type': 'worker', 'index': 1} is not one of the cluster's"),
+    (json.dumps({"cluster": {"worker": ["localhost:1"]}}), "task {} is not one of"),
+])
+def test_multi_worker_needs_a_tf_config_naming_this_task(monkeypatch, tf_config, message):
+  monkeypatch.delenv(distribution.TF_CONFIG, raising=False)
+  if tf_config is not None:
+    monkeypatch.setenv(distribution.TF_CONFIG, tf_config)
+  with pytest.raises(ValueError, match=message):
+    distribution.make_strategy(distribution.MULTI_WORKER_MIRRORED)
+
+
+def test_a_valid_tf_config_is_returned(monkeypatch):
+  config = {"cluster": {"worker": ["localhost:1", "localhost:2"]},
+            "task": {"type": "worker", "index": 1}}
+  monkeypatch.setenv(distribution.TF_CONFIG, json.dumps(config))
+  assert distribution.cluster_from_env() == config
+
+
+def _strategy(chief: bool):
+  return types.SimpleNamespace(extended=types.SimpleNamespace(should_checkpoint=chief))
+
+
+def test_only_the_chief_writes_where_it_is_told(tmp_path):
+  target = str(tmp_path / "model")
+  with distribution.output_dir(target, _strategy(chief=True)) as d:
+    assert d == target
+  with distribution.output_dir(target, _strategy(chief=False)) as d:
+    assert d != target
+    open(os.path.join(d, "saved_model.pb"), "w").close()
+  assert not os.path.exists(d)  # the scratch copy is gone
+  assert not os.path.exists(target)
+  assert distribution.is_chief(tf.distribute.get_strategy())
+
+
+def test_data_sharding_policy_is_by_element():
+  ds = distribution.distribute_by_data(tf.data.Dataset.range(4))
+  assert (ds.options().experimental_distribute.auto_shard_policy
+          == tf.data.experimental.AutoShardPolicy.DATA)
+
+
+def _batch():
+  rng = np.random.default_rng(0)
+  labels = {h: tf.constant(rng.integers(0, 2, (16, 1)), tf.int64) for h in F.HEADS}
+  return dict(labels, x_xf=tf.constant(rng.normal(size=(16, 1)), tf.float32),
+              **{F.BUY_MASK: tf.constant(rng.integers(0, 2, (16, 1)), tf.float32)})
+
+
+def _trained_weights(strategy):
+  tf.keras.utils.set_random_seed(0)
+  with strategy.scope():
+    x = tf.keras.Input(shape=(1,), name="x_xf")
+    network = tf.keras.Model({"x_xf": x}, {h: tf.keras.layers.Dense(1, activation="sigmoid",
+                                                                    name=h)(x) for h in F.HEADS})
+    model = tasks.RankingModel(network, tasks.ENGAGEMENT)
+    model.compile(tf.keras.optimizers.SGD(0.5))
+  data = tf.data.Dataset.from_tensors(_batch()).map(model.tasks.split).repeat(3)
+  loss = model.fit(data, epochs=1, verbose=0).history["loss"][0]
+  return loss, [w.numpy() for w in network.weights]
+
+
+def test_ranking_model_trains_the_same_under_a_strategy():
+  # Keras refuses a batch-averaged loss object under a strategy; the heads' per-example losses
+  # averaged by the model give the same training as without one.
+  loss, weights = _trained_weights(tf.distribute.get_strategy())
+  mirrored_loss, mirrored_weights = _trained_weights(tf.distribute.MirroredStrategy(["/cpu:0"]))
+  assert mirrored_loss == pytest.approx(loss, rel=1e-6)
+  for got, want in zip(mirrored_weights, weights):
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert not np.allclose(weights[0], _trained_weights(tf.distribute.get_strategy())[1][0] * 0)

@@ -45,3 +45,54 @@ def save_figure(fig, path: str) -> str:
   fig.savefig(path, dpi=120)
   pyplot().close(fig)
   return path
+
+
+def spread_summary(values) -> dict:
+  """Median, min, max and relative spread ((max - min) / median) of one case's rounds."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  v = np.asarray(list(values), dtype=float)
+  if v.size == 0:
+    raise ValueError("spread_summary needs at least one value")
+  median = float(np.median(v))
+  return {"median": median, "min": float(v.min()), "max": float(v.max()),
+          "spread": float((v.max() - v.min()) / median) if median else float("nan"),
+          "n": int(v.size)}
+
+
+def timed_rounds(cases, rounds: int, progress: bool = True) -> dict:
+  """Runs every case once per round, cases interleaved, timing wall and CPU seconds.
+
+  Interleaving puts drift in machine load (throttling, other jobs) on every case alike; the
+  median over rounds and its spread say how much a figure can be trusted. CPU time is this
+  process's (``time.process_time``: all its threads), so it also counts work that wall time
+  hides behind parallel threads.
+
+  Args:
+    cases: name -> a callable running one measured unit and returning how many examples it
+      processed.
+    rounds: how many rounds (>= 1).
+    progress: print one line per case and round.
+
+  Returns:
+    name -> {"examples": per-round counts, "wall_s": [...], "cpu_s": [...],
+    "examples_per_s": summary, "cpu_s_per_1k": summary} (summaries from :func:`spread_summary`).
+  """
+  import time  # pylint: disable=import-outside-toplevel
+  if rounds < 1:
+    raise ValueError(f"timed_rounds rounds must be >= 1, got {rounds}")
+  raw = {name: {"examples": [], "wall_s": [], "cpu_s": []} for name in cases}
+  for r in range(rounds):
+    for name, run in cases.items():
+      wall0, cpu0 = time.perf_counter(), time.process_time()
+      n = run()
+      wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+      raw[name]["examples"].append(int(n))
+      raw[name]["wall_s"].append(wall)
+      raw[name]["cpu_s"].append(cpu)
+      if progress:
+        print(f"  round {r + 1}/{rounds}  {name:<16} {n / wall:>10,.0f} ex/s  "
+              f"{1e3 * cpu / n:>7.3f} CPU-s/1k ex", flush=True)
+  for rec in raw.values():
+    rec["examples_per_s"] = spread_summary(n / w for n, w in zip(rec["examples"], rec["wall_s"]))
+    rec["cpu_s_per_1k"] = spread_summary(1e3 * c / n for n, c in zip(rec["examples"], rec["cpu_s"]))
+  return raw

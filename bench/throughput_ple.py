@@ -1,18 +1,25 @@
-"""Training throughput: our PLE and feedback models next to DeepCTR's PLE, same features and batch.
+"""Training throughput: our PLE and feedback models next to DeepCTR's PLE and DIN.
 
-All three train in one process on the same transformed examples of a pipeline run, with the same
-batch size, optimizer and per-head losses; the table reports examples/s and the ratio to DeepCTR.
-DeepCTR's PLE gets the same transformed features as feature columns: ids as SparseFeat sharing
-one table per id space, sequences as mean-pooled VarLenSparseFeat with their length features,
-floats as DenseFeat; experts (2 shared, 2 per task, 2 levels, units 128-64) and towers (32) match.
+Every model trains in one process on the same transformed examples of a pipeline run, with the
+same batch size and optimizer; the table reports the median examples/s over interleaved rounds,
+its spread, CPU-seconds per 1,000 examples (process time) and the ratio to the DeepCTR reference:
+ours_ple / deepctr_ple, ours_feedback / deepctr_din.
 
-    python -m bench.throughput_ple --work work --steps 300 --repeats 3
+DeepCTR gets the same transformed features as feature columns: ids as SparseFeat sharing one
+table per id space, sequences as mean-pooled VarLenSparseFeat with their length features, floats
+as DenseFeat. PLE: experts (2 shared, 2 per task, 2 levels, units 128-64) and towers (32) match
+ours, with the same per-head losses. DIN (DeepCTR's defaults: attention 80-40 with Dice, DNN
+256-128-64) attends from the candidate room (host and shop ids) over the positive real-time
+sequence, as our feedback model does over the positive and negative ones; DeepCTR's DIN has one
+output, so it trains the effective-view head only while ours trains three heads and the triplet
+gap (the comparison favours DIN).
+
+    python -m bench.throughput_ple --work work --steps 200 --rounds 5
 """
 
 from __future__ import annotations
 
 import os
-import time
 from typing import Dict, List
 
 import tensorflow as tf
@@ -20,7 +27,7 @@ import tensorflow_transform as tft
 from absl import app, flags
 
 from bench.ablation_feedback import latest_transform_dirs
-from bench.common import define_run_flags, write_json
+from bench.common import define_run_flags, pyplot, save_figure, timed_rounds, write_json
 from models import encoders, tasks, trainer
 from models import features as F
 from models import preprocessing as P
@@ -86,6 +93,37 @@ def build_deepctr_ple(spec: ModelSpec) -> tf.keras.Model:
              task_types=("binary",) * len(F.HEADS), task_names=tuple(F.HEADS))
 
 
+# DIN's queries (the candidate room) and the positive real-time sequence field each attends over.
+DIN_HISTORY = {xf(F.HOST_ID): xf(F.seq_key(F.RT_POS, "host_ids")),
+               xf(F.HOST_SHOP_ID): xf(F.seq_key(F.RT_POS, "shop_ids"))}
+DIN_PREFIX = "hist_"  # DeepCTR's naming: the sequence of query feature q is "hist_" + q
+
+
+def build_deepctr_din(spec: ModelSpec) -> tf.keras.Model:
+  """DeepCTR's DIN on our features; the attended sequences renamed as DIN expects."""
+  from deepctr.feature_column import VarLenSparseFeat  # pylint: disable=import-outside-toplevel
+  from deepctr.models import DIN  # pylint: disable=import-outside-toplevel
+  renamed = {seq: DIN_PREFIX + query for query, seq in DIN_HISTORY.items()}
+  cols = []
+  for col in deepctr_columns(spec):
+    if isinstance(col, VarLenSparseFeat) and col.name in renamed:
+      # No length feature: DIN masks the padding through the embedding's mask (id 0).
+      col = VarLenSparseFeat(col.sparsefeat._replace(name=renamed[col.name]), maxlen=col.maxlen,
+                             combiner=col.combiner)
+    cols.append(col)
+  return DIN(cols, list(DIN_HISTORY), task="binary")
+
+
+def _din_batches(ds: tf.data.Dataset, model: tf.keras.Model) -> tf.data.Dataset:
+  """DIN's inputs (sequences under their "hist_" names) and the effective-view head only."""
+  dtypes = {i.name.split(":")[0]: i.dtype for i in model.inputs}
+  def select(feats, labels, weights):
+    feats = dict(feats, **{DIN_PREFIX + q: feats[seq] for q, seq in DIN_HISTORY.items()})
+    return ({k: tf.cast(feats[k], dt) for k, dt in dtypes.items()},
+            labels[F.HEAD_EFFECTIVE_VIEW], weights[F.HEAD_EFFECTIVE_VIEW])
+  return ds.map(select)
+
+
 def _deepctr_batches(ds: tf.data.Dataset, model: tf.keras.Model) -> tf.data.Dataset:
   """Keeps the inputs DeepCTR declared, with its dtypes (dense features as float32)."""
   dtypes = {i.name.split(":")[0]: i.dtype for i in model.inputs}
@@ -94,82 +132,98 @@ def _deepctr_batches(ds: tf.data.Dataset, model: tf.keras.Model) -> tf.data.Data
   return ds.map(select)
 
 
-def measure(name: str, model: tf.keras.Model, ds: tf.data.Dataset, steps: int,
-            batch_size: int) -> float:
-  """Training examples/s of ``model`` after a warm-up that traces the graph."""
-  model.fit(ds, steps_per_epoch=max(WARMUP_STEPS, CACHED_BATCHES), epochs=1, verbose=0)
-  start = time.perf_counter()
-  model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-  eps = steps * batch_size / (time.perf_counter() - start)
-  print(f"  {name:<14} {eps:>9,.0f} examples/s", flush=True)
-  return eps
+def _trainer(model: tf.keras.Model, ds: tf.data.Dataset, steps: int, batch_size: int):
+  """One measured unit: ``steps`` training steps; returns the examples they saw."""
+  def run() -> int:
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+    return steps * batch_size
+  return run
+
+
+# Each of ours next to the DeepCTR model it is compared with.
+REFERENCE = {"ours_ple": "deepctr_ple", "ours_feedback": "deepctr_din"}
 
 
 def run(work: str, pipeline_name: str, out_dir: str, steps: int, batch_size: int,
-        repeats: int) -> Dict:
+        rounds: int) -> Dict:
   dirs = latest_transform_dirs(work, pipeline_name)
   tft_output = tft.TFTransformOutput(dirs["graph"])
   pattern = os.path.join(dirs["examples"], "Split-train", "*.gz")
   spec = ModelSpec.from_transform_output(tft_output, EMBEDDING_DIM)
   ours = lambda name: trainer.build_model(  # noqa: E731
       spec, trainer.TrainConfig(model_name=name, learning_rate=LEARNING_RATE))
-  deepctr = build_deepctr_ple(spec)
-  # The same per-head losses and optimizer as our models' tasks (DeepCTR is a plain Keras model).
-  deepctr.compile(tf.keras.optimizers.Adam(LEARNING_RATE),
-                  loss={h.output: h.loss() for h in tasks.ENGAGEMENT.heads})
-  models = {"ours_ple": ours("ple"), "deepctr_ple": deepctr, "ours_feedback": ours("feedback")}
-  data = {}
+  deepctr_ple, deepctr_din = build_deepctr_ple(spec), build_deepctr_din(spec)
+  # The same per-head losses and optimizer as our models' tasks (DeepCTR's are plain Keras).
+  deepctr_ple.compile(tf.keras.optimizers.Adam(LEARNING_RATE),
+                      loss={h.output: h.loss() for h in tasks.ENGAGEMENT.heads})
+  deepctr_din.compile(tf.keras.optimizers.Adam(LEARNING_RATE),
+                      loss=tasks.ENGAGEMENT.heads[0].loss())
+  models = {"ours_ple": ours("ple"), "deepctr_ple": deepctr_ple,
+            "ours_feedback": ours("feedback"), "deepctr_din": deepctr_din}
+  adapt = {"deepctr_ple": _deepctr_batches, "deepctr_din": _din_batches}
+  cases = {}
   for name, model in models.items():
     model_tasks = getattr(model, "tasks", tasks.ENGAGEMENT)
     ds = trainer.transformed_dataset(pattern, tft_output, batch_size, model_tasks, shuffle_seed=1)
-    ds = _deepctr_batches(ds, model) if name.startswith("deepctr") else ds
+    ds = adapt[name](ds, model) if name in adapt else ds
     # A fixed set of batches held in memory and cycled: the timing measures the model's training
     # step, not gzip parsing or refilling the shuffle buffer at every fit().
-    data[name] = ds.take(CACHED_BATCHES).cache().repeat()
-  runs: Dict[str, List[float]] = {n: [] for n in models}
-  for r in range(repeats):  # interleaved, so drift in machine load hits every model alike
-    print(f"round {r + 1}/{repeats}", flush=True)
-    for name, model in models.items():
-      runs[name].append(measure(name, model, data[name], steps, batch_size))
-  best = {n: max(v) for n, v in runs.items()}
-  out = {"steps": steps, "batch_size": batch_size, "repeats": repeats,
+    ds = ds.take(CACHED_BATCHES).cache().repeat()
+    model.fit(ds, steps_per_epoch=max(WARMUP_STEPS, CACHED_BATCHES), epochs=1, verbose=0)
+    cases[name] = _trainer(model, ds, steps, batch_size)
+  print(f"{rounds} interleaved rounds of {steps} steps per model", flush=True)
+  measured = timed_rounds(cases, rounds)
+  median = {n: m["examples_per_s"]["median"] for n, m in measured.items()}
+  out = {"steps": steps, "batch_size": batch_size, "rounds": rounds,
          "params": {n: int(m.count_params()) for n, m in models.items()},
-         "examples_per_second": runs, "best_examples_per_second": best,
-         "ratio_to_deepctr_ple": {n: best[n] / best["deepctr_ple"] for n in models}}
+         "measured": measured,
+         "ratio_to_reference": {n: {"reference": ref, "examples_per_s": median[n] / median[ref],
+                                    "cpu_s_per_1k": (
+                                        measured[ref]["cpu_s_per_1k"]["median"]
+                                        / measured[n]["cpu_s_per_1k"]["median"])}
+                                for n, ref in REFERENCE.items()}}
   write_json(out, out_dir, "throughput_ple")
   _plot(out, os.path.join(out_dir, "throughput_ple.png"))
   return out
 
 
 def _plot(out: Dict, path: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  names = list(out["best_examples_per_second"])
-  fig, ax = plt.subplots(figsize=(6, 3.5))
-  ax.bar(names, [out["best_examples_per_second"][n] for n in names], color=["C0", "C1", "C2"])
-  for i, n in enumerate(names):
-    ax.text(i, out["best_examples_per_second"][n], f"x{out['ratio_to_deepctr_ple'][n]:.2f}",
-            ha="center", va="bottom")
-  ax.set_ylabel("training examples / s")
-  ax.set_title(f"batch {out['batch_size']}, best of {out['repeats']} x {out['steps']} steps")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plt = pyplot()
+  names = list(out["measured"])
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  for ax, key, label in ((axes[0], "examples_per_s", "training examples / s"),
+                         (axes[1], "cpu_s_per_1k", "CPU-seconds / 1,000 examples")):
+    med = [out["measured"][n][key]["median"] for n in names]
+    err = [[m - out["measured"][n][key]["min"] for n, m in zip(names, med)],
+           [out["measured"][n][key]["max"] - m for n, m in zip(names, med)]]
+    ax.bar(names, med, yerr=err, capsize=4, color=["C0", "C1", "C2", "C3"][:len(names)])
+    ax.set_ylabel(label)
+    ax.tick_params(axis="x", labelrotation=20)
+  for n, r in out["ratio_to_reference"].items():
+    i = names.index(n)
+    axes[0].text(i, out["measured"][n]["examples_per_s"]["median"],
+                 f"x{r['examples_per_s']:.2f}", ha="center", va="bottom")
+  fig.suptitle(f"batch {out['batch_size']}: median and range of {out['rounds']} interleaved "
+               f"rounds x {out['steps']} steps")
+  save_figure(fig, path)
 
 
 def main(argv):
   del argv
   fl = flags.FLAGS
-  out = run(fl.work, fl.pipeline_name, fl.out_dir, fl.steps, fl.batch_size, fl.repeats)
-  print(f"\n{'model':<14}{'params':>10}{'ex/s':>10}{'vs DeepCTR':>12}")
-  for n, eps in out["best_examples_per_second"].items():
-    print(f"{n:<14}{out['params'][n]:>10,}{eps:>10,.0f}{out['ratio_to_deepctr_ple'][n]:>12.2f}")
+  out = run(fl.work, fl.pipeline_name, fl.out_dir, fl.steps, fl.batch_size, fl.rounds)
+  print(f"\n{'model':<15}{'params':>10}{'ex/s median':>13}{'spread':>8}{'CPU-s/1k':>10}"
+        f"{'vs ref ex/s':>12}{'vs ref CPU':>11}")
+  for n, m in out["measured"].items():
+    r = out["ratio_to_reference"].get(n)
+    ratios = f"{r['examples_per_s']:>12.2f}{r['cpu_s_per_1k']:>11.2f}" if r else ""
+    print(f"{n:<15}{out['params'][n]:>10,}{m['examples_per_s']['median']:>13,.0f}"
+          f"{m['examples_per_s']['spread']:>8.0%}{m['cpu_s_per_1k']['median']:>10.3f}{ratios}")
 
 
 if __name__ == "__main__":
   define_run_flags()
-  flags.DEFINE_integer("steps", 300, "Timed training steps per model and round.")
+  flags.DEFINE_integer("steps", 200, "Timed training steps per model and round.")
   flags.DEFINE_integer("batch_size", 256, "Batch size (the same for every model).")
-  flags.DEFINE_integer("repeats", 3, "Interleaved rounds; the best round counts.")
+  flags.DEFINE_integer("rounds", 5, "Interleaved rounds; the median counts.")
   app.run(main)

@@ -1,0 +1,34 @@
+"""The benchmarks' shared timing: interleaved rounds, medians, spreads and CPU time."""
+
+import pytest
+
+from bench.common import spread_summary, timed_rounds
+
+
+def test_spread_summary_by_hand():
+  s = spread_summary([4.0, 1.0, 2.0, 3.0, 10.0])
+  assert s == {"median": 3.0, "min": 1.0, "max": 10.0, "spread": 3.0, "n": 5}
+  with pytest.raises(ValueError, match="at least one"):
+    spread_summary([])
+
+
+def test_rounds_interleave_cases_and_count_examples_and_cpu():
+  order = []
+
+  def case(name, n, work):
+    def run():
+      order.append(name)
+      sum(i * i for i in range(work))  # CPU work this process does
+      return n
+    return run
+
+  out = timed_rounds({"a": case("a", 100, 200_000), "b": case("b", 50, 0)}, rounds=3,
+                     progress=False)
+  assert order == ["a", "b"] * 3  # interleaved, not a,a,a,b,b,b
+  assert out["a"]["examples"] == [100, 100, 100]
+  assert out["a"]["examples_per_s"]["n"] == 3
+  # The case that computes costs more CPU per example than the one that does nothing.
+  assert out["a"]["cpu_s_per_1k"]["median"] > out["b"]["cpu_s_per_1k"]["median"]
+  assert all(c > 0 for c in out["a"]["cpu_s"])
+  with pytest.raises(ValueError, match="rounds must be >= 1, got 0"):
+    timed_rounds({"a": lambda: 1}, rounds=0)

@@ -1,8 +1,9 @@
 """What a longer lifelong history costs in training: examples/s at L = 100, 1k, 10k.
 
 Trains each model a few steps on synthetic transformed batches (every history full, so the
-figure is the worst case for that L) and reports examples/s and the ratio to the shortest L, in
-one run. Serving p99 at the same lengths comes from ``bench.serving_latency``.
+figure is the worst case for that L) and reports the median examples/s over interleaved rounds
+(every (model, L) once per round), its spread, CPU-seconds per 1,000 examples and the ratio to
+the shortest L, in one run. Serving p99 at the same lengths comes from ``bench.serving_latency``.
 
     python -m bench.lifelong_cost --models lifelong,baseline --lifelong_lens 100,1000,10000
 """
@@ -10,14 +11,13 @@ one run. Serving p99 at the same lengths comes from ``bench.serving_latency``.
 from __future__ import annotations
 
 import os
-import time
 from typing import Dict, List
 
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from bench.common import define_output_flags, pyplot, save_figure, write_json
+from bench.common import define_output_flags, pyplot, save_figure, timed_rounds, write_json
 from models import features as F
 from models import trainer
 from models.spec import ModelSpec
@@ -47,7 +47,8 @@ def synthetic_batch(spec: ModelSpec, batch_size: int, seed: int = 0) -> Dict[str
   return batch
 
 
-def examples_per_second(model_name: str, lifelong_len: int) -> float:
+def training_case(model_name: str, lifelong_len: int):
+  """Builds and warms up one model at one L; returns the measured unit (``steps`` steps)."""
   spec = ModelSpec.without_transform(VOCAB_SIZE, F.REALTIME_SEQ_LEN, lifelong_len)
   model = trainer.build_model(spec, trainer.TrainConfig(model_name=model_name))
   data = (tf.data.Dataset.from_tensors(synthetic_batch(spec, FLAGS.batch_size))
@@ -55,23 +56,32 @@ def examples_per_second(model_name: str, lifelong_len: int) -> float:
   iterator = iter(data)
   for _ in range(FLAGS.warmup_steps):
     model.train_on_batch(*next(iterator))
-  start = time.perf_counter()
-  for _ in range(FLAGS.steps):
-    model.train_on_batch(*next(iterator))
-  return FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start)
+
+  def run() -> int:
+    for _ in range(FLAGS.steps):
+      model.train_on_batch(*next(iterator))
+    return FLAGS.steps * FLAGS.batch_size
+  return run
 
 
-def run(models: List[str], lengths: List[int]) -> List[Dict]:
+def run(models: List[str], lengths: List[int], rounds: int) -> List[Dict]:
+  cases = {(m, n): training_case(m, n) for m in models for n in lengths}
+  measured = timed_rounds({f"{m} L={n}": case for (m, n), case in cases.items()}, rounds)
   rows = []
   for model_name in models:
     base = None
     for lifelong_len in lengths:
-      rate = examples_per_second(model_name, lifelong_len)
+      cell = measured[f"{model_name} L={lifelong_len}"]
+      rate = cell["examples_per_s"]["median"]
       base = base or rate
       rows.append({"model": model_name, "lifelong_len": lifelong_len,
-                   "train_examples_per_s": rate, "slowdown_vs_shortest": base / rate})
-      print(f"  {model_name:<10} L={lifelong_len:>6}: {rate:8.0f} ex/s "
-            f"({base / rate:5.2f}x the time of L={lengths[0]})", flush=True)
+                   "train_examples_per_s": rate, "spread": cell["examples_per_s"]["spread"],
+                   "cpu_s_per_1k": cell["cpu_s_per_1k"]["median"],
+                   "slowdown_vs_shortest": base / rate, "rounds": cell})
+      print(f"  {model_name:<10} L={lifelong_len:>6}: {rate:8.0f} ex/s median "
+            f"(spread {cell['examples_per_s']['spread']:.0%}, "
+            f"{cell['cpu_s_per_1k']['median']:.2f} CPU-s/1k; "
+            f"{base / rate:5.2f}x the time of L={lengths[0]})", flush=True)
   return rows
 
 
@@ -92,8 +102,9 @@ def plot(rows: List[Dict], path: str) -> None:
 def main(argv):
   del argv
   tf.keras.utils.set_random_seed(0)
-  rows = run(FLAGS.models, [int(x) for x in FLAGS.lifelong_lens])
-  path = write_json({"batch_size": FLAGS.batch_size, "steps": FLAGS.steps, "rows": rows},
+  rows = run(FLAGS.models, [int(x) for x in FLAGS.lifelong_lens], FLAGS.rounds)
+  path = write_json({"batch_size": FLAGS.batch_size, "steps": FLAGS.steps,
+                     "rounds": FLAGS.rounds, "rows": rows},
                     FLAGS.out_dir, FLAGS.name)
   plot(rows, os.path.join(FLAGS.out_dir, f"{FLAGS.name}.png"))
   print(f"[lifelong_cost] wrote {path} and {FLAGS.name}.png")
@@ -106,6 +117,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", 128, "Examples per training step.")
   flags.DEFINE_integer("steps", 10, "Timed training steps per (model, L).")
   flags.DEFINE_integer("warmup_steps", 3, "Untimed steps first (tracing, allocation).")
+  flags.DEFINE_integer("rounds", 5, "Interleaved rounds; the median counts.")
   define_output_flags("lifelong_cost")
 
 

@@ -96,3 +96,12 @@ def timed_rounds(cases, rounds: int, progress: bool = True) -> dict:
     rec["examples_per_s"] = spread_summary(n / w for n, w in zip(rec["examples"], rec["wall_s"]))
     rec["cpu_s_per_1k"] = spread_summary(1e3 * c / n for n, c in zip(rec["examples"], rec["cpu_s"]))
   return raw
+
+
+def process_cpu_seconds(pid: int) -> float:
+  """User + system CPU seconds another process (e.g. a server child) has used so far (Linux)."""
+  with open(f"/proc/{pid}/stat") as f:
+    # Fields after the command name (which may hold spaces, inside parentheses): utime and stime
+    # are the 12th and 13th of them, in clock ticks.
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -25,7 +25,14 @@ from absl import app, flags
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from bench import synthetic_model
-from bench.common import define_output_flags, pyplot, save_figure, write_json
+from bench.common import (
+  define_output_flags,
+  process_cpu_seconds,
+  pyplot,
+  save_figure,
+  spread_summary,
+  write_json,
+)
 from models import features as F
 from models import signatures as S
 from serving import client
@@ -46,24 +53,41 @@ def _requests(n: int, lifelong_len: int) -> Dict[str, object]:
               MODEL_NAME, client.example_list_with_context(context, rooms))}
 
 
-def time_cell(stub, requests: Dict[str, object], n_requests: int, warmup: int
-              ) -> Dict[str, Dict]:
-  """Alternates the signatures request by request; returns per-signature latency stats (ms)."""
+def time_cell(stub, requests: Dict[str, object], n_requests: int, warmup: int, rounds: int,
+              server_pid: int, candidates: int) -> Dict[str, Dict]:
+  """Per-signature latency (ms) and the server's CPU time per 1,000 candidates.
+
+  After ``warmup`` requests of each signature, alternately, every round sends a block of
+  ``n_requests / rounds`` requests of each signature in turn (rounds interleave the signatures;
+  a block is long enough to read the server's CPU time for it). Latency percentiles are over all
+  timed requests; the median and spread over rounds are reported for p50 and for CPU.
+  """
   sendable = {sig: req for sig, req in requests.items()
               if req.ByteSize() <= MAX_REQUEST_BYTES}
-  times: Dict[str, List[float]] = {sig: [] for sig in sendable}
-  for i in range(warmup + n_requests):
-    for sig, req in sendable.items():
-      start = time.perf_counter()
+  for _ in range(warmup):
+    for req in sendable.values():
       stub.Predict(req, timeout=120)
-      if i >= warmup:
-        times[sig].append((time.perf_counter() - start) * 1e3)
+  per_round = max(1, n_requests // rounds)
+  times: Dict[str, List[List[float]]] = {sig: [] for sig in sendable}
+  cpu: Dict[str, List[float]] = {sig: [] for sig in sendable}
+  for _ in range(rounds):
+    for sig, req in sendable.items():
+      block, cpu0 = [], process_cpu_seconds(server_pid)
+      for _ in range(per_round):
+        start = time.perf_counter()
+        stub.Predict(req, timeout=120)
+        block.append((time.perf_counter() - start) * 1e3)
+      cpu[sig].append(1e3 * (process_cpu_seconds(server_pid) - cpu0) / (per_round * candidates))
+      times[sig].append(block)
   out = {}
   for sig, req in requests.items():
     row = {"request_bytes": req.ByteSize()}
     if sig in times:
-      row.update({f"p{p}_ms": float(np.percentile(times[sig], p)) for p in PERCENTILES})
-      row["mean_ms"] = float(np.mean(times[sig]))
+      every = [t for block in times[sig] for t in block]
+      row.update({f"p{p}_ms": float(np.percentile(every, p)) for p in PERCENTILES})
+      row["mean_ms"] = float(np.mean(every))
+      row["round_p50_ms"] = spread_summary(np.percentile(b, 50) for b in times[sig])
+      row["server_cpu_s_per_1k_candidates"] = spread_summary(cpu[sig])
     else:
       row["skipped"] = f"request is {req.ByteSize()} bytes, over the {MAX_REQUEST_BYTES} limit"
     out[sig] = row
@@ -71,7 +95,7 @@ def time_cell(stub, requests: Dict[str, object], n_requests: int, warmup: int
 
 
 def run(models: List[str], lifelong_lens: List[int], candidates: List[int], n_requests: int,
-        warmup: int, work_dir: str) -> List[Dict]:
+        warmup: int, work_dir: str, rounds: int) -> List[Dict]:
   rows = []
   for model in models:
     for lifelong_len in lifelong_lens:
@@ -90,7 +114,8 @@ def run(models: List[str], lifelong_lens: List[int], candidates: List[int], n_re
             grpc.insecure_channel(server.target, options=[
                 ("grpc.max_send_message_length", MAX_REQUEST_BYTES)]))
         for n in candidates:
-          cell = time_cell(stub, _requests(n, lifelong_len), n_requests, warmup)
+          cell = time_cell(stub, _requests(n, lifelong_len), n_requests, warmup, rounds,
+                           server.pid, n)
           row = {"model": model, "lifelong_len": lifelong_len, "candidates": n, **{
               sig: cell[sig] for sig in SIGNATURES}}
           default, context = cell[S.SERVING_SIGNATURE], cell[S.CONTEXT_SIGNATURE]
@@ -103,8 +128,9 @@ def run(models: List[str], lifelong_lens: List[int], candidates: List[int], n_re
 
 def _cell(stats: Dict) -> str:
   if "skipped" in stats:
-    return f"{'over limit':>21}"
-  return f"{stats['p50_ms']:6.1f} {stats['p90_ms']:6.1f} {stats['p99_ms']:7.1f}"
+    return f"{'over limit':>30}"
+  return (f"{stats['p50_ms']:6.1f} {stats['p90_ms']:6.1f} {stats['p99_ms']:7.1f} "
+          f"{stats['server_cpu_s_per_1k_candidates']['median']:8.3f}")
 
 
 def format_row(row: Dict) -> str:
@@ -118,9 +144,10 @@ def format_row(row: Dict) -> str:
 
 
 def format_table(rows: List[Dict]) -> str:
-  header = (f"{'model':<10} {'L':>6} {'N':>5} | {'serving_default p50/p90/p99 ms':<21} "
-            f"{'MB':>7} | {'rank_with_context p50/p90/p99 ms':<21} {'MB':>7} | ctx/def p99")
-  return "\n".join([header, "-" * len(header)] + [format_row(r) for r in rows])
+  header = (f"{'model':<10} {'L':>6} {'N':>5} | {'serving_default p50/p90/p99 ms, CPU':<30} "
+            f"{'MB':>7} | {'rank_with_context p50/p90/p99 ms, CPU':<30} {'MB':>7} | ctx/def p99")
+  note = "(CPU: the server's CPU-seconds per 1,000 candidates, median over rounds)"
+  return "\n".join([header, note, "-" * len(header)] + [format_row(r) for r in rows])
 
 
 def plot(rows: List[Dict], path: str) -> None:
@@ -148,9 +175,11 @@ def main(argv):
   work_dir = tempfile.mkdtemp(prefix="serving_latency_")
   print(f"[serving_latency] models and server logs under {work_dir}", flush=True)
   rows = run(FLAGS.models, [int(x) for x in FLAGS.lifelong_lens],
-             [int(x) for x in FLAGS.candidates], FLAGS.requests, FLAGS.warmup, work_dir)
+             [int(x) for x in FLAGS.candidates], FLAGS.requests, FLAGS.warmup, work_dir,
+             FLAGS.rounds)
   print(format_table(rows))
-  path = write_json({"requests_per_cell": FLAGS.requests, "rows": rows}, FLAGS.out_dir,
+  path = write_json({"requests_per_cell": FLAGS.requests, "rounds": FLAGS.rounds, "rows": rows},
+                    FLAGS.out_dir,
                     FLAGS.name)
   plot(rows, os.path.join(FLAGS.out_dir, f"{FLAGS.name}.png"))
   print(f"[serving_latency] wrote {path} and {FLAGS.name}.png")
@@ -163,6 +192,7 @@ def define_flags() -> None:
   flags.DEFINE_list("candidates", ["20", "200", "1000"], "Candidate rooms per request (N).")
   flags.DEFINE_integer("requests", 100, "Timed requests per (model, L, N, signature).")
   flags.DEFINE_integer("warmup", 5, "Untimed requests before timing each cell.")
+  flags.DEFINE_integer("rounds", 5, "Rounds per cell, the signatures' blocks interleaved.")
   define_output_flags("serving_latency")
 
 

@@ -32,3 +32,16 @@ def test_rounds_interleave_cases_and_count_examples_and_cpu():
   assert all(c > 0 for c in out["a"]["cpu_s"])
   with pytest.raises(ValueError, match="rounds must be >= 1, got 0"):
     timed_rounds({"a": lambda: 1}, rounds=0)
+
+
+def test_process_cpu_seconds_reads_a_process_cpu_time():
+  import os
+  import time
+
+  from bench.common import process_cpu_seconds
+  before = process_cpu_seconds(os.getpid())
+  start = time.process_time()
+  while time.process_time() - start < 0.2:  # burn 0.2 CPU-seconds in this process
+    pass
+  used = process_cpu_seconds(os.getpid()) - before
+  assert 0.15 <= used <= 1.0

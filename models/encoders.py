@@ -120,9 +120,12 @@ def _match(name: str, query: tf.Tensor, keys: tf.Tensor, width: int = 1) -> tf.T
 
 def _normalized(name: str, parts: List[tf.Tensor]) -> tf.Tensor:
   """Match features on very different scales (counts, shares) -> one batch-normalised vector."""
-  # Synchronized: under a multi-replica strategy the statistics are the global batch's, so N
-  # workers train what one worker would (no effect without a strategy).
-  return tf.keras.layers.BatchNormalization(name=f"{name}_norm", synchronized=True)(
+  # Synchronized under a multi-replica strategy: the statistics are the global batch's, so N
+  # workers train what one worker would. Not otherwise: Keras' synchronized path computes the
+  # variance as E[x^2] - E[x]^2 even on one replica, where tf.nn.moments is the steadier one.
+  strategy = tf.distribute.get_strategy()
+  return tf.keras.layers.BatchNormalization(
+      name=f"{name}_norm", synchronized=strategy.num_replicas_in_sync > 1)(
       BroadcastConcatenate(name=f"{name}_concat")(parts))
 
 

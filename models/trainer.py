@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Callable, Dict, List
 
 import tensorflow as tf
@@ -139,6 +140,36 @@ class StepBudget(tf.keras.callbacks.Callback):
       self.model.stop_training = True
 
 
+class TrainingClock(tf.keras.callbacks.Callback):
+  """Times the training steps (not evaluation, not the first step's tracing) and logs a line.
+
+  Wall seconds and this process's CPU seconds; under a multi-worker strategy each worker logs its
+  own (``bench/distributed_training.py`` reads the lines).
+  """
+
+  LOG_FORMAT = "training clock: %d steps of %d examples in %.3f s wall, %.3f CPU-s"
+
+  def __init__(self, batch_size: int):
+    super().__init__()
+    self.batch_size = int(batch_size)
+    self.steps, self.wall, self.cpu = 0, 0.0, 0.0
+    self._seen = 0
+    self._start = None
+
+  def on_train_batch_begin(self, batch, logs=None):
+    self._seen += 1
+    self._start = (time.perf_counter(), time.process_time()) if self._seen > 1 else None
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self._start is not None:
+      self.steps += 1
+      self.wall += time.perf_counter() - self._start[0]
+      self.cpu += time.process_time() - self._start[1]
+
+  def on_train_end(self, logs=None):
+    logging.info(self.LOG_FORMAT, self.steps, self.batch_size, self.wall, self.cpu)
+
+
 def fit(model: tf.keras.Model, train_ds: tf.data.Dataset, eval_ds: tf.data.Dataset,
         cfg: TrainConfig, max_steps: int | None = None, verbose: int = 2,
         log_dir: str | None = None):
@@ -149,7 +180,8 @@ def fit(model: tf.keras.Model, train_ds: tf.data.Dataset, eval_ds: tf.data.Datas
   """
   stopper = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                              restore_best_weights=True)
-  callbacks = [stopper] + ([StepBudget(max_steps)] if max_steps else [])
+  callbacks = ([stopper, TrainingClock(cfg.batch_size)]
+               + ([StepBudget(max_steps)] if max_steps else []))
   if log_dir:  # per-epoch curves for TensorBoard
     callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
                                                     profile_batch=0))

@@ -18,6 +18,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import socket
+import subprocess
+import sys
+from typing import List
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -78,13 +82,61 @@ def train(transformed_examples: str, transform_graph: str, output_dir: str, cust
   return args.serving_model_dir
 
 
+def local_tf_configs(n_workers: int) -> List[dict]:
+  """``TF_CONFIG`` for each of ``n_workers`` workers on this machine (loopback ports free now)."""
+  sockets = [socket.socket() for _ in range(n_workers)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  cluster = {"worker": [f"localhost:{s.getsockname()[1]}" for s in sockets]}
+  for s in sockets:  # the workers bind them moments later
+    s.close()
+  return [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(n_workers)]
+
+
+def start_worker(pipeline_root: str, output_dir: str, custom_config: dict, log_path: str,
+                 train_steps: int | None = None, tf_config: dict | None = None
+                 ) -> subprocess.Popen:
+  """Starts ``python -m pipeline.train_worker`` as a child process logging to ``log_path``.
+
+  The log is a file, not a pipe: a worker blocked on a full pipe would stall the others'
+  collectives.
+  """
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=repo)
+  env.pop("TF_CONFIG", None)
+  if tf_config:
+    env["TF_CONFIG"] = json.dumps(tf_config)
+  args = [sys.executable, "-m", "pipeline.train_worker", "--pipeline_root", pipeline_root,
+          "--output_dir", output_dir, "--custom_config", json.dumps(custom_config)]
+  if train_steps:
+    args += ["--train_steps", str(train_steps)]
+  with open(log_path, "w") as log:
+    return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+
+
+def wait_all(procs: List[subprocess.Popen], timeout_s: float) -> List[int]:
+  """Waits for every worker; kills the rest if one hangs (a dead peer stalls the others)."""
+  try:
+    for p in procs:
+      p.wait(timeout=timeout_s)
+  finally:
+    for p in procs:
+      p.kill()
+  return [p.returncode for p in procs]
+
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("pipeline_root", None, "A finished run's pipeline root (latest Transform).")
-flags.DEFINE_string("transformed_examples", None, "Or: a Transform transformed_examples dir.")
-flags.DEFINE_string("transform_graph", None, "...and its transform_graph dir.")
-flags.DEFINE_string("output_dir", None, "Where the model and TensorBoard logs go.")
-flags.DEFINE_string("custom_config", "{}", "The Trainer's custom_config as JSON.")
-flags.DEFINE_integer("train_steps", None, "Step budget (default: epochs until early stopping).")
+
+
+def define_flags() -> None:
+  """This program's flags (defined only when it runs as one, so importing it defines none)."""
+  flags.DEFINE_string("pipeline_root", None, "A finished run's pipeline root (latest Transform).")
+  flags.DEFINE_string("transformed_examples", None, "Or: a Transform transformed_examples dir.")
+  flags.DEFINE_string("transform_graph", None, "...and its transform_graph dir.")
+  flags.DEFINE_string("output_dir", None, "Where the model and TensorBoard logs go.")
+  flags.DEFINE_string("custom_config", "{}", "The Trainer's custom_config as JSON.")
+  flags.DEFINE_integer("train_steps", None, "Step budget (default: epochs until early stopping).")
 
 
 def main(argv):
@@ -105,4 +157,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

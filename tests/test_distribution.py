@@ -92,3 +92,38 @@ def test_ranking_model_trains_the_same_under_a_strategy():
   for got, want in zip(mirrored_weights, weights):
     np.testing.assert_allclose(got, want, rtol=1e-5)
   assert not np.allclose(weights[0], _trained_weights(tf.distribute.get_strategy())[1][0] * 0)
+
+
+def test_training_clock_times_steps_after_the_first_and_the_bench_reads_its_line(caplog):
+  from absl import logging as absl_logging
+
+  from bench.distributed_training import parse_clock
+  from models.trainer import TrainingClock
+  tf.keras.utils.set_random_seed(0)
+  x = tf.keras.Input(shape=(1,), name="x_xf")
+  network = tf.keras.Model({"x_xf": x}, {h: tf.keras.layers.Dense(1, activation="sigmoid",
+                                                                  name=h)(x) for h in F.HEADS})
+  model = tasks.RankingModel(network, tasks.ENGAGEMENT)
+  model.compile(tf.keras.optimizers.SGD(0.1))
+  clock = TrainingClock(batch_size=16)
+  data = tf.data.Dataset.from_tensors(_batch()).map(model.tasks.split).repeat(4)
+  absl_logging.set_verbosity(absl_logging.INFO)
+  with caplog.at_level("INFO"):
+    model.fit(data, epochs=1, verbose=0, callbacks=[clock])
+  assert clock.steps == 3  # 4 batches, the first (tracing) not timed
+  assert clock.wall > 0 and clock.cpu > 0
+  parsed = parse_clock("\n".join(r.getMessage() for r in caplog.records))
+  assert parsed["steps"] == 3 and parsed["batch_size"] == 16
+  assert parsed["wall_s"] == pytest.approx(clock.wall, abs=1e-3)
+
+
+def test_distributed_run_summary_counts_the_chief_steps_and_everyone_s_cpu():
+  from bench.distributed_training import parse_clock, summarize_run
+  chief = {"steps": 10, "batch_size": 100, "wall_s": 2.0, "cpu_s": 3.0}
+  other = {"steps": 10, "batch_size": 100, "wall_s": 2.1, "cpu_s": 1.0}
+  got = summarize_run([chief, other])
+  assert got == {"examples": 1000, "wall_s": 2.0, "examples_per_s": 500.0, "cpu_s_per_1k": 4.0}
+  with pytest.raises(ValueError, match="no training clock line"):
+    parse_clock("training finished")
+  with pytest.raises(ValueError, match="timed no training step"):
+    summarize_run([dict(chief, steps=0)])

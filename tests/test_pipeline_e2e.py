@@ -16,6 +16,7 @@ from data_gen import simulator
 from models import distribution
 from models import features as F
 from models import signatures as S
+from pipeline import train_worker
 from serving import client
 from serving.examples_io import latest_examples_dir, read_examples
 from serving.model_server import ModelServer
@@ -165,56 +166,23 @@ def test_a_worse_model_is_not_blessed_against_the_last_blessed_one(pipeline_run)
   assert sorted(os.listdir(serving_dir)) == pushed  # the worse model was not pushed
 
 
-def _free_ports(n: int) -> list:
-  """n loopback ports free right now (the workers bind them moments later)."""
-  import socket
-  sockets = [socket.socket() for _ in range(n)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
-
 def _train_worker(work, out, custom_config, log_path, tf_config=None):
-  """One `python -m pipeline.train_worker` process on the run's Transform outputs.
-
-  Its output goes to a file: a worker blocked on a full pipe would stall the other's collectives.
-  """
-  import subprocess
-  import sys
-  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env.pop(distribution.TF_CONFIG, None)
-  if tf_config:
-    env[distribution.TF_CONFIG] = json.dumps(tf_config)
-  with open(log_path, "w") as log:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.train_worker",
-         "--pipeline_root", str(work / "tfx" / local_runner.configs.PIPELINE_NAME),
-         "--output_dir", str(out), "--train_steps", "12",
-         "--custom_config", json.dumps(dict(custom_config, model_name="baseline", max_epochs=2))],
-        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+  return train_worker.start_worker(
+      str(work / "tfx" / local_runner.configs.PIPELINE_NAME), str(out),
+      dict(custom_config, model_name="baseline", max_epochs=2), str(log_path), train_steps=12,
+      tf_config=tf_config)
 
 
 def test_two_workers_train_what_one_worker_trains(pipeline_run, tmp_path):
   work, _ = pipeline_run
-  ports = _free_ports(2)
-  cluster = {"worker": [f"localhost:{p}" for p in ports]}
   multi = {"distribution": distribution.MULTI_WORKER_MIRRORED}
   log_paths = [tmp_path / f"{name}.log" for name in ("worker0", "worker1", "single")]
-  procs = [_train_worker(work, tmp_path / f"worker{i}", multi, log_paths[i],
-                         {"cluster": cluster, "task": {"type": "worker", "index": i}})
-           for i in range(2)]
+  procs = [_train_worker(work, tmp_path / f"worker{i}", multi, log_paths[i], tf_config)
+           for i, tf_config in enumerate(train_worker.local_tf_configs(2))]
   procs.append(_train_worker(work, tmp_path / "single", {}, log_paths[2]))
-  try:
-    for p in procs:
-      p.wait(timeout=900)
-  finally:  # a worker that failed to start leaves the other waiting for it
-    for p in procs:
-      p.kill()
+  codes = train_worker.wait_all(procs, timeout_s=900)
   logs = [p.read_text() for p in log_paths]
-  assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(x[-3000:] for x in logs)
+  assert codes == [0, 0, 0], "\n".join(x[-3000:] for x in logs)
   assert "2 replica(s) (multi_worker_mirrored)" in logs[0]
   assert "1 replica(s) (default)" in logs[2]
   # Only the chief (worker 0) keeps a model and TensorBoard logs.

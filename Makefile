@@ -80,13 +80,15 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	@touch $@
 
 # Benchmarks (the first two on the data of the last `make demo`: run that first; the serving ones
-# build their own synthetic models). Run alone: they time this machine. Figures: BUILD_NOTES.md.
+# build their own synthetic models; beam_scaling generates its own small-scale logs). Run alone:
+# they time this machine. Figures: BUILD_NOTES.md.
 bench: $(VENV)/.bench-installed
 	$(PY) -m bench.ablation_feedback --work $(WORK) --out_dir bench/results
 	$(PY) -m bench.throughput_ple --work $(WORK) --out_dir bench/results
 	$(PY) -m bench.serving_latency --out_dir bench/results
 	$(PY) -m bench.lifelong_cost --out_dir bench/results
 	$(PY) -m bench.load --out_dir bench/results
+	$(PY) -m bench.beam_scaling --out_dir bench/results
 
 # Vertex AI (README "Run on Vertex AI"): `make image` builds the Dockerfile's image, `make vertex`
 # compiles the pipeline for it to $(VERTEX_JSON). No defaults for the image, bucket or project: a

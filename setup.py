@@ -9,7 +9,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DIRECT = ["tfx[kfp]", "apache-beam[gcp]", "tensorflow", "tf-keras", "tensorflow-recommenders",
           "tensorflow-serving-api", "absl-py", "grpcio", "matplotlib", "scikit-learn"]
 DEV = ["pytest", "ruff"]
-BENCH = ["deepctr"]  # reference PLE for the training-throughput comparison
+# deepctr: reference PLE for the training-throughput comparison; dask, distributed: the
+# DaskRunner engine of bench/beam_scaling.py.
+BENCH = ["deepctr", "dask", "distributed"]
 
 
 def _pins():

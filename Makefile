@@ -11,8 +11,8 @@ WARM_START ?= 0
 # schema); set, the demo generates a schema for it under $(WORK). E.g. SCALE=long_history LIFELONG_LEN=10000
 LIFELONG_LEN ?=
 # Beam runner preset of the pipeline's Beam components (pipeline/beam_presets.py; empty: the
-# demo's default in pipeline/configs.py). E.g. BEAM=in_memory, or BEAM=dask
-# BEAM_OPTIONS=dask_client_address=127.0.0.1:8786
+# demo's default in pipeline/configs.py). E.g. BEAM=in_memory, or BEAM=multi_processing
+# BEAM_OPTIONS=direct_num_workers=2
 BEAM ?=
 BEAM_OPTIONS ?=
 WORK ?= $(CURDIR)/work

@@ -22,8 +22,8 @@ WARM_START = os.environ.get("DEMO_WARM_START", "0") == "1"
 # A longer lifelong history needs a schema generated for it (`make demo LIFELONG_LEN=N` does both).
 LIFELONG_SEQ_LEN = int(os.environ.get("DEMO_LIFELONG_SEQ_LEN", F.LIFELONG_SEQ_LEN))
 SCHEMA = os.environ.get("DEMO_SCHEMA", SCHEMA_PATH)
-# Beam runner preset and its options ("name=value,name=value"), e.g. DEMO_BEAM=dask
-# DEMO_BEAM_OPTIONS=dask_client_address=localhost:8786.
+# Beam runner preset and its options ("name=value,name=value"), e.g. DEMO_BEAM=multi_processing
+# DEMO_BEAM_OPTIONS=direct_num_workers=2.
 BEAM_PRESET = os.environ.get("DEMO_BEAM", configs.LOCAL_BEAM_PRESET)
 BEAM_OPTIONS = os.environ.get("DEMO_BEAM_OPTIONS", "")
 
@@ -65,7 +65,8 @@ def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.
       warm_start=warm_start, max_auc_drop=configs.MAX_AUC_DROP, code_version=code_version(),
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           p["metadata"]),
-      beam_pipeline_args=beam_presets.beam_args(beam_preset, **parse_options(beam_options)))
+      beam_pipeline_args=beam_presets.pipeline_beam_args(beam_preset,
+                                                          **parse_options(beam_options)))
 
 
 if __name__ == "__main__":

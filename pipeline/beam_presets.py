@@ -9,7 +9,9 @@ keyword options and fails, naming the preset and every missing option, before an
 - ``multi_processing``: the DirectRunner with one worker process per core; the local demo.
 - ``dataflow``: Google Cloud Dataflow (the Vertex pipeline).
 - ``flink`` / ``spark``: a portable job server in front of an existing cluster.
-- ``dask``: Beam's DaskRunner on a ``dask.distributed`` scheduler.
+- ``dask``: Beam's DaskRunner on a ``dask.distributed`` scheduler. Not for the pipeline on Beam
+  2.59 (``pipeline_beam_args`` refuses it, saying why); ``bench/beam_scaling.py`` runs the part
+  of the ExampleGen graph it can run.
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ FLINK_MASTER = "flink_master"
 SPARK_MASTER_URL = "spark_master_url"
 DASK_CLIENT_ADDRESS = "dask_client_address"
 ENVIRONMENT_TYPE = "environment_type"
+
+
+# Presets that build valid arguments but cannot run the pipeline's components, and why
+# (BUILD_NOTES "Beam runners: multi-processing and Dask").
+NOT_FOR_PIPELINE: Dict[str, str] = {
+    DASK: ("Beam 2.59's DaskRunner hands every pipeline option to dask's Client (it fails on "
+           "'runner' before any work) and runs neither side inputs nor tagged outputs, which "
+           "the ExampleGen, StatisticsGen and Transform all use"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,3 +109,12 @@ def beam_args(preset: str, **options: str) -> List[str]:
                      f"{values[NUM_WORKERS]!r}")
   return list(spec.fixed) + [f"--{k}={v}" for k, v in sorted(values.items()) if v]
 
+
+
+def pipeline_beam_args(preset: str, **options: str) -> List[str]:
+  """:func:`beam_args` for the pipeline's components: also refuses ``NOT_FOR_PIPELINE`` presets."""
+  args = beam_args(preset, **options)
+  if preset in NOT_FOR_PIPELINE:
+    raise ValueError(f"Beam preset {preset!r} cannot run this pipeline: "
+                     f"{NOT_FOR_PIPELINE[preset]}")
+  return args

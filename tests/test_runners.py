@@ -224,6 +224,9 @@ def test_local_runner_takes_a_beam_preset_and_checks_it_when_built(tmp_path):
                                   "--direct_num_workers=3"]
   with pytest.raises(ValueError, match="'dask' needs --dask_client_address"):
     local_runner.build(work=str(tmp_path), beam_preset="dask")
+  with pytest.raises(ValueError, match="'dask' cannot run this pipeline: Beam 2.59's DaskRunner"):
+    local_runner.build(work=str(tmp_path), beam_preset="dask",
+                       beam_options="dask_client_address=127.0.0.1:8786")
   with pytest.raises(ValueError, match="DEMO_BEAM_OPTIONS item 'workers' is not name=value"):
     local_runner.build(work=str(tmp_path), beam_options="workers")
 

@@ -48,8 +48,7 @@ DASK_LIMITS = [
     "DaskRunnerResult.wait_until_finish calls client.wait_for_workers() without n_workers, which "
     "distributed 2024.8 requires (dask/distributed PR 8192): `TypeError: "
     "Client.wait_for_workers() missing 1 required positional argument: 'n_workers'`. Worked "
-    "around by doing the rest of it here: gather every future, errors raised (Beam later replaced "
-    "the call: apache/beam PR 32941).",
+    "around by doing the rest of it here: gather every future, errors raised.",
     "Side inputs are not materialised: the DoFn gets Beam's ArgumentPlaceholder, so the "
     "ExampleGen fails at its first side input, CheckRefs (AsDict of the reference tables): "
     "`TypeError: argument of type 'ArgumentPlaceholder' is not iterable`. CombineGlobally with "

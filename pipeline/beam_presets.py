@@ -38,7 +38,7 @@ ENVIRONMENT_TYPE = "environment_type"
 
 
 # Presets that build valid arguments but cannot run the pipeline's components, and why
-# (BUILD_NOTES "Beam runners: multi-processing and Dask").
+# (BUILD_NOTES "Beam engines: in memory, multi-processing, Dask").
 NOT_FOR_PIPELINE: Dict[str, str] = {
     DASK: ("Beam 2.59's DaskRunner hands every pipeline option to dask's Client (it fails on "
            "'runner' before any work) and runs neither side inputs nor tagged outputs, which "

@@ -146,40 +146,47 @@ class RankingModel(tf.keras.Model):
     return self.network(inputs, training=training)
 
   def _total_loss(self, data, training: bool):
-    """sum_h weight_h * loss_h + regularisation; updates every head's loss and AUC metrics.
+    """This replica's share of sum_h weight_h * loss_h + regularisation; updates the metrics.
 
-    A head's loss is its weighted per-example losses summed over the (replica's) batch and
-    divided by the batch size (Keras' ``SUM_OVER_BATCH_SIZE``).
+    A head's loss is its weighted per-example losses summed over the global batch and divided by
+    the global batch size (Keras' ``SUM_OVER_BATCH_SIZE``). Under a strategy with N replicas each
+    replica returns its share (its sum over the global count, and 1/N of the regularisation), so
+    the optimizer's sum of the replicas' gradients is the global batch's gradient even when the
+    last batch splits unevenly or leaves a replica empty. The loss metrics record the global
+    values. Without a strategy (N = 1) the share is the whole.
     """
     features, labels, weights = data
     predictions = self(features, training=training)
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync
     terms = []
     for h in self.tasks.heads:
       per_example = self.ranking_tasks[h.output](
           labels[h.output], predictions[h.output], sample_weight=weights[h.output],
           training=training)  # [B]
-      head_loss = tf.reduce_sum(per_example) / tf.cast(tf.size(per_example), per_example.dtype)
-      self.head_loss_trackers[h.output].update_state(head_loss)
-      terms.append(h.weight * head_loss)
+      count = tf.cast(tf.size(per_example), per_example.dtype)
+      if replicas > 1:
+        count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+      share = tf.math.divide_no_nan(tf.reduce_sum(per_example), count)
+      # Keras averages a Mean metric over the replicas' updates: N × share averages to the sum.
+      self.head_loss_trackers[h.output].update_state(share * replicas)
+      terms.append(h.weight * share)
     loss = tf.add_n(terms)
     if self.network.losses:
-      loss += tf.add_n(self.network.losses)
+      loss += tf.add_n(self.network.losses) / replicas
     return loss
 
   def train_step(self, data):
     with tf.GradientTape() as tape:
       loss = self._total_loss(data, training=True)
-      # Under a tf.distribute strategy each replica sees 1/N of the global batch and the
-      # optimizer sums the replicas' gradients: scaling by 1/N gives the global batch's mean.
-      replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-      scaled = loss / replicas if replicas > 1 else loss
-    grads = tape.gradient(scaled, self.trainable_variables)
+    grads = tape.gradient(loss, self.trainable_variables)
     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-    self.loss_tracker.update_state(loss)
+    self.loss_tracker.update_state(loss * tf.distribute.get_replica_context().num_replicas_in_sync)
     return {m.name: m.result() for m in self.metrics}
 
   def test_step(self, data):
-    self.loss_tracker.update_state(self._total_loss(data, training=False))
+    self.loss_tracker.update_state(self._total_loss(data, training=False)
+                                   * tf.distribute.get_replica_context().num_replicas_in_sync)
     return {m.name: m.result() for m in self.metrics}
 
 

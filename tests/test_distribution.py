@@ -86,12 +86,75 @@ def _trained_weights(strategy):
 def test_ranking_model_trains_the_same_under_a_strategy():
   # Keras refuses a batch-averaged loss object under a strategy; the heads' per-example losses
   # averaged by the model give the same training as without one.
+  tf.keras.utils.set_random_seed(0)
   loss, weights = _trained_weights(tf.distribute.get_strategy())
   mirrored_loss, mirrored_weights = _trained_weights(tf.distribute.MirroredStrategy(["/cpu:0"]))
   assert mirrored_loss == pytest.approx(loss, rel=1e-6)
   for got, want in zip(mirrored_weights, weights):
     np.testing.assert_allclose(got, want, rtol=1e-5)
-  assert not np.allclose(weights[0], _trained_weights(tf.distribute.get_strategy())[1][0] * 0)
+
+
+TWO_REPLICAS = """
+import json, os
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from models import features as F, tasks
+
+rng = np.random.default_rng(0)
+def batch(n):
+  out = {h: rng.integers(0, 2, (n, 1)).astype(np.int64) for h in F.HEADS}
+  out["x_xf"] = rng.normal(size=(n, 1)).astype(np.float32)
+  out[F.BUY_MASK] = rng.integers(0, 2, (n, 1)).astype(np.float32)
+  return out
+# 15 examples split 8/7 between the replicas, then 1 (one replica gets none).
+batches = [batch(15), batch(1)]
+
+def train(strategy):
+  tf.keras.utils.set_random_seed(0)
+  with strategy.scope():
+    x = tf.keras.Input(shape=(1,), name="x_xf")
+    net = tf.keras.Model({"x_xf": x}, {h: tf.keras.layers.Dense(
+        1, activation="sigmoid", name=h,
+        kernel_regularizer=tf.keras.regularizers.l2(0.1))(x) for h in F.HEADS})
+    model = tasks.RankingModel(net, tasks.ENGAGEMENT)
+    model.compile(tf.keras.optimizers.SGD(0.5))
+  before = [w.numpy().tolist() for w in net.weights]
+  ds = tf.data.Dataset.from_generator(
+      lambda: iter(batches), output_signature={
+          k: tf.TensorSpec([None, 1], tf.as_dtype(v.dtype)) for k, v in batches[0].items()}
+  ).map(model.tasks.split)
+  hist = model.fit(ds, epochs=2, verbose=0).history
+  evaluated = model.evaluate(ds, verbose=0, return_dict=True)
+  return {"replicas": strategy.num_replicas_in_sync, "loss": hist["loss"],
+          "eval": evaluated, "before": before,
+          "after": [w.numpy().tolist() for w in net.weights]}
+
+print(json.dumps({"one": train(tf.distribute.get_strategy()),
+                  "two": train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))}))
+"""
+
+
+def test_two_replicas_with_uneven_and_empty_shares_train_what_one_trains():
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # Its own process: logical devices must be set before TensorFlow starts.
+  done = subprocess.run([sys.executable, "-c", TWO_REPLICAS], cwd=repo, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, PYTHONPATH=repo),
+                        check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  got = json.loads(done.stdout.strip().splitlines()[-1])
+  one, two = got["one"], got["two"]
+  assert (one["replicas"], two["replicas"]) == (1, 2)
+  assert np.all(np.isfinite(two["loss"])) and np.all(np.isfinite(list(two["eval"].values())))
+  np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+  for key in one["eval"]:
+    assert two["eval"][key] == pytest.approx(one["eval"][key], rel=1e-5), key
+  for got_w, want_w, start in zip(two["after"], one["after"], one["before"]):
+    np.testing.assert_allclose(got_w, want_w, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(want_w, start)  # training moved every weight
 
 
 def test_training_clock_times_steps_after_the_first_and_the_bench_reads_its_line(caplog):

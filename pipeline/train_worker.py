@@ -21,6 +21,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from typing import List
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -38,15 +39,29 @@ SPLITS = ("train", "eval")
 
 
 def latest_transform_outputs(pipeline_root: str) -> dict:
-  """The newest ``transformed_examples`` and ``transform_graph`` dirs under a pipeline root."""
-  found = {}
+  """The ``transformed_examples`` and ``transform_graph`` dirs of the newest Transform run.
+
+  Args:
+    pipeline_root: a local pipeline root (``work/tfx/<pipeline name>``).
+
+  Returns:
+    ``{"transformed_examples": dir, "transform_graph": dir}``, both of one execution: the
+    newest execution id that has both.
+
+  Raises:
+    FileNotFoundError: no execution has both outputs.
+  """
+  ids = []
   for output in ("transformed_examples", "transform_graph"):
     runs = glob.glob(os.path.join(pipeline_root, TRANSFORM, output, "*"))
-    if not runs:
-      raise FileNotFoundError(f"no {TRANSFORM} {output} under {pipeline_root}: run the pipeline "
-                              "first")
-    found[output] = max(runs, key=lambda d: int(os.path.basename(d)))  # execution ids increase
-  return found
+    ids.append({os.path.basename(d) for d in runs if os.path.basename(d).isdigit()})
+  both = ids[0] & ids[1]
+  if not both:
+    raise FileNotFoundError(f"no {TRANSFORM} run with transformed_examples and transform_graph "
+                            f"under {pipeline_root}: run the pipeline first")
+  newest = max(both, key=int)  # execution ids increase
+  return {output: os.path.join(pipeline_root, TRANSFORM, output, newest)
+          for output in ("transformed_examples", "transform_graph")}
 
 
 def fn_args(transformed_examples: str, transform_graph: str, output_dir: str,
@@ -102,7 +117,8 @@ def start_worker(pipeline_root: str, output_dir: str, custom_config: dict, log_p
   collectives.
   """
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=repo)
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      filter(None, [repo, os.environ.get("PYTHONPATH")])))
   env.pop("TF_CONFIG", None)
   if tf_config:
     env["TF_CONFIG"] = json.dumps(tf_config)
@@ -115,14 +131,36 @@ def start_worker(pipeline_root: str, output_dir: str, custom_config: dict, log_p
                             stdin=subprocess.DEVNULL)
 
 
-def wait_all(procs: List[subprocess.Popen], timeout_s: float) -> List[int]:
-  """Waits for every worker; kills the rest if one hangs (a dead peer stalls the others)."""
+def wait_all(procs: List[subprocess.Popen], timeout_s: float, poll_s: float = 0.5
+             ) -> List[int]:
+  """Waits for every worker with one deadline; returns their exit codes.
+
+  A worker that fails leaves its peers blocked in a collective, so the first non-zero exit (or
+  the deadline) kills the others; every process is reaped either way.
+
+  Args:
+    procs: the workers.
+    timeout_s: seconds for all of them together.
+    poll_s: how often to look (``Popen.wait`` on one would miss another's failure).
+
+  Returns:
+    Each worker's exit code (negative: killed by a signal).
+  """
+  deadline = time.monotonic() + timeout_s
   try:
-    for p in procs:
-      p.wait(timeout=timeout_s)
+    while True:
+      codes = [p.poll() for p in procs]  # every one, each time (any() would stop at the first)
+      if None not in codes or any(codes) or time.monotonic() > deadline:
+        break
+      try:  # blocks up to poll_s on one worker; a quick failure elsewhere is seen next round
+        next(p for p in procs if p.poll() is None).wait(timeout=poll_s)
+      except subprocess.TimeoutExpired:
+        pass
   finally:
     for p in procs:
-      p.kill()
+      if p.poll() is None:
+        p.kill()
+      p.wait()
   return [p.returncode for p in procs]
 
 

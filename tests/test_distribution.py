@@ -190,3 +190,22 @@ def test_distributed_run_summary_counts_the_chief_steps_and_everyone_s_cpu():
     parse_clock("training finished")
   with pytest.raises(ValueError, match="timed no training step"):
     summarize_run([dict(chief, steps=0)])
+
+
+def test_wait_all_kills_the_peers_of_a_failed_worker_and_finds_the_newest_transform(tmp_path):
+  import subprocess
+  import sys
+
+  from pipeline import train_worker
+  hang = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+  fail = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+  codes = train_worker.wait_all([hang, fail], timeout_s=120, poll_s=0.05)
+  assert codes[1] == 3 and codes[0] < 0  # the hanging peer was killed, not waited for
+  for output, ids in (("transformed_examples", ["3", "7", "9"]), ("transform_graph", ["3", "7"])):
+    for i in ids + ["tmp"]:
+      os.makedirs(tmp_path / "Transform" / output / i)
+  got = train_worker.latest_transform_outputs(str(tmp_path))
+  assert got == {o: str(tmp_path / "Transform" / o / "7")
+                 for o in ("transformed_examples", "transform_graph")}
+  with pytest.raises(FileNotFoundError, match="run the pipeline first"):
+    train_worker.latest_transform_outputs(str(tmp_path / "nothing"))

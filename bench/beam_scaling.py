@@ -53,7 +53,14 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from bench import beam_graphs as bg
-from bench.common import define_output_flags, pyplot, save_figure, spread_summary, write_json
+from bench.common import (
+    define_output_flags,
+    median_and_range,
+    pyplot,
+    save_figure,
+    spread_summary,
+    write_json,
+)
 from components.live_example_gen import beam_transforms as bt
 from components.live_example_gen import executor as ex
 from data_gen.world import SCALES
@@ -529,22 +536,20 @@ def plot(rows: Sequence[Dict[str, Any]], path: str, title: str) -> None:
   for ax, key, label in ((axes[0], "items_per_s", "items/s (examples; stage: lines)"),
                          (axes[1], "cpu_s_per_1k", "CPU-seconds per 1,000 items")):
     for j, runner in enumerate(runners):
-      xs, meds, lo, hi = [], [], [], []
+      xs, measured = [], []
       for i, phase in enumerate(phases):
         row = by.get((phase, runner))
         if row is None:
           continue
         x = i + (j - (len(runners) - 1) / 2) * width
-        s = row[key]
-        if s["n"]:
+        if row[key]["n"]:
           xs.append(x)
-          meds.append(s["median"])
-          lo.append(s["median"] - s["min"])
-          hi.append(s["max"] - s["median"])
+          measured.append(row[key])
         if row["failures"]:  # at the foot of the axes (x in data, y in axes units)
           ax.text(x, 0.01, f"{len(row['failures'])}/{row['rounds']}\nfailed", ha="center",
                   va="bottom", fontsize=7, color="crimson", transform=ax.get_xaxis_transform())
-      ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, label=runner)
+      meds, err = median_and_range(measured)
+      ax.bar(xs, meds, width, yerr=err, capsize=3, label=runner)
     ax.set_xticks(range(len(phases)))
     ax.set_xticklabels(phases, fontsize=8)
     ax.set_yscale("log")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
+import numpy as np
 from absl import flags
 
 
@@ -49,7 +51,6 @@ def save_figure(fig, path: str) -> str:
 
 def spread_summary(values) -> dict:
   """Median, min, max and relative spread ((max - min) / median) of one case's rounds."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
   v = np.asarray(list(values), dtype=float)
   if v.size == 0:
     raise ValueError("spread_summary needs at least one value")
@@ -57,6 +58,18 @@ def spread_summary(values) -> dict:
   return {"median": median, "min": float(v.min()), "max": float(v.max()),
           "spread": float((v.max() - v.min()) / median) if median else float("nan"),
           "n": int(v.size)}
+
+
+def median_and_range(summaries):
+  """Bar heights and asymmetric error bars (median, min-max) of :func:`spread_summary` dicts.
+
+  Returns:
+    ``(medians, [below, above])``, as ``Axes.bar(..., yerr=[below, above])`` takes them.
+  """
+  summaries = list(summaries)
+  medians = [s["median"] for s in summaries]
+  return medians, [[s["median"] - s["min"] for s in summaries],
+                   [s["max"] - s["median"] for s in summaries]]
 
 
 def timed_rounds(cases, rounds: int, progress: bool = True) -> dict:
@@ -77,7 +90,6 @@ def timed_rounds(cases, rounds: int, progress: bool = True) -> dict:
     name -> {"examples": per-round counts, "wall_s": [...], "cpu_s": [...],
     "examples_per_s": summary, "cpu_s_per_1k": summary} (summaries from :func:`spread_summary`).
   """
-  import time  # pylint: disable=import-outside-toplevel
   if rounds < 1:
     raise ValueError(f"timed_rounds rounds must be >= 1, got {rounds}")
   raw = {name: {"examples": [], "wall_s": [], "cpu_s": []} for name in cases}

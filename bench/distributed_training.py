@@ -20,7 +20,14 @@ from typing import Dict, List
 
 from absl import app, flags
 
-from bench.common import define_run_flags, pyplot, save_figure, spread_summary, write_json
+from bench.common import (
+    define_run_flags,
+    median_and_range,
+    pyplot,
+    save_figure,
+    spread_summary,
+    write_json,
+)
 from models import distribution
 from models.trainer import TrainingClock
 from pipeline import train_worker
@@ -113,11 +120,8 @@ def plot(out: Dict, path: str) -> None:
   fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
   for ax, key, label in ((axes[0], "examples_per_s", "training examples / s"),
                          (axes[1], "cpu_s_per_1k", "CPU-seconds / 1,000 examples (all workers)")):
-    stats = [out["summary"][n][key] for n in names]
-    med = [s["median"] for s in stats]
-    ax.bar(names, med, yerr=[[m - s["min"] for m, s in zip(med, stats)],
-                             [s["max"] - m for m, s in zip(med, stats)]], capsize=4,
-           color=["C0", "C1"])
+    med, err = median_and_range(out["summary"][n][key] for n in names)
+    ax.bar(names, med, yerr=err, capsize=4, color=["C0", "C1"])
     ax.set_ylabel(label)
   fig.suptitle(f"{out['model']}: {out['workers']} workers vs 1 on {out['cores']} cores, "
                f"median and range of {out['rounds']} rounds x {out['train_steps']} steps")

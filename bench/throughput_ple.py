@@ -27,7 +27,14 @@ import tensorflow_transform as tft
 from absl import app, flags
 
 from bench.ablation_feedback import latest_transform_dirs
-from bench.common import define_run_flags, pyplot, save_figure, timed_rounds, write_json
+from bench.common import (
+    define_run_flags,
+    median_and_range,
+    pyplot,
+    save_figure,
+    timed_rounds,
+    write_json,
+)
 from models import encoders, tasks, trainer
 from models import features as F
 from models import preprocessing as P
@@ -194,9 +201,7 @@ def _plot(out: Dict, path: str) -> None:
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
   for ax, key, label in ((axes[0], "examples_per_s", "training examples / s"),
                          (axes[1], "cpu_s_per_1k", "CPU-seconds / 1,000 examples")):
-    med = [out["measured"][n][key]["median"] for n in names]
-    err = [[m - out["measured"][n][key]["min"] for n, m in zip(names, med)],
-           [out["measured"][n][key]["max"] - m for n, m in zip(names, med)]]
+    med, err = median_and_range(out["measured"][n][key] for n in names)
     ax.bar(names, med, yerr=err, capsize=4, color=["C0", "C1", "C2", "C3"][:len(names)])
     ax.set_ylabel(label)
     ax.tick_params(axis="x", labelrotation=20)

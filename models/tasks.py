@@ -174,6 +174,7 @@ class RankingModel(tf.keras.Model):
     loss = tf.add_n(terms)
     if self.network.losses:
       loss += tf.add_n(self.network.losses) / replicas
+    self.loss_tracker.update_state(loss * replicas)
     return loss
 
   def train_step(self, data):
@@ -181,12 +182,10 @@ class RankingModel(tf.keras.Model):
       loss = self._total_loss(data, training=True)
     grads = tape.gradient(loss, self.trainable_variables)
     self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-    self.loss_tracker.update_state(loss * tf.distribute.get_replica_context().num_replicas_in_sync)
     return {m.name: m.result() for m in self.metrics}
 
   def test_step(self, data):
-    self.loss_tracker.update_state(self._total_loss(data, training=False)
-                                   * tf.distribute.get_replica_context().num_replicas_in_sync)
+    self._total_loss(data, training=False)
     return {m.name: m.result() for m in self.metrics}
 
 

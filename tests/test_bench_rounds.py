@@ -45,3 +45,10 @@ def test_process_cpu_seconds_reads_a_process_cpu_time():
     pass
   used = process_cpu_seconds(os.getpid()) - before
   assert 0.15 <= used <= 1.0
+
+
+def test_median_and_range_gives_bar_heights_and_error_bars():
+  from bench.common import median_and_range
+  meds, err = median_and_range([spread_summary([1.0, 2.0, 6.0]), spread_summary([5.0])])
+  assert meds == [2.0, 5.0]
+  assert err == [[1.0, 0.0], [4.0, 0.0]]

@@ -49,22 +49,30 @@ endif
 # rest in $(WORK)/console/*.log (a failing step prints its error and its log's path).
 STEP = $(PY) -m pipeline.console
 CONSOLE = $(WORK)/console
+# $(call beside,A,B,name): runs the step A in the background while the step B runs, then prints
+# A's console lines after B's; fails with B's exit code, else A's. The demo pairs independent,
+# single-threaded steps this way (two cores): it saves ~15 s at each pair.
+beside = { $(1) > $(CONSOLE)/$(strip $(3)).console 2>&1 & pid=$$!; $(2); b=$$?; wait $$pid; a=$$?; \
+  cat $(CONSOLE)/$(strip $(3)).console; exit $$(( b ? b : a )); }
 demo: venv
 	@mkdir -p $(CONSOLE)
 	@echo "make demo: SCALE=$(SCALE) SEED=$(SEED) MODEL=$(MODEL) WORK=$(WORK) (logs: $(CONSOLE))"
-	@$(PY) -m data_gen.cli --scale $(SCALE) --seed $(SEED) --out_dir $(WORK)/logs --reuse
 	@$(if $(LIFELONG_LEN),$(STEP) --quiet --name "schema for lifelong length $(LIFELONG_LEN)" \
 	  --log $(CONSOLE)/schema.log -- $(PY) -m schemas.make_schema --lifelong_len $(LIFELONG_LEN) \
 	  --out $(WORK)/schema.pbtxt)
-	@$(STEP) --quiet --name "tfx pipeline create" --log $(CONSOLE)/tfx_pipeline.log -- bash -c \
-	  '$(TFX_ENV) $(VENV)/bin/tfx pipeline create --engine local --pipeline_path local_runner.py \
-	  || $(TFX_ENV) $(VENV)/bin/tfx pipeline update --engine local --pipeline_path local_runner.py'
+	@$(call beside,$(STEP) --quiet --name "tfx pipeline create" --log $(CONSOLE)/tfx_pipeline.log \
+	  -- bash -c '$(TFX_ENV) $(VENV)/bin/tfx pipeline create --engine local --pipeline_path \
+	  local_runner.py || $(TFX_ENV) $(VENV)/bin/tfx pipeline update --engine local \
+	  --pipeline_path local_runner.py', \
+	  $(PY) -m data_gen.cli --scale $(SCALE) --seed $(SEED) --out_dir $(WORK)/logs --reuse, \
+	  tfx_pipeline)
 	@$(STEP) --tfx --name "tfx run create" --log $(CONSOLE)/tfx_run.log -- \
 	  env $(TFX_ENV) $(VENV)/bin/tfx run create --engine local --pipeline_name $(PIPELINE_NAME)
-	@$(STEP) --name "quality report" --log $(CONSOLE)/quality_report.log -- \
-	  $(PY) -m bench.quality_report --work $(WORK) --pipeline_name $(PIPELINE_NAME)
-	@$(STEP) --name "serve and rank" --log $(CONSOLE)/serving.log -- \
-	  $(PY) -m serving.demo --work $(WORK) --pipeline_name $(PIPELINE_NAME) --port $(PORT)
+	@$(call beside,$(STEP) --name "serve and rank" --log $(CONSOLE)/serving.log -- \
+	  $(PY) -m serving.demo --work $(WORK) --pipeline_name $(PIPELINE_NAME) --port $(PORT), \
+	  $(STEP) --name "quality report" --log $(CONSOLE)/quality_report.log -- \
+	  $(PY) -m bench.quality_report --work $(WORK) --pipeline_name $(PIPELINE_NAME), \
+	  serving)
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -67,7 +67,7 @@ def _run(events, out_dir, eval_days=1):
     pcolls = {k: p | f"Create[{k}]" >> beam.Create(raw_lines(k, v)) for k, v in lines.items()}
     out = pcolls | bt.LogsToExamples(windows=WINDOWS, realtime_len=RT_LEN, lifelong_len=LL_LEN,
                                      eval_days=eval_days)
-    _ = (out[bt.EXAMPLES] | "Ser" >> beam.Map(lambda se: se[1].SerializeToString())
+    _ = (out[bt.EXAMPLES] | "Ser" >> beam.Map(lambda se: se[1])
          | "WriteEx" >> beam.io.WriteToTFRecord(str(out_dir / "ex")))
     _ = (out[bt.QUARANTINE] | "BadJson" >> beam.Map(r.BadRecord.to_json)
          | "WriteBad" >> beam.io.WriteToText(str(out_dir / "bad")))
@@ -290,3 +290,71 @@ def test_lines_are_spread_over_workers_only_when_there_are_several():
   assert eg.spreads_work(PipelineOptions(["--direct_running_mode=multi_processing",
                                           "--direct_num_workers=2"]))
   assert eg.spreads_work(PipelineOptions(["--runner=DataflowRunner"]))
+
+
+# --- Serialized parts ------------------------------------------------------------------------------
+def _values_for(specs):
+  """Valid values for every feature of ``specs`` (variable-length ones: two values)."""
+  feats = {}
+  for spec in specs:
+    n = 2 if spec.variable_length else spec.length
+    feats[spec.name] = ([b"high"] * n if spec.dtype == "bytes" else
+                        [0.5] * n if spec.dtype == "float" else [1] * n)
+  for spec in specs:
+    if spec.variable_length:
+      feats[spec.length_key] = [2]
+  return feats
+
+
+def test_parts_split_the_features_and_join_to_one_example():
+  specs = F.raw_features(RT_LEN, LL_LEN)
+  parts = bt.part_specs(specs)
+  host_names = {s.name for s in parts[bt.HOST_PART]}
+  user_names = {s.name for s in parts[bt.USER_PART]}
+  assert host_names == set(F.HOST_SIDE_FEATURES)
+  assert host_names | user_names == {s.name for s in specs} and not host_names & user_names
+  user_feats, host_feats = _values_for(parts[bt.USER_PART]), _values_for(parts[bt.HOST_PART])
+  host_feats[F.HOST_ID] = [7]
+  user_feats[F.USER_ID] = [3]
+  split, joined = bt._join_parts((5, {
+      bt.USER_PART: [("eval", bt.to_example(user_feats, parts[bt.USER_PART]).SerializeToString())],
+      bt.HOST_PART: [bt.to_example(host_feats, parts[bt.HOST_PART]).SerializeToString()]}))
+  assert split == "eval"
+  # Equal, as a message, to the example built from both halves at once...
+  whole = bt.to_example(dict(user_feats, **host_feats), specs)
+  assert tf.train.Example.FromString(joined) == whole
+  # ...and TensorFlow's own parser reads every feature of both halves from the joined bytes.
+  parsed = tf.io.parse_single_example(joined, {
+      F.HOST_ID: tf.io.FixedLenFeature([1], tf.int64),
+      F.USER_ID: tf.io.FixedLenFeature([1], tf.int64),
+      F.seq_key(F.LL, "item_ids"): tf.io.VarLenFeature(tf.int64)})
+  assert parsed[F.HOST_ID].numpy().tolist() == [7] and parsed[F.USER_ID].numpy().tolist() == [3]
+  assert parsed[F.seq_key(F.LL, "item_ids")].values.numpy().tolist() == [1, 1]
+
+
+def test_join_needs_one_part_of_each():
+  with pytest.raises(ValueError, match="impression 9: expected one user part and one host part, "
+                                       "got 1 and 0"):
+    bt._join_parts((9, {bt.USER_PART: [("train", b"")], bt.HOST_PART: []}))
+
+
+def test_to_example_names_a_missing_unexpected_or_wrongly_sized_feature():
+  specs = bt.part_specs(F.raw_features(RT_LEN, LL_LEN))[bt.HOST_PART]
+  feats = _values_for(specs)
+  with pytest.raises(ValueError, match=f"feature '{F.HOST_SHOP_ID}' is missing"):
+    bt.to_example({k: v for k, v in feats.items() if k != F.HOST_SHOP_ID}, specs)
+  with pytest.raises(ValueError, match=rf"features \['{F.USER_ID}'\] are not among"):
+    bt.to_example(dict(feats, **{F.USER_ID: [1]}), specs)
+  with pytest.raises(ValueError, match=f"feature '{F.HOST_CATEGORY_IDS}' has 1 values, "
+                                       f"expected {F.HOST_MAX_CATEGORIES}"):
+    bt.to_example(dict(feats, **{F.HOST_CATEGORY_IDS: [1]}), specs)
+  with pytest.raises(TypeError, match=f"feature '{F.HOST_ID}' \\(int\\) has a value of the "
+                                      "wrong type"):
+    bt.to_example(dict(feats, **{F.HOST_ID: ["x"]}), specs)
+
+
+def test_a_variable_length_feature_must_share_its_length_part():
+  stray = F.RawFeature(F.HOST_ID, "int", 4, length_key=F.len_key(F.LL))
+  with pytest.raises(ValueError, match=f"feature '{F.HOST_ID}' is in the host part but its "
+                                       f"length '{F.len_key(F.LL)}' is not"):
+    bt.part_specs([stray] + [s for s in F.raw_features(RT_LEN, LL_LEN) if s.name != F.HOST_ID])

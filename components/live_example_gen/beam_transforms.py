@@ -27,7 +27,7 @@ from components.live_example_gen import records as r
 from data_gen import log_format as lf
 from models import features as F
 
-EXAMPLES = "examples"  # (split name, tf.train.Example)
+EXAMPLES = "examples"  # (split name, serialized tf.train.Example)
 QUARANTINE = "quarantine"
 COUNTS = "counts"
 
@@ -45,6 +45,8 @@ EXAMPLES_SPLIT = "examples_out/{}"
 
 _BAD = "bad"
 _ACCEPTED = "accepted"
+# The two halves of an example, built apart and joined by impression.
+USER_PART, HOST_PART = "user", "host"
 
 
 # --- Exactly-once ----------------------------------------------------------------------------------
@@ -236,12 +238,14 @@ def eval_start_time(last_impression_ts: float, window_start: float, eval_days: i
 
 # --- Per-user and per-host parts -------------------------------------------------------------------
 def user_parts(user_id: int, grouped: Dict[str, list], users: dict, items: dict, hosts: dict,
-               realtime_len: int, lifelong_len: int, eval_start: float):
+               realtime_len: int, lifelong_len: int, eval_start: float,
+               specs: Sequence[F.RawFeature]):
   """Per user: split, context, labels, real-time and lifelong sequences of each impression.
 
-  Yields ``(impression_id, (split, features))``; the user's lifelong purchases are deduplicated
-  here (counts to ``accepted``, duplicates to ``bad``). A training example's real-time sequences
-  only ever hold training sessions' impressions.
+  Yields ``(impression_id, (split, serialized partial tf.Example of the user-side ``specs``))``;
+  the user's lifelong purchases are deduplicated here (counts to ``accepted``, duplicates to
+  ``bad``). A training example's real-time sequences only ever hold training sessions'
+  impressions.
   """
   purchases, bad = dedupe(r.PURCHASES, grouped["purchases"])
   for b in bad:
@@ -272,11 +276,15 @@ def user_parts(user_id: int, grouped: Dict[str, list], users: dict, items: dict,
     feats.update(pit.session_hosts(history, imp.session_id, imp.ts, hosts))
     feats.update(pit.realtime_sequences(seen, imp.ts, realtime_len, hosts))
     feats.update(pit.lifelong_sequence(purchases_desc, imp.ts, lifelong_len))
-    yield imp.impression_id, (imp_split, feats)
+    yield imp.impression_id, (imp_split, to_example(feats, specs).SerializeToString())
 
 
-def host_parts(host_id: int, grouped: Dict[str, list], hosts: dict, items: dict):
-  """Per host: static room features, window statistics and displayed products per impression."""
+def host_parts(host_id: int, grouped: Dict[str, list], hosts: dict, items: dict,
+               specs: Sequence[F.RawFeature]):
+  """Per host: static room features, window statistics and displayed products per impression.
+
+  Yields ``(impression_id, serialized partial tf.Example of the room-side ``specs``)``.
+  """
   displays, bad = dedupe(r.DISPLAYS, grouped["displays"])
   for b in bad:
     yield beam.pvalue.TaggedOutput(_BAD, b)
@@ -295,17 +303,41 @@ def host_parts(host_id: int, grouped: Dict[str, list], hosts: dict, items: dict)
     feats.update(timeline.stats(imp.ts))
     feats.update(pit.display_features(timeline.displayed(imp.ts), items))
     feats[F.HOST_FLASH_SALE] = [timeline.flash_sale(imp.ts)]
-    yield imp.impression_id, feats
+    yield imp.impression_id, to_example(feats, specs).SerializeToString()
 
 
-def to_example(parts: Dict[str, dict], specs: List[F.RawFeature]) -> tf.train.Example:
-  """Merges the user and host parts into a tf.Example, checking every feature's length."""
-  merged = dict(parts["user"])
-  merged.update(parts["host"])
+def part_specs(specs: Sequence[F.RawFeature]) -> Dict[str, List[F.RawFeature]]:
+  """The features of each part: ``HOST_PART`` the room side (``F.HOST_SIDE_FEATURES``),
+  ``USER_PART`` every other one; each variable-length feature in its length's part."""
+  host_side = set(F.HOST_SIDE_FEATURES)
+  parts = {HOST_PART: [s for s in specs if s.name in host_side],
+           USER_PART: [s for s in specs if s.name not in host_side]}
+  for part, part_features in parts.items():
+    names = {s.name for s in part_features}
+    for spec in part_features:
+      if spec.variable_length and spec.length_key not in names:
+        raise ValueError(f"feature {spec.name!r} is in the {part} part but its length "
+                         f"{spec.length_key!r} is not")
+  return parts
+
+
+def to_example(feats: Dict[str, list], specs: Sequence[F.RawFeature]) -> tf.train.Example:
+  """A tf.Example of exactly ``specs``' features, checking every feature's length.
+
+  Raises:
+    ValueError: a feature of ``specs`` is missing, one not in ``specs`` is present, or a
+      feature has the wrong number of values.
+    TypeError: a value has the wrong type for its feature.
+  """
+  unexpected = set(feats) - {spec.name for spec in specs}
+  if unexpected:
+    raise ValueError(f"features {sorted(unexpected)} are not among the declared ones")
   ex = tf.train.Example()
   for spec in specs:
-    values = merged[spec.name]
-    expected = merged[spec.length_key][0] if spec.variable_length else spec.length
+    if spec.name not in feats:
+      raise ValueError(f"feature {spec.name!r} is missing")
+    values = feats[spec.name]
+    expected = feats[spec.length_key][0] if spec.variable_length else spec.length
     if len(values) != expected or len(values) > spec.length:
       raise ValueError(f"feature {spec.name!r} has {len(values)} values, expected {expected} "
                        f"(at most {spec.length})")
@@ -324,14 +356,20 @@ def to_example(parts: Dict[str, dict], specs: List[F.RawFeature]) -> tf.train.Ex
   return ex
 
 
-def _join_parts(kv, specs):
+def _join_parts(kv):
+  """(impression_id, {USER_PART: [(split, bytes)], HOST_PART: [bytes]}) -> (split, bytes).
+
+  The parts travel serialized (Beam encodes bytes for free; the feature dicts with their
+  lifelong lists were most of the ExampleGen's time), and two serialized tf.Examples
+  concatenated are, by the protobuf wire format, one tf.Example with both parts' features.
+  """
   impression_id, grouped = kv
-  users, hosts = list(grouped["user"]), list(grouped["host"])
+  users, hosts = list(grouped[USER_PART]), list(grouped[HOST_PART])
   if len(users) != 1 or len(hosts) != 1:
     raise ValueError(f"impression {impression_id}: expected one user part and one host part, "
                      f"got {len(users)} and {len(hosts)}")
-  split, user_feats = users[0]
-  return split, to_example({"user": user_feats, "host": hosts[0]}, specs)
+  split, user_part = users[0]
+  return split, user_part + hosts[0]
 
 
 def _count(pcoll, label: str, name: str):
@@ -353,7 +391,7 @@ def LogsToExamples(lines: Dict[str, beam.PCollection], windows: Dict[str, lf.Win
     eval_days: sessions that start in the last ``eval_days`` days of the logs form the eval split.
 
   Returns:
-    A dict with ``EXAMPLES`` ((split name, tf.train.Example)), ``QUARANTINE``
+    A dict with ``EXAMPLES`` ((split name, serialized tf.train.Example)), ``QUARANTINE``
     (records.BadRecord) and ``COUNTS`` ((counter name, count) pairs).
   """
   missing = set(r.LOG_KINDS) - set(lines)
@@ -361,7 +399,7 @@ def LogsToExamples(lines: Dict[str, beam.PCollection], windows: Dict[str, lf.Win
     raise ValueError(f"LogsToExamples needs lines for every log kind; missing {sorted(missing)}")
   if eval_days < 1:
     raise ValueError(f"eval_days must be >= 1, got {eval_days}")
-  specs = F.raw_features(realtime_len, lifelong_len)
+  specs = part_specs(F.raw_features(realtime_len, lifelong_len))
   good, bad, counts = {}, [], []
   for kind in r.LOG_KINDS:
     parsed = lines[kind] | f"Parse[{kind}]" >> beam.ParDo(_ParseFn(windows)).with_outputs(
@@ -417,20 +455,21 @@ def LogsToExamples(lines: Dict[str, beam.PCollection], windows: Dict[str, lf.Win
            lambda p: (p.rec["user_id"], p))}
       | "GroupByUser" >> beam.CoGroupByKey()
       | "UserParts" >> beam.FlatMap(
-          lambda kv, u, i, h, t: user_parts(*kv, u, i, h, realtime_len, lifelong_len, t),
+          lambda kv, u, i, h, t: user_parts(*kv, u, i, h, realtime_len, lifelong_len, t,
+                                            specs[USER_PART]),
           users, items, hosts, eval_start).with_outputs(_BAD, _ACCEPTED, main="parts"))
   host_out = (
       {"impressions": impressions | "ImpByHost" >> beam.Map(lambda i: (i.host_id, i)),
        "displays": checked[r.DISPLAYS] | "DispByHost" >> beam.Map(
            lambda p: (p.rec["host_id"], p))}
       | "GroupByHost" >> beam.CoGroupByKey()
-      | "HostParts" >> beam.FlatMap(lambda kv, h, i: host_parts(*kv, h, i), hosts, items
-                                    ).with_outputs(_BAD, _ACCEPTED, main="parts"))
+      | "HostParts" >> beam.FlatMap(lambda kv, h, i: host_parts(*kv, h, i, specs[HOST_PART]),
+                                    hosts, items).with_outputs(_BAD, _ACCEPTED, main="parts"))
   bad += [user_out[_BAD], host_out[_BAD]]
   counts += [user_out[_ACCEPTED], host_out[_ACCEPTED]]
-  examples = ({"user": user_out.parts, "host": host_out.parts}
+  examples = ({USER_PART: user_out.parts, HOST_PART: host_out.parts}
               | "JoinParts" >> beam.CoGroupByKey()
-              | "ToExample" >> beam.Map(_join_parts, specs))
+              | "ToExample" >> beam.Map(_join_parts))
 
   quarantine = bad | "FlattenBad" >> beam.Flatten()
   counts += [
@@ -466,7 +505,7 @@ def check_accounting(counts: Dict[str, int]) -> List[str]:
 
 def examples_of_split(examples: beam.PCollection, split: str,
                       label: str | None = None) -> beam.PCollection:
-  """The tf.Examples of one split from ``EXAMPLES``."""
+  """The serialized tf.Examples of one split from ``EXAMPLES``."""
   return examples | (label or f"Only[{split}]") >> beam.FlatMap(
       lambda se: [se[1]] if se[0] == split else [])
 

@@ -1,0 +1,62 @@
+"""Hand features of the baseline bench on one hand-built row, against hand-computed values."""
+
+import numpy as np
+import pytest
+
+from bench import hand_features as hf
+from models import features as F
+
+RT_LEN, LL_LEN = 4, 5
+
+
+def _row(**values):
+  """One example's raw columns: zeros (b"new" for bytes) except ``values``."""
+  cols = {}
+  for spec in F.raw_features(RT_LEN, LL_LEN):
+    fill = b"new" if spec.dtype == "bytes" else 0
+    cols[spec.name] = np.full((1, spec.length), fill, object if spec.dtype == "bytes" else float)
+  for name, v in values.items():
+    arr = cols[name]
+    arr[0, :len(v)] = v
+  return cols
+
+
+def test_features_follow_the_simulator_equations():
+  hour4 = 4 * 3600.0
+  row = _row(**{
+      F.HOST_CATEGORY_IDS: [5, 7, 0], F.TRIGGER_CATEGORY_ID: [7], F.SLOT_INDEX: [2],
+      # Two positive positions: the first shares category 5 (4 h ago), the second shares 5 and 7.
+      F.len_key(F.RT_POS): [2],
+      F.seq_key(F.RT_POS, "category_ids"): [5, 0, 0, 7, 5, 1],
+      F.seq_key(F.RT_POS, "age_seconds"): [hour4, 0.0],
+      # One negative position beyond its length: must not count.
+      F.len_key(F.RT_NEG): [0], F.seq_key(F.RT_NEG, "category_ids"): [5, 7, 0],
+      F.SESSION_CATEGORY_IDS: [5, 9, 0, 7, 0, 0],
+      F.len_key(F.LL): [3], F.seq_key(F.LL, "category_ids"): [5, 5, 9],
+      F.DISPLAY_LEN: [2], F.DISPLAY_PRICES: [np.e - 1, np.e ** 3 - 1],
+  })
+  x, names = hf.build_features(row, n_categories=10)
+  got = dict(zip(names, x[0]))
+  assert got["rt_pos_hits"] == 3
+  assert got["rt_pos_hits_time_decayed"] == pytest.approx(1 * 0.5 + 2 * 1.0)
+  assert got["rt_pos_hits_position_decayed"] == pytest.approx(1 + 2 * 0.85)
+  assert got["rt_pos_hits_decayed"] == pytest.approx(0.5 + 2 * 0.85)
+  assert got["rt_pos_signed"] == pytest.approx(0.5 * (0.5 + 1.7))
+  assert got["rt_neg_hits"] == 0 and got["rt_neg_signed"] == 0
+  assert got["trigger_hit"] == 1
+  assert got["trigger_hit_decayed"] == pytest.approx(0.8 * 0.85 ** 2)
+  assert got["appetite_estimate"] == pytest.approx(0.5 * 2.2 + 0.8 * 0.85 ** 2)
+  assert got["fatigue"] == 2
+  assert got["ll_room_category_share"] == pytest.approx(2 / 3)
+  # Dirichlet(.25) posterior over 10 categories: (.25 + 2) / (2.5 + 3) for 5, .25 / 5.5 for 7.
+  assert got["ll_posterior_preference"] == pytest.approx(2.5 / 5.5)
+  assert got["display_log_price"] == pytest.approx(2.0)
+  assert got["activity_new"] == 1 and got["activity_high"] == 0
+
+
+def test_no_history_gives_zero_shares_and_the_prior():
+  x, names = hf.build_features(_row(**{F.HOST_CATEGORY_IDS: [3, 0, 0]}), n_categories=4)
+  got = dict(zip(names, x[0]))
+  assert got["ll_room_category_share"] == 0 and got["ll_display_brand_share"] == 0
+  assert got["ll_posterior_preference"] == pytest.approx(1 / 4)  # uniform prior mean
+  assert np.isfinite(x).all()

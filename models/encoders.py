@@ -12,7 +12,13 @@ import tensorflow as tf
 
 from models import features as F
 from models import preprocessing as P
-from models.layers import BroadcastConcatenate, IdMatchCount, MaskedMeanPooling, MatchSummary
+from models.layers import (
+    BroadcastConcatenate,
+    DecayedMatchSum,
+    IdMatchCount,
+    MaskedMeanPooling,
+    MatchSummary,
+)
 from models.layers.match import LookupMatchSummary, match_counts
 from models.spec import ModelSpec
 
@@ -154,6 +160,8 @@ def realtime_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
                     F.RT_FIELD_WIDTH.get(field, 1))  # [B, L]
       parts.append(MatchSummary(decay=0.85, num_buckets=AGE_BUCKETS,
                                 name=f"summary_{prefix}_{field}")([hits, length, age]))  # [B, 6]
+      parts.append(DecayedMatchSum(name=f"decayed_{prefix}_{field}")(
+          [hits, length, x[xf(F.seq_key(prefix, F.RT_AGE_HOURS))]]))  # [B, 3]
   return [_normalized("realtime_match", parts)]
 
 

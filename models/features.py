@@ -85,6 +85,9 @@ HOST_STAT_KEYS: Tuple[str, ...] = tuple(
 RT_POS = "rt_pos"
 RT_NEG = "rt_neg"
 RT_FIELDS = ("host_ids", "category_ids", "shop_ids", "stay_buckets", "age_seconds")
+# Made by Transform from ``age_seconds`` (not stored): each position's age in hours, 0 on padding,
+# for the learned time decays of the match features (the stored seconds are also bucketized).
+RT_AGE_HOURS = "age_hours"
 # Values per sequence position: a past room carries all its categories (position-major, padded
 # with 0), because the simulator's appetite moves on every category of a room, not the first.
 RT_FIELD_WIDTH = {"category_ids": HOST_MAX_CATEGORIES}

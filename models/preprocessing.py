@@ -23,6 +23,7 @@ AGE_SECONDS_BOUNDARIES = [60.0, 300.0, 900.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 36
                           2 * 86400.0]
 AGE_DAYS_BOUNDARIES = [1.0, 3.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 270.0]
 MAX_SLOT = 29
+SECONDS_PER_HOUR = 3600.0
 NUM_ACTIVITY_LEVELS = len(F.ACTIVITY_LEVELS) + 1  # + unknown
 LIFELONG_SEQ_LEN_CONFIG = "lifelong_seq_len"  # Transform custom_config key
 # Not read here: the pipeline's source fingerprint, so a code change invalidates the cache.
@@ -142,6 +143,9 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
     valid = _seq_valid(inputs, prefix, inputs[F.seq_key(prefix, "age_seconds")].shape[-1])
     out[xf(F.seq_key(prefix, "age_seconds"))] = _bucketize(
         inputs[F.seq_key(prefix, "age_seconds")], AGE_SECONDS_BOUNDARIES, valid)
+    age_hours = tf.cast(inputs[F.seq_key(prefix, "age_seconds")], tf.float32) / SECONDS_PER_HOUR
+    out[xf(F.seq_key(prefix, F.RT_AGE_HOURS))] = tf.where(valid, age_hours,
+                                                          tf.zeros_like(age_hours))
     out[xf(F.seq_key(prefix, "stay_buckets"))] = inputs[F.seq_key(prefix, "stay_buckets")]
   ll_valid = _seq_valid(inputs, F.LL, inputs[F.seq_key(F.LL, "age_days")].shape[-1])
   out[xf(F.seq_key(F.LL, "age_days"))] = _bucketize(inputs[F.seq_key(F.LL, "age_days")],

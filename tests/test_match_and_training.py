@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from models import trainer
-from models.layers import CrossNetwork, IdMatchCount, MatchSummary
+from models.layers import CrossNetwork, DecayedMatchSum, IdMatchCount, MatchSummary
 from models.layers.match import LookupMatchSummary, match_counts, weighted_match_sums
 
 
@@ -103,6 +103,37 @@ def test_lookup_match_summary_equals_the_match_matrix_path_and_learns_buckets():
 def test_match_summary_rejects_bad_arguments(kwargs, fragment):
   with pytest.raises(ValueError, match=fragment):
     MatchSummary(**kwargs)
+
+
+def test_decayed_match_sum_hand_computed_at_its_initial_rates():
+  layer = DecayedMatchSum(half_lives_hours=(4.0, 1.0), position_decay=0.5)
+  matches = tf.constant([[1.0, 2.0, 7.0], [0.0, 0.0, 0.0]])  # 7.0 is past row 0's length
+  ages = tf.constant([[4.0, 8.0, 0.0], [1.0, 1.0, 1.0]])  # hours
+  out = layer([matches, tf.constant([[2], [0]]), ages]).numpy()
+  assert out.shape == (2, 2) and layer.count_params() == 4  # a time and a position rate each
+  # Kernel 1 (4 h): 1 * 2^-1 * 0.5^0 + 2 * 2^-2 * 0.5^1; kernel 2 (1 h): 1 * 2^-4 + 2 * 2^-8 * 0.5.
+  np.testing.assert_allclose(out[0], [0.5 + 0.25, 2.0 ** -4 + 2.0 ** -8], rtol=1e-5)
+  np.testing.assert_allclose(out[1], [0.0, 0.0])  # nothing in the sequence: zeros
+
+
+def test_decayed_match_sum_learns_its_rates_and_round_trips():
+  layer = DecayedMatchSum(half_lives_hours=(2.0,), position_decay=0.9)
+  matches, length, ages = tf.ones([4, 3]), tf.fill([4, 1], 3), tf.fill([4, 3], 2.0)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(layer([matches, length, ages]))
+  grads = tape.gradient(loss, layer.trainable_weights)
+  # A larger rate shrinks every term: both gradients are negative, none is missing.
+  assert all(g is not None and float(tf.reduce_max(g)) < 0 for g in grads)
+  clone = DecayedMatchSum.from_config(layer.get_config())
+  assert (clone.half_lives_hours, clone.position_decay) == ((2.0,), 0.9)
+  np.testing.assert_allclose(clone([matches, length, ages]), layer([matches, length, ages]),
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="half_lives_hours must be non-empty and > 0, got \\(0.0,\\)"):
+    DecayedMatchSum(half_lives_hours=(0.0,))
+  with pytest.raises(ValueError, match="position_decay must be in \\(0, 1\\), got 1.0"):
+    DecayedMatchSum(position_decay=1.0)
+  with pytest.raises(ValueError, match="expects \\(matches, length, ages\\), got 2 inputs"):
+    layer([matches, length])
 
 
 def test_cross_network_hand_computed_and_weight_count():

@@ -9,7 +9,8 @@ from models.layers.blocks import (
     batch_gather,
 )
 from models.layers.experts import CGC, PLE, ExpertGate
-from models.layers.match import IdMatchCount, MatchSummary
+from models.layers.match import DecayedMatchSum, IdMatchCount, MatchSummary
 
-__all__ = ["CGC", "MLP", "PLE", "BatchGather", "BroadcastConcatenate", "CrossNetwork", "ExpertGate",
+__all__ = ["CGC", "MLP", "PLE", "BatchGather", "BroadcastConcatenate", "CrossNetwork",
+           "DecayedMatchSum", "ExpertGate",
            "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "TargetAttention", "batch_gather"]

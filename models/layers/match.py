@@ -8,6 +8,7 @@ compute them for any pair of id features, so every model takes the same signals.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from models.layers.blocks import PACKAGE
@@ -185,3 +186,60 @@ def match_counts(query: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
   """[B, Q]: how many of ``keys`` ([B or 1, L], 0 = padding) equal each query id (0 for 0)."""
   present = tf.cast(keys > 0, tf.float32)[..., tf.newaxis]  # [B or 1, L, 1]
   return weighted_match_sums(query, keys, present)[..., 0]
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class DecayedMatchSum(tf.keras.layers.Layer):
+  """Match counts summed under learned exponential decays in time and position.
+
+  Call with ``(matches [B, L], length [B] or [B, 1], ages [B, L])`` (ages in hours, position 0
+  the most recent). Returns [B, K], one column per kernel k:
+  ``sum_{l < length} m_l * exp(-a_k * age_l - b_k * l)``, with ``a_k = softplus(.) >= 0`` (per
+  hour) and ``b_k >= 0`` (per position) trained. Age buckets give a step function whose widest
+  steps (6 h to a day) span most of the decay; a feedback effect that fades with both elapsed
+  time and the rooms seen since needs the two rates multiplied (a logistic regression on such
+  sums beat every model by 0.01 AUC: BUILD_NOTES "Hand-feature baselines").
+
+  Args:
+    half_lives_hours: initial time half-life of each kernel (one kernel each), > 0.
+    position_decay: initial per-position factor of every kernel, in (0, 1).
+  """
+
+  def __init__(self, half_lives_hours=(0.5, 3.0, 24.0), position_decay: float = 0.9, **kwargs):
+    super().__init__(**kwargs)
+    half_lives = [float(h) for h in half_lives_hours]
+    if not half_lives or min(half_lives) <= 0:
+      raise ValueError(f"DecayedMatchSum half_lives_hours must be non-empty and > 0, got "
+                       f"{half_lives_hours}")
+    if not 0.0 < float(position_decay) < 1.0:
+      raise ValueError(f"DecayedMatchSum position_decay must be in (0, 1), got {position_decay}")
+    self.half_lives_hours, self.position_decay = tuple(half_lives), float(position_decay)
+
+  def build(self, input_shape):
+    # softplus^-1 of each initial rate, so training starts at the given half-lives.
+    inverse_softplus = lambda r: float(np.log(np.expm1(r)))  # noqa: E731
+    time_rates = [np.log(2.0) / h for h in self.half_lives_hours]
+    self.time_rate_raw = self.add_weight(
+        name="time_rate_raw", shape=(len(time_rates),), trainable=True,
+        initializer=tf.keras.initializers.Constant([inverse_softplus(r) for r in time_rates]))
+    self.position_rate_raw = self.add_weight(
+        name="position_rate_raw", shape=(len(time_rates),), trainable=True,
+        initializer=tf.keras.initializers.Constant(inverse_softplus(-np.log(self.position_decay))))
+    super().build(input_shape)
+
+  def call(self, inputs):
+    if len(inputs) != 3:
+      raise ValueError(f"DecayedMatchSum expects (matches, length, ages), got {len(inputs)} inputs")
+    matches, length, ages = inputs
+    matches = tf.cast(matches, tf.float32)  # [B, L]
+    max_len = tf.shape(matches)[1]
+    valid = tf.sequence_mask(tf.reshape(tf.cast(length, tf.int32), [-1]), max_len,
+                             tf.float32)  # [B, L]
+    position = tf.cast(tf.range(max_len), tf.float32)[tf.newaxis, :, tf.newaxis]  # [1, L, 1]
+    exponent = (tf.cast(ages, tf.float32)[..., tf.newaxis] * tf.nn.softplus(self.time_rate_raw)
+                + position * tf.nn.softplus(self.position_rate_raw))  # [B, L, K]
+    return tf.reduce_sum((matches * valid)[..., tf.newaxis] * tf.exp(-exponent), axis=1)  # [B, K]
+
+  def get_config(self):
+    return dict(super().get_config(), half_lives_hours=list(self.half_lives_hours),
+                position_decay=self.position_decay)

@@ -92,6 +92,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 # they time this machine. Figures: BUILD_NOTES.md.
 bench: $(VENV)/.bench-installed
 	$(PY) -m bench.ablation_feedback --work $(WORK) --out_dir bench/results
+	$(PY) -m bench.hand_features --work $(WORK) --out_dir bench/results
 	$(PY) -m bench.throughput_ple --work $(WORK) --out_dir bench/results
 	$(PY) -m bench.serving_latency --out_dir bench/results
 	$(PY) -m bench.lifelong_cost --out_dir bench/results

@@ -76,6 +76,10 @@ def test_times_bucketized_only_where_the_sequence_is_valid(transformed):
   # 30 s < 60 -> bucket 1; 400 s in [300, 900) -> bucket 3. Row 1's negatives are padding.
   assert list(transformed[0][xf(F.seq_key(F.RT_POS, "age_seconds"))]) == [1, 3]
   assert list(transformed[1][xf(F.seq_key(F.RT_NEG, "age_seconds"))]) == [0, 0]
+  # Ages in hours for the learned decays: exact on valid positions, 0 past the length.
+  np.testing.assert_allclose(transformed[0][xf(F.seq_key(F.RT_POS, F.RT_AGE_HOURS))],
+                             [30 / 3600, 400 / 3600], rtol=1e-6)
+  assert list(transformed[1][xf(F.seq_key(F.RT_NEG, F.RT_AGE_HOURS))]) == [0.0, 0.0]
 
 
 def test_counts_log_then_z_scored(transformed):

@@ -198,7 +198,8 @@ class DecayedMatchSum(tf.keras.layers.Layer):
   hour) and ``b_k >= 0`` (per position) trained. Age buckets give a step function whose widest
   steps (6 h to a day) span most of the decay; a feedback effect that fades with both elapsed
   time and the rooms seen since needs the two rates multiplied (a logistic regression on such
-  sums beat every model by 0.01 AUC: BUILD_NOTES "Hand-feature baselines").
+  sums beat every model by 0.01 AUC: BUILD_NOTES "Demo time, hand-feature baselines, learned
+  decays").
 
   Args:
     half_lives_hours: initial time half-life of each kernel (one kernel each), > 0.

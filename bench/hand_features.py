@@ -49,7 +49,10 @@ DIRICHLET_PRIOR = 0.25
 
 
 def read_columns(split_dir: str, batch_size: int = 4096) -> Dict[str, np.ndarray]:
-  """Every raw feature of a split's examples as a dense array (lifelong fields 0-padded)."""
+  """Every raw feature of a split's examples as a dense array (lifelong fields 0-padded).
+
+  The examples must have the default sequence lengths (``F.raw_features()``).
+  """
   specs = F.raw_features()
   parse_spec = {s.name: (tf.io.VarLenFeature(tf.int64 if s.dtype == "int" else tf.float32)
                          if s.variable_length else
@@ -222,7 +225,10 @@ def main(argv):
   print(f"examples: train {len(train[F.IMPRESSION_ID])}, test {len(test[F.IMPRESSION_ID])}")
   scores = fit_and_score(train, test)
   quality = os.path.join(fl.work, "reports", "quality.json")
-  model_report = json.load(open(quality)) if os.path.exists(quality) else None
+  model_report = None
+  if os.path.exists(quality):  # the demo's quality report of the pushed model, if there is one
+    with open(quality) as f:
+      model_report = json.load(f)
   result = report(test, scores, read_ground_truth(os.path.join(fl.work, "logs")), model_report)
   path = write_json(result, fl.out_dir, fl.name)
   plot(result, os.path.join(fl.out_dir, f"{fl.name}.png"))

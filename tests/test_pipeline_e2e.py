@@ -153,10 +153,12 @@ def test_a_worse_model_is_not_blessed_against_the_last_blessed_one(pipeline_run)
   serving_dir = work / "serving" / local_runner.configs.PIPELINE_NAME
   pushed = sorted(os.listdir(serving_dir))
   assert len(pushed) == 1
-  # A deliberately worse model (one training step), with no absolute floor: only the comparison
-  # with the latest blessed model can stop it.
+  # A deliberately worse model, with no absolute floor: only the comparison with the latest
+  # blessed model can stop it. One step of a model without any sequence: one step of the
+  # fixture's own model was not worse enough (its match features already rank effective views
+  # at ~0.64 against the fixture's ~0.65, within the allowed drop).
   tfx.orchestration.LocalDagRunner().run(local_runner.build(
-      work=str(work), model_name="feedback", train_steps=1, min_auc=0.0))
+      work=str(work), model_name="dnn", train_steps=1, min_auc=0.0))
   states = _execution_states(work)
   assert states["Trainer"] == ["FAILED", "COMPLETE", "COMPLETE"]
   assert states["Transform"] == ["COMPLETE", "CACHED", "CACHED"]

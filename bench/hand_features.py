@@ -35,14 +35,13 @@ from sklearn.preprocessing import StandardScaler
 
 from bench.common import define_run_flags, pyplot, save_figure, write_json
 from bench.metrics import auc
+from bench.quality_report import ORACLE_FIELD, truth_column
 from data_gen import behaviour as bh
 from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
 from models import features as F
 from serving.examples_io import latest_examples_dir
 
-ORACLE_FIELD = {F.HEAD_EFFECTIVE_VIEW: "p_effective_view", F.HEAD_INTERACT: "p_interact",
-                F.HEAD_BUY: "p_buy"}
 # The simulator's appetite moves (data_gen/README.md "Real-time state and sessions").
 POSITIVE_BUMP, NEGATIVE_BUMP = 0.5, -0.7
 DIRICHLET_PRIOR = 0.25
@@ -73,10 +72,15 @@ def read_columns(split_dir: str, batch_size: int = 4096) -> Dict[str, np.ndarray
   return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def _hits(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+  """keys [B, *S] vs query ids [B, Q] -> [B, *S, Q]: equal and not padding (0)."""
+  query = query.reshape((len(query),) + (1,) * (keys.ndim - 1) + (-1,))
+  return (keys[..., None] == query) & (keys[..., None] > 0)
+
+
 def _overlap(cats: np.ndarray, room: np.ndarray) -> np.ndarray:
   """Categories shared with the room per position: cats [B, L, K] vs room [B, R] -> [B, L]."""
-  eq = (cats[:, :, :, None] == room[:, None, None, :]) & (cats[:, :, :, None] > 0)
-  return eq.sum(axis=(2, 3)).astype(np.float64)
+  return _hits(cats, room).sum(axis=(2, 3)).astype(np.float64)
 
 
 def build_features(c: Dict[str, np.ndarray], n_categories: int) -> Tuple[np.ndarray, List[str]]:
@@ -117,7 +121,7 @@ def build_features(c: Dict[str, np.ndarray], n_categories: int) -> Tuple[np.ndar
   # Lifelong purchases.
   ll_n = c[F.len_key(F.LL)][:, 0].astype(float)
   ll_cats = c[F.seq_key(F.LL, "category_ids")]
-  in_room = ((ll_cats[:, :, None] == room[:, None, :]) & (ll_cats[:, :, None] > 0)).sum(1)  # [B, 3]
+  in_room = _hits(ll_cats, room).sum(1)  # [B, 3]
   room_valid = room > 0
   n_in_room = (in_room * room_valid).sum(1).astype(float)
   cols["ll_log_len"] = np.log1p(ll_n)
@@ -125,13 +129,11 @@ def build_features(c: Dict[str, np.ndarray], n_categories: int) -> Tuple[np.ndar
   cols["ll_room_category_share"] = np.where(ll_n > 0, n_in_room / np.maximum(ll_n, 1), 0.0)
   posterior = (DIRICHLET_PRIOR + in_room) / (DIRICHLET_PRIOR * n_categories + ll_n[:, None])
   cols["ll_posterior_preference"] = (posterior * room_valid).sum(1)
-  brands = c[F.DISPLAY_BRAND_IDS]
-  ll_brands = c[F.seq_key(F.LL, "brand_ids")]
-  brand_hits = ((ll_brands[:, :, None] == brands[:, None, :]) & (ll_brands[:, :, None] > 0)).sum(1)
+  brand_hits = _hits(c[F.seq_key(F.LL, "brand_ids")], c[F.DISPLAY_BRAND_IDS]).sum(1)  # [B, N]
   cols["ll_display_brand_count"] = np.log1p(brand_hits.sum(1))
   cols["ll_display_brand_share"] = np.where(ll_n > 0, brand_hits.sum(1) / np.maximum(ll_n, 1), 0)
-  shop = c[F.seq_key(F.LL, "shop_ids")] == c[F.HOST_SHOP_ID]
-  cols["ll_shop_count"] = np.log1p((shop & (c[F.seq_key(F.LL, "shop_ids")] > 0)).sum(1))
+  cols["ll_shop_count"] = np.log1p(_hits(c[F.seq_key(F.LL, "shop_ids")],
+                                         c[F.HOST_SHOP_ID]).sum(axis=(1, 2)))
   cols["ll_posterior_x_trigger"] = cols["ll_posterior_preference"] * trigger_hit
   # The room.
   for key in F.HOST_STAT_KEYS:
@@ -193,7 +195,7 @@ def report(test: Dict[str, np.ndarray], scores: Dict[str, Dict[str, np.ndarray]]
     row = {name: auc(y, s[head][rows]) for name, s in scores.items()}
     field = ORACLE_FIELD[head]
     for name, column in (("oracle", field), ("reachable", rc.field_name(field, rc.REACHABLE))):
-      row[name] = auc(y, np.array([truth[int(i)][column] for i in ids[rows]]))
+      row[name] = auc(y, truth_column(truth, ids[rows], column))
     if model_report is not None:
       row["model"] = model_report["heads"][head]["all"]["auc"]
     out["heads"][head] = row

@@ -283,7 +283,8 @@ def format_table(out: dict) -> str:
 def main(argv):
   del argv
   fl = flags.FLAGS
-  cfg = trainer.TrainConfig(max_epochs=fl.max_epochs, patience=fl.patience)
+  cfg = dataclasses.replace(trainer.TrainConfig(max_epochs=fl.max_epochs, patience=fl.patience),
+                            **trainer.parse_overrides(fl.set))
   out = run(fl.work, fl.pipeline_name, fl.out_dir, [int(s) for s in fl.seeds], fl.variants,
             fl.name, cfg)
   print(format_table(out))
@@ -299,4 +300,5 @@ if __name__ == "__main__":
   flags.DEFINE_list("variants", VARIANTS, "Variants to compare.")
   flags.DEFINE_integer("max_epochs", trainer.TrainConfig.max_epochs, "Epoch budget.")
   flags.DEFINE_integer("patience", trainer.TrainConfig.patience, "Early-stopping patience.")
+  flags.DEFINE_multi_string("set", [], "Any other TrainConfig override key=value (repeatable).")
   app.run(main)

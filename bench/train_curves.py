@@ -27,19 +27,6 @@ from models import trainer
 from models.spec import ModelSpec
 
 
-def parse_overrides(pairs: List[str]) -> Dict[str, object]:
-  """``["learning_rate=5e-4", "patience=3"]`` -> typed TrainConfig overrides."""
-  types = {f.name: f.type for f in dataclasses.fields(trainer.TrainConfig)}
-  out: Dict[str, object] = {}
-  for pair in pairs:
-    key, sep, value = pair.partition("=")
-    if not sep or key not in types:
-      raise ValueError(f"--set {pair!r}: expected key=value with key one of {sorted(types)}")
-    kind = {"int": int, "float": float, "str": str}[str(types[key]).split(".")[-1]]
-    out[key] = kind(value)
-  return out
-
-
 class EpochLog(tf.keras.callbacks.Callback):
   """Prints one line per epoch (the console of a long run) and keeps the metrics."""
 
@@ -98,7 +85,7 @@ def plot(out: dict, path: str) -> None:
 def main(argv):
   del argv
   fl = flags.FLAGS
-  overrides = parse_overrides(fl.set)
+  overrides = trainer.parse_overrides(fl.set)
   out = run(fl.work, fl.pipeline_name, fl.variant, overrides, fl.seed)
   out["overrides"] = overrides
   write_json(out, fl.out_dir, fl.name)

@@ -19,6 +19,7 @@ from models import signatures as S
 from models import tasks as tasks_lib
 from models.layers.lifelong import ChannelDINAttention
 from models.spec import ModelSpec
+from models.weight_average import WeightAverage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,9 @@ class TrainConfig:
   # train_steps is a hard budget on top (whichever comes first).
   max_epochs: int = 30
   patience: int = 2
+  # Per-step decay of a moving average of the weights that evaluation, early stopping and the
+  # export use (models/weight_average.py); 0: the last iterate.
+  weight_average_decay: float = 0.0
   triplet_weight: float = 0.1
   triplet_margin: float = 0.2
   lifelong_aux_weight: float = 0.1  # the lifelong model's auxiliary head (0: none)
@@ -118,10 +122,27 @@ class TrainConfig:
       raise ValueError(f"trainer mixout_rate must be in [0, 1], got {cfg.mixout_rate}")
     if cfg.patience < 0:
       raise ValueError(f"trainer patience must be >= 0, got {cfg.patience}")
+    if not 0.0 <= cfg.weight_average_decay < 1.0:
+      raise ValueError(f"trainer weight_average_decay must be in [0, 1), got "
+                       f"{cfg.weight_average_decay}")
     distribution.check_strategy_name(cfg.distribution)
     if not cfg.learning_rate > 0:
       raise ValueError(f"trainer learning_rate must be > 0, got {cfg.learning_rate}")
     return cfg
+
+
+def parse_overrides(pairs: List[str]) -> Dict[str, object]:
+  """``["learning_rate=5e-4", "patience=3"]`` (the benches' ``--set``) -> typed TrainConfig
+  overrides."""
+  types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+  out: Dict[str, object] = {}
+  for pair in pairs:
+    key, sep, value = pair.partition("=")
+    if not sep or key not in types:
+      raise ValueError(f"--set {pair!r}: expected key=value with key one of {sorted(types)}")
+    kind = {"int": int, "float": float, "str": str}[str(types[key]).split(".")[-1]]
+    out[key] = kind(value)
+  return out
 
 
 class StepBudget(tf.keras.callbacks.Callback):
@@ -175,13 +196,16 @@ def fit(model: tf.keras.Model, train_ds: tf.data.Dataset, eval_ds: tf.data.Datas
         log_dir: str | None = None):
   """Epochs over the finite train split with early stopping on the eval loss.
 
-  Restores the weights of the epoch with the lowest eval loss. Returns the Keras History (its
-  ``history`` holds the per-epoch training curves).
+  Restores the weights of the epoch with the lowest eval loss (with ``weight_average_decay``, the
+  averaged weights, which are also what the eval split is scored with). Returns the Keras History
+  (its ``history`` holds the per-epoch training curves).
   """
   stopper = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                              restore_best_weights=True)
-  callbacks = ([stopper, TrainingClock(cfg.batch_size)]
-               + ([StepBudget(max_steps)] if max_steps else []))
+  callbacks = [stopper]
+  if cfg.weight_average_decay:  # after the stopper: it must record the averaged weights
+    callbacks.append(WeightAverage(cfg.weight_average_decay))
+  callbacks += [TrainingClock(cfg.batch_size)] + ([StepBudget(max_steps)] if max_steps else [])
   if log_dir:  # per-epoch curves for TensorBoard
     callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
                                                     profile_batch=0))

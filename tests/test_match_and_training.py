@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from models import trainer
+from models.weight_average import WeightAverage
 from models.layers import CrossNetwork, DecayedMatchSum, IdMatchCount, MatchSummary
 from models.layers.match import LookupMatchSummary, match_counts, weighted_match_sums
 
@@ -180,9 +181,10 @@ def _fit_with_snapshots(train, eval_ds, cfg, max_steps=None):
   return model, history.history, snaps.weights
 
 
-def _assert_weights_equal(got, want):
+def _assert_weights_equal(got, want, atol=0.0):
+  assert len(got) == len(want)
   for a, b in zip(got, want):
-    np.testing.assert_allclose(a, b)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=atol)
 
 
 def test_fit_restores_the_weights_of_the_best_eval_epoch():
@@ -211,6 +213,70 @@ def test_fit_step_budget_stops_mid_run_and_keeps_the_best_weights():
     trainer.StepBudget(0)
 
 
+class _StepWeights(tf.keras.callbacks.Callback):
+  """The trainable weights after every training step, and before each epoch's first step."""
+
+  def __init__(self):
+    super().__init__()
+    self.after_step, self.epoch_start = [], []
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.epoch_start.append([w.numpy().copy() for w in self.model.trainable_weights])
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.after_step.append([w.numpy().copy() for w in self.model.trainable_weights])
+
+
+def _hand_average(trajectory, decay):
+  """Bias-corrected exponential moving average of a list of weight lists."""
+  steps = len(trajectory)
+  weights = [(1 - decay) * decay ** (steps - 1 - t) for t in range(steps)]
+  return [sum(w * step[i] for w, step in zip(weights, trajectory)) / (1 - decay ** steps)
+          for i in range(len(trajectory[0]))]
+
+
+def test_weight_average_is_the_bias_corrected_moving_average_of_the_steps():
+  tf.keras.utils.set_random_seed(0)
+  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
+  model.compile(tf.keras.optimizers.SGD(0.05), "mse")
+  steps, average = _StepWeights(), WeightAverage(0.5)
+  model.fit(_regression_data(0), epochs=2, callbacks=[steps, average], verbose=0)
+  assert len(steps.after_step) == 8
+  _assert_weights_equal(average.averaged_weights(), _hand_average(steps.after_step, 0.5),
+                        atol=1e-6)
+  # Without evaluation nothing is swapped: the model keeps its last iterate.
+  _assert_weights_equal(model.get_weights(), steps.after_step[-1])
+  with pytest.raises(ValueError, match=r"decay must be in \[0, 1\), got 1.0"):
+    WeightAverage(1.0)
+
+
+def test_fit_scores_and_keeps_the_averaged_weights_and_trains_on_the_raw_ones():
+  train = _regression_data(2)  # 4 batches per epoch
+  eval_ds = train.map(lambda x, y: (x, -y))  # the best epoch is not the last
+  cfg = trainer.TrainConfig(max_epochs=4, patience=4, weight_average_decay=0.6)
+  tf.keras.utils.set_random_seed(0)
+  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
+  model.compile(tf.keras.optimizers.SGD(0.05), "mse")
+  steps = _StepWeights()
+  original_fit = model.fit
+  model.fit = lambda *a, **k: original_fit(*a, **dict(k, callbacks=k["callbacks"] + [steps]))
+  history = trainer.fit(model, train, eval_ds, cfg, verbose=0).history
+  x = np.concatenate([b[0].numpy() for b in eval_ds])
+  y = np.concatenate([b[1].numpy() for b in eval_ds])
+  averages = [_hand_average(steps.after_step[:4 * (e + 1)], 0.6) for e in range(4)]
+  # Each epoch's eval loss is the averaged weights' loss, not the last iterate's.
+  eval_losses = [float(np.mean((x @ k + b - y) ** 2)) for k, b in averages]
+  np.testing.assert_allclose(history["val_loss"], eval_losses, rtol=1e-5)
+  raw_loss = float(np.mean((x @ steps.after_step[3][0] + steps.after_step[3][1] - y) ** 2))
+  assert abs(raw_loss - eval_losses[0]) > 1e-3
+  # Training resumes from the raw weights after each evaluation.
+  for e in range(1, 4):
+    _assert_weights_equal(steps.epoch_start[e], steps.after_step[4 * e - 1])
+  best = int(np.argmin(eval_losses))
+  assert best < 3
+  _assert_weights_equal(model.get_weights(), averages[best], atol=1e-6)
+
+
 @pytest.mark.parametrize("custom,fragment", [({"max_epochs": 0}, "max_epochs must be >= 1"),
                                              ({"patience": -1}, "patience must be >= 0"),
                                              ({"learning_rate": 0.0}, "learning_rate must be > 0")])
@@ -220,10 +286,9 @@ def test_train_config_rejects_bad_values(custom, fragment):
 
 
 def test_train_curve_overrides_are_typed_and_checked():
-  from bench.train_curves import parse_overrides
-  assert parse_overrides(["learning_rate=5e-4", "patience=3", "model_name=dcn"]) == {
+  assert trainer.parse_overrides(["learning_rate=5e-4", "patience=3", "model_name=dcn"]) == {
       "learning_rate": 5e-4, "patience": 3, "model_name": "dcn"}
   with pytest.raises(ValueError, match="'lr=1'"):
-    parse_overrides(["lr=1"])
+    trainer.parse_overrides(["lr=1"])
   with pytest.raises(ValueError, match="'patience'"):
-    parse_overrides(["patience"])
+    trainer.parse_overrides(["patience"])

@@ -16,7 +16,12 @@ from what any model sees: the raw tf.Examples. The features follow the simulator
 - the room: id (one-hot for the regression, categorical for the trees), window statistics, flash
   sale, displayed products and prices.
 
+With ``--group_drops`` the regression is re-fit without each feature group (``FEATURE_GROUPS``,
+the room one-hot included); with ``--stacking`` a regression on the pushed model's logit plus the
+features, cross-validated on the test split by user, shows what the features add to the model.
+
     python -m bench.hand_features --work /work/w7f --name hand_features_seed7
+    python -m bench.hand_features --work /work/w7h --group_drops --stacking --name hand_probes_seed7
 """
 
 from __future__ import annotations
@@ -24,15 +29,17 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import app, flags, logging
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
+from bench import quality_report as qr
 from bench.common import define_run_flags, pyplot, save_figure, write_json
 from bench.metrics import auc
 from bench.quality_report import ORACLE_FIELD, truth_column
@@ -40,7 +47,7 @@ from data_gen import behaviour as bh
 from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
 from models import features as F
-from serving.examples_io import latest_examples_dir
+from serving.examples_io import latest_examples_dir, read_examples
 
 # The simulator's appetite moves (data_gen/README.md "Real-time state and sessions").
 POSITIVE_BUMP, NEGATIVE_BUMP = 0.5, -0.7
@@ -153,33 +160,142 @@ def _one_hot(ids: np.ndarray, vocab: np.ndarray) -> np.ndarray:
   return (ids[:, None] == vocab[None, :]).astype(np.float64)
 
 
+ROOM_ID = "room_id"
+# Feature groups the regression is re-fit without (``--group_drops``), by column name; ROOM_ID
+# is the regression's one-hot of the room, which is not a column of build_features.
+FEATURE_GROUPS: Dict[str, Callable[[str], bool]] = {
+    "realtime_overlaps": lambda n: n.startswith((F.RT_POS, F.RT_NEG)) or n == "appetite_estimate",
+    "realtime_time_decay": lambda n: (n.endswith(("_time_decayed", "_hits_decayed", "_signed"))
+                                      or n == "appetite_estimate"),
+    "realtime_position_decay": lambda n: n.endswith("_position_decayed"),
+    "trigger": lambda n: n.startswith("trigger_") or n == "ll_posterior_x_trigger",
+    "fatigue": lambda n: n == "fatigue",
+    "lifelong": lambda n: n.startswith("ll_"),
+    "room_statistics": lambda n: n in F.HOST_STAT_KEYS or n in ("flash_sale", "display_len",
+                                                                "display_log_price"),
+    ROOM_ID: lambda n: False,
+}
+LOGISTIC_C = 1.0
+
+
+def _head_rows(cols: Dict[str, np.ndarray], head: str) -> np.ndarray:
+  """The rows a head is trained and scored on: buy only where the room displays products."""
+  n = len(cols[F.DISPLAY_LEN])
+  return cols[F.DISPLAY_LEN][:, 0] > 0 if head == F.HEAD_BUY else np.ones(n, bool)
+
+
+def _regression_scores(x_train: np.ndarray, x_test: np.ndarray, train: Dict[str, np.ndarray],
+                       test: Dict[str, np.ndarray], with_room_id: bool = True
+                       ) -> Dict[str, np.ndarray]:
+  """{head: test scores} of a logistic regression on standardised columns (+ the room one-hot)."""
+  scaler = StandardScaler().fit(x_train)
+  lr_train, lr_test = scaler.transform(x_train), scaler.transform(x_test)
+  if with_room_id:
+    rooms = np.unique(train[F.HOST_ID][:, 0])
+    lr_train = np.hstack([lr_train, _one_hot(train[F.HOST_ID][:, 0], rooms)])
+    lr_test = np.hstack([lr_test, _one_hot(test[F.HOST_ID][:, 0], rooms)])
+  out = {}
+  for head, label in F.HEADS.items():
+    rows = _head_rows(train, head)
+    lr = LogisticRegression(C=LOGISTIC_C, max_iter=2000).fit(lr_train[rows], train[label][rows, 0])
+    out[head] = lr.predict_proba(lr_test)[:, 1]
+  return out
+
+
+def _n_categories(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray]) -> int:
+  return int(max(train[F.HOST_CATEGORY_IDS].max(), test[F.HOST_CATEGORY_IDS].max()))
+
+
 def fit_and_score(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray],
                   seed: int = 0) -> Dict[str, Dict[str, np.ndarray]]:
   """{model: {head: test scores}} for the logistic regression and the trees."""
-  n_categories = int(max(train[F.HOST_CATEGORY_IDS].max(), test[F.HOST_CATEGORY_IDS].max()))
+  n_categories = _n_categories(train, test)
   x_train, _ = build_features(train, n_categories)
   x_test, _ = build_features(test, n_categories)
   rooms = np.unique(train[F.HOST_ID][:, 0])
-  scaler = StandardScaler().fit(x_train)
-  lr_train = np.hstack([scaler.transform(x_train), _one_hot(train[F.HOST_ID][:, 0], rooms)])
-  lr_test = np.hstack([scaler.transform(x_test), _one_hot(test[F.HOST_ID][:, 0], rooms)])
   room_index = {r: i for i, r in enumerate(rooms)}
   code = lambda ids: np.array([room_index.get(r, -1) for r in ids], float)  # noqa: E731
   gbt_train = np.hstack([x_train, code(train[F.HOST_ID][:, 0])[:, None]])
   gbt_test = np.hstack([x_test, code(test[F.HOST_ID][:, 0])[:, None]])
   categorical = np.zeros(gbt_train.shape[1], bool)
   categorical[-1] = True
-  out: Dict[str, Dict[str, np.ndarray]] = {"logistic_regression": {}, "gbt": {}}
+  out: Dict[str, Dict[str, np.ndarray]] = {
+      "logistic_regression": _regression_scores(x_train, x_test, train, test), "gbt": {}}
   for head, label in F.HEADS.items():
-    y = train[label][:, 0]
-    rows = train[F.DISPLAY_LEN][:, 0] > 0 if head == F.HEAD_BUY else np.ones(len(y), bool)
-    lr = LogisticRegression(C=1.0, max_iter=2000).fit(lr_train[rows], y[rows])
-    out["logistic_regression"][head] = lr.predict_proba(lr_test)[:, 1]
+    rows = _head_rows(train, head)
     gbt = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05,
                                          categorical_features=categorical,
                                          early_stopping=True, validation_fraction=0.1,
-                                         random_state=seed).fit(gbt_train[rows], y[rows])
+                                         random_state=seed).fit(gbt_train[rows],
+                                                                train[label][rows, 0])
     out["gbt"][head] = gbt.predict_proba(gbt_test)[:, 1]
+  return out
+
+
+def _test_auc(test: Dict[str, np.ndarray], scores: Dict[str, np.ndarray]) -> Dict[str, float]:
+  return {head: auc(test[label][_head_rows(test, head), 0], scores[head][_head_rows(test, head)])
+          for head, label in F.HEADS.items()}
+
+
+def group_drops(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray]) -> Dict[str, dict]:
+  """The regression re-fit without each feature group: per group the columns dropped and, per
+  head, the test AUC and its change from the full regression."""
+  n_categories = _n_categories(train, test)
+  x_train, names = build_features(train, n_categories)
+  x_test, _ = build_features(test, n_categories)
+  full = _test_auc(test, _regression_scores(x_train, x_test, train, test))
+  out = {"all": {"columns": [], "heads": {h: {"auc": a, "delta": 0.0} for h, a in full.items()}}}
+  for group, member in FEATURE_GROUPS.items():
+    keep = np.array([not member(n) for n in names])
+    got = _test_auc(test, _regression_scores(x_train[:, keep], x_test[:, keep], train, test,
+                                             with_room_id=group != ROOM_ID))
+    out[group] = {"columns": [n for n, k in zip(names, keep) if not k] or [ROOM_ID],
+                  "heads": {h: {"auc": a, "delta": a - full[h]} for h, a in got.items()}}
+    logging.info("regression without %s: %s", group,
+                 " / ".join(f"{a:.4f}" for a in got.values()))
+  return out
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+  p = np.clip(p.astype(np.float64), 1e-6, 1 - 1e-6)
+  return np.log(p / (1 - p))
+
+
+def out_of_fold_auc(design: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> float:
+  """AUC of a logistic regression's out-of-fold scores, with folds grouped by ``groups``."""
+  pred = np.zeros(len(y))
+  for fit_rows, score_rows in GroupKFold(folds).split(design, y, groups):
+    lr = LogisticRegression(C=LOGISTIC_C, max_iter=2000).fit(design[fit_rows], y[fit_rows])
+    pred[score_rows] = lr.decision_function(design[score_rows])
+  return auc(y, pred)
+
+
+def stacking_probe(test: Dict[str, np.ndarray], model_scores: Dict[str, np.ndarray],
+                   folds: int = 5) -> Dict[str, dict]:
+  """What the hand features add to a model's score, on the test split alone.
+
+  Per head, out-of-fold AUC of a logistic regression on the model's logit, and on the logit with
+  all standardised hand features or with one group's; folds are grouped by user, so no user's
+  impressions are both fitted and scored. A gain near zero: the model already carries what the
+  features carry.
+  """
+  x, names = build_features(test, int(test[F.HOST_CATEGORY_IDS].max()))
+  x = StandardScaler().fit_transform(x)
+  users = test[F.USER_ID][:, 0]
+  out = {}
+  for head, label in F.HEADS.items():
+    rows = _head_rows(test, head)
+    y, logit, groups = test[label][rows, 0], _logit(model_scores[head][rows])[:, None], users[rows]
+    out_of_fold = lambda design: out_of_fold_auc(design, y, groups, folds)  # noqa: E731,B023
+    base = out_of_fold(logit)
+    row = {"logit_only": base, "with_all_features": out_of_fold(np.hstack([logit, x[rows]]))}
+    row["gain"] = row["with_all_features"] - base
+    row["gain_by_group"] = {}
+    for group, member in FEATURE_GROUPS.items():
+      cols = np.array([member(n) for n in names])
+      if cols.any():
+        row["gain_by_group"][group] = out_of_fold(np.hstack([logit, x[rows][:, cols]])) - base
+    out[head] = row
   return out
 
 
@@ -219,11 +335,40 @@ def plot(result: dict, path: str) -> None:
   save_figure(fig, path)
 
 
+def plot_probes(result: dict, path: str) -> None:
+  """Left: each group's AUC change when dropped from the regression; right: what each group adds
+  to the model's logit (stacking gain)."""
+  plt = pyplot()
+  panels = [(key, title) for key, title in (
+      ("group_drops", "regression AUC change without the group"),
+      ("stacking", "AUC gain over the model's logit (stacking)")) if key in result]
+  fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+  heads = list(F.HEADS)
+  height = 0.8 / len(heads)
+  for ax, (key, title) in zip(axes[0], panels):
+    if key == "group_drops":
+      groups = [g for g in result[key] if g != "all"]
+      values = {h: [result[key][g]["heads"][h]["delta"] for g in groups] for h in heads}
+    else:
+      groups = ["all"] + list(next(iter(result[key].values()))["gain_by_group"])
+      values = {h: [result[key][h]["gain"]] + list(result[key][h]["gain_by_group"].values())
+                for h in heads}
+    for i, head in enumerate(heads):
+      ax.barh(np.arange(len(groups)) + i * height, values[head], height, label=head)
+    ax.set_yticks(np.arange(len(groups)) + 0.4 - height / 2, groups)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+  axes[0][0].legend(fontsize=8)
+  save_figure(fig, path)
+
+
 def main(argv):
   del argv
   fl = flags.FLAGS
-  train = read_columns(latest_examples_dir(fl.work, fl.pipeline_name, "train"))
-  test = read_columns(latest_examples_dir(fl.work, fl.pipeline_name, "eval"))
+  train_dir = latest_examples_dir(fl.work, fl.pipeline_name, "train")
+  test_dir = latest_examples_dir(fl.work, fl.pipeline_name, "eval")
+  train, test = read_columns(train_dir), read_columns(test_dir)
   print(f"examples: train {len(train[F.IMPRESSION_ID])}, test {len(test[F.IMPRESSION_ID])}")
   scores = fit_and_score(train, test)
   quality = os.path.join(fl.work, "reports", "quality.json")
@@ -232,15 +377,39 @@ def main(argv):
     with open(quality) as f:
       model_report = json.load(f)
   result = report(test, scores, read_ground_truth(os.path.join(fl.work, "logs")), model_report)
-  path = write_json(result, fl.out_dir, fl.name)
-  plot(result, os.path.join(fl.out_dir, f"{fl.name}.png"))
   names = list(next(iter(result["heads"].values())))
   print(f"{'head':<16}" + "".join(f"{n:>21}" for n in names))
   for head, row in result["heads"].items():
     print(f"{head:<16}" + "".join(f"{row[n]:>21.4f}" for n in names))
-  print(f"wrote {path}")
+  if fl.group_drops:
+    result["group_drops"] = group_drops(train, test)
+    print(f"\nregression without a group (AUC change): {' / '.join(F.HEADS)}")
+    for group, row in result["group_drops"].items():
+      print(f"{group:<26}" + "".join(f"{c['auc']:>9.4f} ({c['delta']:+.4f})"
+                                     for c in row["heads"].values()))
+  if fl.stacking:
+    model_dir = fl.model_dir or qr.pushed_model_dir(fl.work, fl.pipeline_name)
+    examples = read_examples(test_dir, limit=10**9)
+    ids = np.array([e.features.feature[F.IMPRESSION_ID].int64_list.value[0] for e in examples])
+    if not np.array_equal(ids, test[F.IMPRESSION_ID][:, 0]):
+      raise ValueError(f"{test_dir}: examples read in two orders")
+    result["stacking_model"] = model_dir
+    result["stacking"] = stacking_probe(test, qr.score_examples(model_dir, examples))
+    print(f"\nstacking on {model_dir} (out-of-fold AUC by user folds): logit only -> + features")
+    for head, row in result["stacking"].items():
+      print(f"{head:<16}{row['logit_only']:.4f} -> {row['with_all_features']:.4f} "
+            f"({row['gain']:+.4f}); by group " + ", ".join(
+                f"{g} {v:+.4f}" for g, v in row["gain_by_group"].items()))
+  path = write_json(result, fl.out_dir, fl.name)
+  plot(result, os.path.join(fl.out_dir, f"{fl.name}.png"))
+  if fl.group_drops or fl.stacking:
+    plot_probes(result, os.path.join(fl.out_dir, f"{fl.name}_probes.png"))
+  print(f"wrote {path} and .png")
 
 
 if __name__ == "__main__":
   define_run_flags("hand_features")
+  flags.DEFINE_bool("group_drops", False, "Also re-fit the regression without each feature group.")
+  flags.DEFINE_bool("stacking", False, "Also probe what the features add to the model's logit.")
+  flags.DEFINE_string("model_dir", None, "SavedModel for --stacking (default: the pushed one).")
   app.run(main)

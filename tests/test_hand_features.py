@@ -60,3 +60,42 @@ def test_no_history_gives_zero_shares_and_the_prior():
   assert got["ll_room_category_share"] == 0 and got["ll_display_brand_share"] == 0
   assert got["ll_posterior_preference"] == pytest.approx(1 / 4)  # uniform prior mean
   assert np.isfinite(x).all()
+
+
+def test_every_feature_group_names_columns_that_exist():
+  _, names = hf.build_features(_row(**{F.HOST_CATEGORY_IDS: [3, 0, 0]}), n_categories=4)
+  for group, member in hf.FEATURE_GROUPS.items():
+    columns = [n for n in names if member(n)]
+    assert bool(columns) == (group != hf.ROOM_ID), group
+  assert {n for n in names if hf.FEATURE_GROUPS["realtime_overlaps"](n)} >= {
+      "rt_pos_hits", "rt_neg_hits_time_decayed", "appetite_estimate"}
+
+
+def _trigger_world(n=200):
+  """Rows whose labels are exactly the trigger-category hit, from 20 users."""
+  rng = np.random.default_rng(0)
+  rows = []
+  for i in range(n):
+    hit = i % 2
+    rows.append(_row(**{F.HOST_CATEGORY_IDS: [5, 0, 0], F.TRIGGER_CATEGORY_ID: [5 if hit else 6],
+                        F.USER_ID: [i % 20], F.DISPLAY_LEN: [1], F.IMPRESSION_ID: [i],
+                        F.HOUR_OF_DAY: [int(rng.integers(24))],
+                        **{label: [hit] for label in F.HEADS.values()}}))
+  cols = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+  cols[F.ACTIVITY_LEVEL] = cols[F.ACTIVITY_LEVEL].astype(bytes)
+  return cols
+
+
+def test_stacking_probe_finds_what_a_blind_model_misses():
+  test = _trigger_world()
+  blind = {head: np.full(len(test[F.USER_ID]), 0.3) for head in F.HEADS}
+  probe = hf.stacking_probe(test, blind, folds=5)
+  for head, row in probe.items():
+    assert row["logit_only"] == pytest.approx(0.5), head  # a constant score ranks nothing
+    assert row["with_all_features"] == pytest.approx(1.0), head
+    assert row["gain_by_group"]["trigger"] == pytest.approx(0.5), head
+    assert abs(row["gain_by_group"]["fatigue"]) < 1e-9, head  # no fatigue column varies
+  # A model that already scores the hit leaves the features nothing to add.
+  knows = {head: 0.2 + 0.6 * test[label][:, 0] for head, label in F.HEADS.items()}
+  for head, row in hf.stacking_probe(test, knows, folds=5).items():
+    assert row["logit_only"] == pytest.approx(1.0) and row["gain"] == pytest.approx(0.0), head

@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 
 from models import trainer
-from models.weight_average import WeightAverage
 from models.layers import CrossNetwork, DecayedMatchSum, IdMatchCount, MatchSummary
 from models.layers.match import LookupMatchSummary, match_counts, weighted_match_sums
+from models.weight_average import WeightAverage
 
 
 def test_id_match_count_hand_computed_with_width_and_padding():

@@ -164,7 +164,7 @@ ROOM_ID = "room_id"
 # Feature groups the regression is re-fit without (``--group_drops``), by column name; ROOM_ID
 # is the regression's one-hot of the room, which is not a column of build_features.
 FEATURE_GROUPS: Dict[str, Callable[[str], bool]] = {
-    "realtime_overlaps": lambda n: n.startswith((F.RT_POS, F.RT_NEG)) or n == "appetite_estimate",
+    "realtime_overlaps": lambda n: n.startswith(F.RT_PREFIXES) or n == "appetite_estimate",
     "realtime_time_decay": lambda n: (n.endswith(("_time_decayed", "_hits_decayed", "_signed"))
                                       or n == "appetite_estimate"),
     "realtime_position_decay": lambda n: n.endswith("_position_decayed"),

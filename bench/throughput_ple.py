@@ -69,7 +69,7 @@ def deepctr_columns(spec: ModelSpec) -> List:
   """DeepCTR feature columns for the transformed model inputs."""
   from deepctr.feature_column import DenseFeat, SparseFeat, VarLenSparseFeat  # pylint: disable=import-outside-toplevel
   raw_of = {xf(f.name): f.name for f in F.serving_raw_features()}
-  length_of = {xf(F.seq_key(p, f)): xf(F.len_key(p)) for p in (F.RT_POS, F.RT_NEG)
+  length_of = {xf(F.seq_key(p, f)): xf(F.len_key(p)) for p in F.RT_PREFIXES
                for f in F.RT_FIELDS}
   length_of.update({xf(F.seq_key(F.LL, f)): xf(F.len_key(F.LL)) for f in F.LL_INT_FIELDS})
   length_of[xf(F.SESSION_HOSTS)] = xf(F.SESSION_HOSTS_LEN_KEY)

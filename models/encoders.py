@@ -152,7 +152,7 @@ def context_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
 def realtime_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
   """The candidate's room, categories and shop against the positive and negative sequences."""
   parts = []
-  for prefix in (F.RT_POS, F.RT_NEG):
+  for prefix in F.RT_PREFIXES:
     length, age = x[xf(F.len_key(prefix))], x[xf(F.seq_key(prefix, "age_seconds"))]
     for field, query in (("category_ids", F.HOST_CATEGORY_IDS), ("host_ids", F.HOST_ID),
                          ("shop_ids", F.HOST_SHOP_ID)):
@@ -188,7 +188,7 @@ def pooled_realtime(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]
   """Mean-pooled positive and negative real-time sequences."""
   return [MaskedMeanPooling(name=f"pool_{prefix}")([sequence_tokens(emb, x, prefix),
                                                     x[xf(F.len_key(prefix))]])
-          for prefix in (F.RT_POS, F.RT_NEG)]
+          for prefix in F.RT_PREFIXES]
 
 
 def pooled_session(emb: Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:

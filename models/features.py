@@ -84,6 +84,7 @@ HOST_STAT_KEYS: Tuple[str, ...] = tuple(
 # --- Real-time feedback sequences (positive / negative), most recent first. ------------------------
 RT_POS = "rt_pos"
 RT_NEG = "rt_neg"
+RT_PREFIXES = (RT_POS, RT_NEG)
 RT_FIELDS = ("host_ids", "category_ids", "shop_ids", "stay_buckets", "age_seconds")
 # Made by Transform from ``age_seconds`` (not stored): each position's age in hours, 0 on padding,
 # for the learned time decays of the match features (the stored seconds are also bucketized).
@@ -190,7 +191,7 @@ def raw_features(realtime_len: int = REALTIME_SEQ_LEN,
       RawFeature(HOST_FLASH_SALE, "int"),
   ]
   feats += [RawFeature(k, "float") for k in HOST_STAT_KEYS]
-  for prefix in (RT_POS, RT_NEG):
+  for prefix in RT_PREFIXES:
     feats += [RawFeature(seq_key(prefix, f), "int", rt_field_length(f, realtime_len))
               for f in RT_FIELDS]
     feats.append(RawFeature(len_key(prefix), "int"))
@@ -212,7 +213,7 @@ def _with_range(feature: RawFeature, realtime_len: int, lifelong_len: int) -> Ra
            SESSION_HOSTS_LEN_KEY: SESSION_HOSTS_LEN, DISPLAY_LEN: DISPLAY_TOP_N,
            len_key(RT_POS): realtime_len, len_key(RT_NEG): realtime_len,
            len_key(LL): lifelong_len}
-  upper.update({seq_key(prefix, "stay_buckets"): MAX_STAY_BUCKET for prefix in (RT_POS, RT_NEG)})
+  upper.update({seq_key(prefix, "stay_buckets"): MAX_STAY_BUCKET for prefix in RT_PREFIXES})
   upper.update({k: 1 for k in LABEL_KEYS if k not in FLOAT_LABELS})
   return dataclasses.replace(feature, min_value=0, max_value=upper.get(feature.name))
 

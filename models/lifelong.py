@@ -30,7 +30,7 @@ from models import preprocessing as P
 from models import tasks as tasks_lib
 from models.layers import MLP, BatchGather, BroadcastConcatenate, MaskedMeanPooling
 from models.layers.lifelong import ChannelDINAttention, TopKExtraction
-from models.layers.match import IdMatchCount, MatchSummary
+from models.layers.match import IdMatchCount, MatchSummary, valid_positions
 from models.multitask import NUM_TASKS, extractor, task_heads
 from models.spec import ModelSpec
 
@@ -98,8 +98,7 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
   similarity = tf.matmul(tf.stop_gradient(tokens),
                          tf.stop_gradient(query)[:, :, tf.newaxis])[..., 0]  # [B, L]
   # How often the user bought each purchase's category (their own interest), from a histogram.
-  valid = tf.sequence_mask(tf.reshape(tf.cast(x[xf(F.len_key(F.LL))], tf.int32), [-1]), length,
-                           tf.float32)  # [B, L]
+  valid = valid_positions(x[xf(F.len_key(F.LL))], length)  # [B, L]
   histogram = tf.reduce_sum(valid[..., tf.newaxis] * tf.one_hot(cats, num_categories),
                             axis=1)  # [B, V]
   interest = tf.gather(histogram, cats, batch_dims=1) * tf.cast(cats > 0, tf.float32)  # [B, L]

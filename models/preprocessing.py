@@ -139,7 +139,7 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
                                       tf.float32)
   for k in F.HOST_STAT_KEYS:
     out[xf(k)] = tft.scale_to_z_score(tf.math.log1p(inputs[k]))
-  for prefix in (F.RT_POS, F.RT_NEG):
+  for prefix in F.RT_PREFIXES:
     valid = _seq_valid(inputs, prefix, inputs[F.seq_key(prefix, "age_seconds")].shape[-1])
     out[xf(F.seq_key(prefix, "age_seconds"))] = _bucketize(
         inputs[F.seq_key(prefix, "age_seconds")], AGE_SECONDS_BOUNDARIES, valid)

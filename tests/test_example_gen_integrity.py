@@ -277,7 +277,7 @@ def test_split_is_forward_in_time(clean):
   # Train examples' real-time sequences hold only feedback that ended before the eval period.
   for *_, s in rows["train"]:
     ts = _feature(s, F.TIMESTAMP)[0]
-    for prefix in (F.RT_POS, F.RT_NEG):
+    for prefix in F.RT_PREFIXES:
       n = _feature(s, F.len_key(prefix))[0]
       ages = _feature(s, F.seq_key(prefix, "age_seconds"))[:n]
       assert all(ts - age < eval_start for age in ages)

@@ -51,6 +51,11 @@ def weighted_match_sums(query: tf.Tensor, keys: tf.Tensor, weights: tf.Tensor) -
 
 
 @tf.keras.utils.register_keras_serializable(package=PACKAGE)
+def valid_positions(length: tf.Tensor, max_len) -> tf.Tensor:
+  """[B, L] float mask: 1 at the positions before each row's length ([B] or [B, 1])."""
+  return tf.sequence_mask(tf.reshape(tf.cast(length, tf.int32), [-1]), max_len, tf.float32)
+
+
 class IdMatchCount(tf.keras.layers.Layer):
   """Per key position, the number of equal (query id, key id) pairs; id 0 is padding.
 
@@ -134,8 +139,7 @@ class MatchSummary(tf.keras.layers.Layer):
 
   def _position_weights(self, length, max_len, buckets) -> tf.Tensor:
     """[B, L, K]: per position, the weight of each summed column (count, decay, [bucket])."""
-    valid = tf.sequence_mask(tf.reshape(tf.cast(length, tf.int32), [-1]), max_len,
-                             tf.float32)  # [B, L]
+    valid = valid_positions(length, max_len)  # [B, L]
     position_weight = tf.pow(self.decay, tf.cast(tf.range(max_len), tf.float32))  # [L]
     cols = [valid, valid * position_weight]
     if self.num_buckets:
@@ -234,8 +238,7 @@ class DecayedMatchSum(tf.keras.layers.Layer):
     matches, length, ages = inputs
     matches = tf.cast(matches, tf.float32)  # [B, L]
     max_len = tf.shape(matches)[1]
-    valid = tf.sequence_mask(tf.reshape(tf.cast(length, tf.int32), [-1]), max_len,
-                             tf.float32)  # [B, L]
+    valid = valid_positions(length, max_len)  # [B, L]
     position = tf.cast(tf.range(max_len), tf.float32)[tf.newaxis, :, tf.newaxis]  # [1, L, 1]
     exponent = (tf.cast(ages, tf.float32)[..., tf.newaxis] * tf.nn.softplus(self.time_rate_raw)
                 + position * tf.nn.softplus(self.position_rate_raw))  # [B, L, K]

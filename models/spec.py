@@ -26,8 +26,8 @@ class ModelSpec:
   feature_shapes: Dict[str, int]  # transformed model-input name -> last dimension
   feature_dtypes: Dict[str, tf.DType]  # transformed model-input name -> dtype
   embedding_dim: int = 16
-  # L2 penalty per looked-up embedding row (0: none): keeps rare ids (hashed items, small rooms)
-  # from memorising the training days.
+  # L2 penalty on every embedding table, added to the batch's mean loss (0: none): keeps rare ids
+  # (hashed items, small rooms) from memorising the training days.
   embedding_l2: float = 0.0
 
   def __post_init__(self):

@@ -191,7 +191,7 @@ def test_fit_restores_the_weights_of_the_best_eval_epoch():
   """Eval data with the opposite target: eval loss rises while training fits, so the best
   epoch is the first, and its weights (not the last epoch's) must be what the model keeps."""
   train = _regression_data(0)
-  cfg = trainer.TrainConfig(max_epochs=6, patience=2)
+  cfg = trainer.TrainConfig(max_epochs=6, patience=2, weight_average_decay=0.0)
   model, history, snaps = _fit_with_snapshots(train, train.map(lambda x, y: (x, -y)), cfg)
   best = int(np.argmin(history["val_loss"]))
   assert len(history["val_loss"]) == best + 1 + cfg.patience < cfg.max_epochs  # by patience
@@ -202,9 +202,9 @@ def test_fit_restores_the_weights_of_the_best_eval_epoch():
 def test_fit_step_budget_stops_mid_run_and_keeps_the_best_weights():
   train = _regression_data(1)  # 4 batches per epoch
   # Eval on the opposite target again, so the best epoch is not the last one.
-  model, history, snaps = _fit_with_snapshots(
-      train, train.map(lambda x, y: (x, -y)), trainer.TrainConfig(max_epochs=50, patience=50),
-      max_steps=10)
+  cfg = trainer.TrainConfig(max_epochs=50, patience=50, weight_average_decay=0.0)
+  model, history, snaps = _fit_with_snapshots(train, train.map(lambda x, y: (x, -y)), cfg,
+                                              max_steps=10)
   assert len(history["loss"]) == 3  # batches 1-4, 5-8, 9-10 then the budget stops it
   best = int(np.argmin(history["val_loss"]))
   assert best < 2

@@ -170,15 +170,20 @@ class _Snapshots(tf.keras.callbacks.Callback):
     self.weights.append([w.copy() for w in self.model.get_weights()])
 
 
-def _fit_with_snapshots(train, eval_ds, cfg, max_steps=None):
+def _fit_recording(train, eval_ds, cfg, recorder, max_steps=None):
+  """``trainer.fit`` of a linear model with ``recorder`` appended to its callbacks."""
   tf.keras.utils.set_random_seed(0)
   model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
   model.compile(tf.keras.optimizers.SGD(0.05), "mse")
-  snaps = _Snapshots()
   original_fit = model.fit
-  model.fit = lambda *a, **k: original_fit(*a, **dict(k, callbacks=k["callbacks"] + [snaps]))
-  history = trainer.fit(model, train, eval_ds, cfg, max_steps=max_steps, verbose=0)
-  return model, history.history, snaps.weights
+  model.fit = lambda *a, **k: original_fit(*a, **dict(k, callbacks=k["callbacks"] + [recorder]))
+  return model, trainer.fit(model, train, eval_ds, cfg, max_steps=max_steps, verbose=0).history
+
+
+def _fit_with_snapshots(train, eval_ds, cfg, max_steps=None):
+  snaps = _Snapshots()
+  model, history = _fit_recording(train, eval_ds, cfg, snaps, max_steps)
+  return model, history, snaps.weights
 
 
 def _assert_weights_equal(got, want, atol=0.0):
@@ -254,13 +259,8 @@ def test_fit_scores_and_keeps_the_averaged_weights_and_trains_on_the_raw_ones():
   train = _regression_data(2)  # 4 batches per epoch
   eval_ds = train.map(lambda x, y: (x, -y))  # the best epoch is not the last
   cfg = trainer.TrainConfig(max_epochs=4, patience=4, weight_average_decay=0.6)
-  tf.keras.utils.set_random_seed(0)
-  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
-  model.compile(tf.keras.optimizers.SGD(0.05), "mse")
   steps = _StepWeights()
-  original_fit = model.fit
-  model.fit = lambda *a, **k: original_fit(*a, **dict(k, callbacks=k["callbacks"] + [steps]))
-  history = trainer.fit(model, train, eval_ds, cfg, verbose=0).history
+  model, history = _fit_recording(train, eval_ds, cfg, steps)
   x = np.concatenate([b[0].numpy() for b in eval_ds])
   y = np.concatenate([b[1].numpy() for b in eval_ds])
   averages = [_hand_average(steps.after_step[:4 * (e + 1)], 0.6) for e in range(4)]

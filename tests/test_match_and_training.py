@@ -292,3 +292,16 @@ def test_train_curve_overrides_are_typed_and_checked():
     trainer.parse_overrides(["lr=1"])
   with pytest.raises(ValueError, match="'patience'"):
     trainer.parse_overrides(["patience"])
+
+
+def test_every_layer_class_is_registered_for_keras_serialization():
+  import inspect  # pylint: disable=import-outside-toplevel
+
+  from models.layers import attention, blocks, experts, lifelong, match  # pylint: disable=import-outside-toplevel
+  classes = {cls for module in (attention, blocks, experts, lifelong, match)
+             for _, cls in inspect.getmembers(module, inspect.isclass)
+             if issubclass(cls, tf.keras.layers.Layer) and cls.__module__ == module.__name__}
+  assert len(classes) >= 16
+  unregistered = sorted(cls.__name__ for cls in classes if tf.keras.utils.get_registered_name(cls)
+                        != f"{blocks.PACKAGE}>{cls.__name__}")
+  assert not unregistered, unregistered

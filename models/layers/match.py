@@ -50,12 +50,12 @@ def weighted_match_sums(query: tf.Tensor, keys: tf.Tensor, weights: tf.Tensor) -
   return sums * tf.cast(query > 0, tf.float32)[..., tf.newaxis]
 
 
-@tf.keras.utils.register_keras_serializable(package=PACKAGE)
 def valid_positions(length: tf.Tensor, max_len) -> tf.Tensor:
   """[B, L] float mask: 1 at the positions before each row's length ([B] or [B, 1])."""
   return tf.sequence_mask(tf.reshape(tf.cast(length, tf.int32), [-1]), max_len, tf.float32)
 
 
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
 class IdMatchCount(tf.keras.layers.Layer):
   """Per key position, the number of equal (query id, key id) pairs; id 0 is padding.
 

@@ -26,6 +26,7 @@ features, cross-validated on the test split by user, shows what the features add
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -202,16 +203,24 @@ def _regression_scores(x_train: np.ndarray, x_test: np.ndarray, train: Dict[str,
   return out
 
 
-def _n_categories(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray]) -> int:
-  return int(max(train[F.HOST_CATEGORY_IDS].max(), test[F.HOST_CATEGORY_IDS].max()))
+@dataclasses.dataclass(frozen=True)
+class Design:
+  """The hand features of both splits, built once with one category count; column names."""
+  x_train: np.ndarray
+  x_test: np.ndarray
+  names: List[str]
+
+  @classmethod
+  def build(cls, train: Dict[str, np.ndarray], test: Dict[str, np.ndarray]) -> Design:
+    n_categories = int(max(train[F.HOST_CATEGORY_IDS].max(), test[F.HOST_CATEGORY_IDS].max()))
+    x_train, names = build_features(train, n_categories)
+    return cls(x_train, build_features(test, n_categories)[0], names)
 
 
-def fit_and_score(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray],
+def fit_and_score(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray], design: Design,
                   seed: int = 0) -> Dict[str, Dict[str, np.ndarray]]:
   """{model: {head: test scores}} for the logistic regression and the trees."""
-  n_categories = _n_categories(train, test)
-  x_train, _ = build_features(train, n_categories)
-  x_test, _ = build_features(test, n_categories)
+  x_train, x_test = design.x_train, design.x_test
   rooms = np.unique(train[F.HOST_ID][:, 0])
   room_index = {r: i for i, r in enumerate(rooms)}
   code = lambda ids: np.array([room_index.get(r, -1) for r in ids], float)  # noqa: E731
@@ -233,17 +242,19 @@ def fit_and_score(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray],
 
 
 def _test_auc(test: Dict[str, np.ndarray], scores: Dict[str, np.ndarray]) -> Dict[str, float]:
-  return {head: auc(test[label][_head_rows(test, head), 0], scores[head][_head_rows(test, head)])
-          for head, label in F.HEADS.items()}
+  aucs = {}
+  for head, label in F.HEADS.items():
+    rows = _head_rows(test, head)
+    aucs[head] = auc(test[label][rows, 0], scores[head][rows])
+  return aucs
 
 
-def group_drops(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray]) -> Dict[str, dict]:
+def group_drops(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray], design: Design,
+                full_scores: Dict[str, np.ndarray]) -> Dict[str, dict]:
   """The regression re-fit without each feature group: per group the columns dropped and, per
-  head, the test AUC and its change from the full regression."""
-  n_categories = _n_categories(train, test)
-  x_train, names = build_features(train, n_categories)
-  x_test, _ = build_features(test, n_categories)
-  full = _test_auc(test, _regression_scores(x_train, x_test, train, test))
+  head, the test AUC and its change from the full regression (``full_scores``, its test scores)."""
+  x_train, x_test, names = design.x_train, design.x_test, design.names
+  full = _test_auc(test, full_scores)
   out = {"all": {"columns": [], "heads": {h: {"auc": a, "delta": 0.0} for h, a in full.items()}}}
   for group, member in FEATURE_GROUPS.items():
     keep = np.array([not member(n) for n in names])
@@ -270,17 +281,19 @@ def out_of_fold_auc(design: np.ndarray, y: np.ndarray, groups: np.ndarray, folds
   return auc(y, pred)
 
 
-def stacking_probe(test: Dict[str, np.ndarray], model_scores: Dict[str, np.ndarray],
-                   folds: int = 5) -> Dict[str, dict]:
+def stacking_probe(test: Dict[str, np.ndarray], x_test: np.ndarray, names: List[str],
+                   model_scores: Dict[str, np.ndarray], folds: int = 5) -> Dict[str, dict]:
   """What the hand features add to a model's score, on the test split alone.
 
   Per head, out-of-fold AUC of a logistic regression on the model's logit, and on the logit with
   all standardised hand features or with one group's; folds are grouped by user, so no user's
   impressions are both fitted and scored. A gain near zero: the model already carries what the
   features carry.
+
+  Args:
+    x_test, names: the test split's hand features (``Design.x_test``) and their column names.
   """
-  x, names = build_features(test, int(test[F.HOST_CATEGORY_IDS].max()))
-  x = StandardScaler().fit_transform(x)
+  x = StandardScaler().fit_transform(x_test)
   users = test[F.USER_ID][:, 0]
   out = {}
   for head, label in F.HEADS.items():
@@ -303,10 +316,9 @@ def report(test: Dict[str, np.ndarray], scores: Dict[str, Dict[str, np.ndarray]]
            truth: Dict[int, dict], model_report: dict | None) -> dict:
   """Test AUC per head: each baseline, the pipeline's model (if reported), reachable, oracle."""
   ids = test[F.IMPRESSION_ID][:, 0]
-  buy_rows = test[F.DISPLAY_LEN][:, 0] > 0
   out = {"n_test": int(len(ids)), "heads": {}}
   for head, label in F.HEADS.items():
-    rows = buy_rows if head == F.HEAD_BUY else np.ones(len(ids), bool)
+    rows = _head_rows(test, head)
     y = test[label][rows, 0]
     row = {name: auc(y, s[head][rows]) for name, s in scores.items()}
     field = ORACLE_FIELD[head]
@@ -370,7 +382,8 @@ def main(argv):
   test_dir = latest_examples_dir(fl.work, fl.pipeline_name, "eval")
   train, test = read_columns(train_dir), read_columns(test_dir)
   print(f"examples: train {len(train[F.IMPRESSION_ID])}, test {len(test[F.IMPRESSION_ID])}")
-  scores = fit_and_score(train, test)
+  design = Design.build(train, test)
+  scores = fit_and_score(train, test, design)
   quality = os.path.join(fl.work, "reports", "quality.json")
   model_report = None
   if os.path.exists(quality):  # the demo's quality report of the pushed model, if there is one
@@ -382,7 +395,8 @@ def main(argv):
   for head, row in result["heads"].items():
     print(f"{head:<16}" + "".join(f"{row[n]:>21.4f}" for n in names))
   if fl.group_drops:
-    result["group_drops"] = group_drops(train, test)
+    result["group_drops"] = group_drops(train, test, design,
+                                          scores["logistic_regression"])
     print(f"\nregression without a group (AUC change): {' / '.join(F.HEADS)}")
     for group, row in result["group_drops"].items():
       print(f"{group:<26}" + "".join(f"{c['auc']:>9.4f} ({c['delta']:+.4f})"
@@ -394,7 +408,8 @@ def main(argv):
     if not np.array_equal(ids, test[F.IMPRESSION_ID][:, 0]):
       raise ValueError(f"{test_dir}: examples read in two orders")
     result["stacking_model"] = model_dir
-    result["stacking"] = stacking_probe(test, qr.score_examples(model_dir, examples))
+    result["stacking"] = stacking_probe(test, design.x_test, design.names,
+                                        qr.score_examples(model_dir, examples))
     print(f"\nstacking on {model_dir} (out-of-fold AUC by user folds): logit only -> + features")
     for head, row in result["stacking"].items():
       print(f"{head:<16}{row['logit_only']:.4f} -> {row['with_all_features']:.4f} "

@@ -88,8 +88,9 @@ def _trigger_world(n=200):
 
 def test_stacking_probe_finds_what_a_blind_model_misses():
   test = _trigger_world()
+  x, names = hf.build_features(test, n_categories=10)
   blind = {head: np.full(len(test[F.USER_ID]), 0.3) for head in F.HEADS}
-  probe = hf.stacking_probe(test, blind, folds=5)
+  probe = hf.stacking_probe(test, x, names, blind, folds=5)
   for head, row in probe.items():
     assert row["logit_only"] == pytest.approx(0.5), head  # a constant score ranks nothing
     assert row["with_all_features"] == pytest.approx(1.0), head
@@ -97,5 +98,5 @@ def test_stacking_probe_finds_what_a_blind_model_misses():
     assert abs(row["gain_by_group"]["fatigue"]) < 1e-9, head  # no fatigue column varies
   # A model that already scores the hit leaves the features nothing to add.
   knows = {head: 0.2 + 0.6 * test[label][:, 0] for head, label in F.HEADS.items()}
-  for head, row in hf.stacking_probe(test, knows, folds=5).items():
+  for head, row in hf.stacking_probe(test, x, names, knows, folds=5).items():
     assert row["logit_only"] == pytest.approx(1.0) and row["gain"] == pytest.approx(0.0), head

@@ -55,11 +55,13 @@ class WeightAverage(tf.keras.callbacks.Callback):
     for average, weight in zip(self._averages, self.model.trainable_weights):
       average.assign(self.decay * average + (1.0 - self.decay) * weight)
 
+  def _corrected(self, average: tf.Variable) -> tf.Tensor:
+    return average / (1.0 - tf.pow(self.decay, self._steps))
+
   def _swap_in_average(self):
-    correction = 1.0 - tf.pow(self.decay, self._steps)
     for raw, average, weight in zip(self._raw, self._averages, self.model.trainable_weights):
       raw.assign(weight)
-      weight.assign(average / correction)
+      weight.assign(self._corrected(average))
 
   def _swap_out_average(self):
     for raw, weight in zip(self._raw, self.model.trainable_weights):
@@ -80,5 +82,4 @@ class WeightAverage(tf.keras.callbacks.Callback):
 
   def averaged_weights(self) -> List[tf.Tensor]:
     """The bias-corrected average of each trainable weight (in ``trainable_weights`` order)."""
-    correction = 1.0 - self.decay ** float(self._steps.numpy())
-    return [a / correction for a in self._averages]
+    return [self._corrected(a) for a in self._averages]

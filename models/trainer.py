@@ -212,6 +212,11 @@ def fit(model: tf.keras.Model, train_ds: tf.data.Dataset, eval_ds: tf.data.Datas
   if log_dir:  # per-epoch curves for TensorBoard
     callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch",
                                                     profile_batch=0))
+  # Adam's slots would otherwise be made inside the first traced train step, and a tf.function
+  # that creates variables is traced twice: building them first saves one trace of the whole
+  # model (the same weights; BUILD_NOTES "Averaged weights" has the seconds).
+  with model.distribute_strategy.scope():
+    model.optimizer.build(model.trainable_variables)
   # tf_keras' EarlyStopping restores the best weights at the end of training however it ended
   # (patience, epoch budget or step budget); the test pins that.
   return model.fit(train_ds, epochs=cfg.max_epochs, validation_data=eval_ds,

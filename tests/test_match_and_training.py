@@ -255,6 +255,28 @@ def test_weight_average_is_the_bias_corrected_moving_average_of_the_steps():
     WeightAverage(1.0)
 
 
+def _adam_linear_model():
+  tf.keras.utils.set_random_seed(0)
+  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
+  model.compile(tf.keras.optimizers.Adam(0.05), "mse")
+  return model
+
+
+def test_fit_traces_the_train_step_once_and_trains_as_plain_keras():
+  """Adam's slots are built before the first step: Keras alone makes them inside the traced
+  step, which TensorFlow then traces a second time; the weights must not change."""
+  train = _regression_data(3)
+  cfg = trainer.TrainConfig(max_epochs=2, patience=5, weight_average_decay=0.0)
+  model = _adam_linear_model()
+  history = trainer.fit(model, train, train, cfg, verbose=0).history
+  assert history["val_loss"][1] < history["val_loss"][0]  # the last epoch is the one kept
+  plain = _adam_linear_model()
+  plain.fit(train, epochs=2, verbose=0)
+  assert plain.train_function.experimental_get_tracing_count() == 2
+  assert model.train_function.experimental_get_tracing_count() == 1
+  _assert_weights_equal(model.get_weights(), plain.get_weights())
+
+
 def test_fit_scores_and_keeps_the_averaged_weights_and_trains_on_the_raw_ones():
   train = _regression_data(2)  # 4 batches per epoch
   eval_ds = train.map(lambda x, y: (x, -y))  # the best epoch is not the last

@@ -30,7 +30,7 @@ from models import preprocessing as P
 from models import tasks as tasks_lib
 from models.layers import MLP, BatchGather, BroadcastConcatenate, MaskedMeanPooling
 from models.layers.lifelong import ChannelDINAttention, TopKExtraction
-from models.layers.match import IdMatchCount, MatchSummary, valid_positions
+from models.layers.match import IdMatchCount, valid_positions
 from models.multitask import NUM_TASKS, extractor, task_heads
 from models.spec import ModelSpec
 
@@ -118,26 +118,6 @@ def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, scores: tf.Tensor, top_k
   return valid, items
 
 
-def relevance_channel_statistics(x: Dict[str, tf.Tensor], scores: tf.Tensor) -> tf.Tensor:
-  """What each relevance channel found in the whole sequence, before its top-K cap.
-
-  A heavy buyer has hundreds of purchases in a room's categories, so the extracted count
-  saturates at K; the count, share and recency of all the hits do not (``MatchSummary``).
-
-  Args:
-    x: transformed features; scores: [B, C, L] from :func:`channel_scores`.
-  Returns:
-    [B, 6 * number of relevance channels].
-  """
-  length, age = x[xf(F.len_key(F.LL))], _ll(x, "age_days")
-  parts = [MatchSummary(decay=0.98, num_buckets=encoders.LL_AGE_BUCKETS,
-                        name=f"channel_{CHANNELS[c]}_statistics")(
-               [tf.nn.relu(scores[:, c, :]), length, age])  # [B, 6]
-           for c, relevance in enumerate(RELEVANCE_CHANNELS) if relevance]
-  return tf.keras.layers.LayerNormalization(name="channel_statistics")(
-      tf.concat(parts, axis=-1))
-
-
 def in_room_categories(purchase_categories, room_categories) -> tf.Tensor:
   """[B, L] 1.0 where a purchase's category is one of the room's (the same match as the category
   channel's score), 0.0 elsewhere and on padding."""
@@ -213,8 +193,8 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
     channel_softmax: the attention normalises per channel (False: over the merged sequence).
     use_bias_net: add the Bias Net's logit to each head.
     use_aux: expose the auxiliary ``lifelong_interest`` output.
-    channel_statistics: add each relevance channel's whole-sequence hit statistics
-      (:func:`relevance_channel_statistics`; multi-channel extraction only).
+    channel_statistics: add the relevance channels' whole-sequence hit statistics
+      (``encoders.lifelong_match``; multi-channel extraction only).
   """
   if extraction not in EXTRACTIONS:
     raise ValueError(f"lifelong extraction {extraction!r} is not one of {EXTRACTIONS}")
@@ -232,7 +212,11 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
     history = [tf.math.log1p(counts),
                counts / tf.maximum(tf.cast(length, tf.float32), 1.0)]  # [B, C] each
     if channel_statistics:
-      history.append(relevance_channel_statistics(inputs, scores))  # [B, 12]
+      # What the relevance channels find in the whole sequence, before their top-K cap (a heavy
+      # buyer's extracted count saturates at K): the lookup summaries every model reads the
+      # purchases through, of the room's categories and shop and the displayed brands and
+      # categories (the category and shop/brand channels' hits); O(1) in L per room.
+      history += encoders.lifelong_match(inputs)  # [B, 22]
   else:
     per_channel = MaskedMeanPooling(name="pool_lifelong")([tokens, length])[:, tf.newaxis, :]
     history = []

@@ -214,7 +214,7 @@ def fit(model: tf.keras.Model, train_ds: tf.data.Dataset, eval_ds: tf.data.Datas
                                                     profile_batch=0))
   # Adam's slots would otherwise be made inside the first traced train step, and a tf.function
   # that creates variables is traced twice: building them first saves one trace of the whole
-  # model (the same weights; BUILD_NOTES "Averaged weights" has the seconds).
+  # model (the same weights; the seconds are in BUILD_NOTES, "one trace of the train step").
   with model.distribute_strategy.scope():
     model.optimizer.build(model.trainable_variables)
   # tf_keras' EarlyStopping restores the best weights at the end of training however it ended

@@ -170,11 +170,17 @@ class _Snapshots(tf.keras.callbacks.Callback):
     self.weights.append([w.copy() for w in self.model.get_weights()])
 
 
-def _fit_recording(train, eval_ds, cfg, recorder, max_steps=None):
-  """``trainer.fit`` of a linear model with ``recorder`` appended to its callbacks."""
+def _linear_model(optimizer):
+  """A seeded 4 -> 1 linear model compiled with ``optimizer`` and the squared error."""
   tf.keras.utils.set_random_seed(0)
   model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
-  model.compile(tf.keras.optimizers.SGD(0.05), "mse")
+  model.compile(optimizer, "mse")
+  return model
+
+
+def _fit_recording(train, eval_ds, cfg, recorder, max_steps=None):
+  """``trainer.fit`` of a linear model with ``recorder`` appended to its callbacks."""
+  model = _linear_model(tf.keras.optimizers.SGD(0.05))
   original_fit = model.fit
   model.fit = lambda *a, **k: original_fit(*a, **dict(k, callbacks=k["callbacks"] + [recorder]))
   return model, trainer.fit(model, train, eval_ds, cfg, max_steps=max_steps, verbose=0).history
@@ -241,9 +247,7 @@ def _hand_average(trajectory, decay):
 
 
 def test_weight_average_is_the_bias_corrected_moving_average_of_the_steps():
-  tf.keras.utils.set_random_seed(0)
-  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
-  model.compile(tf.keras.optimizers.SGD(0.05), "mse")
+  model = _linear_model(tf.keras.optimizers.SGD(0.05))
   steps, average = _StepWeights(), WeightAverage(0.5)
   model.fit(_regression_data(0), epochs=2, callbacks=[steps, average], verbose=0)
   assert len(steps.after_step) == 8
@@ -255,22 +259,15 @@ def test_weight_average_is_the_bias_corrected_moving_average_of_the_steps():
     WeightAverage(1.0)
 
 
-def _adam_linear_model():
-  tf.keras.utils.set_random_seed(0)
-  model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(4,))])
-  model.compile(tf.keras.optimizers.Adam(0.05), "mse")
-  return model
-
-
 def test_fit_traces_the_train_step_once_and_trains_as_plain_keras():
   """Adam's slots are built before the first step: Keras alone makes them inside the traced
   step, which TensorFlow then traces a second time; the weights must not change."""
   train = _regression_data(3)
   cfg = trainer.TrainConfig(max_epochs=2, patience=5, weight_average_decay=0.0)
-  model = _adam_linear_model()
+  model = _linear_model(tf.keras.optimizers.Adam(0.05))
   history = trainer.fit(model, train, train, cfg, verbose=0).history
   assert history["val_loss"][1] < history["val_loss"][0]  # the last epoch is the one kept
-  plain = _adam_linear_model()
+  plain = _linear_model(tf.keras.optimizers.Adam(0.05))
   plain.fit(train, epochs=2, verbose=0)
   assert plain.train_function.experimental_get_tracing_count() == 2
   assert model.train_function.experimental_get_tracing_count() == 1

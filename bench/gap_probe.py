@@ -60,7 +60,7 @@ def probe(y: np.ndarray, model_logit: np.ndarray, terms: Dict[str, np.ndarray]) 
 
 def run(work: str, pipeline_name: str, model_dir: str, out_dir: str) -> dict:
   with open(os.path.join(work, "logs", "summary.json")) as f:
-    world = World(WorldConfig(**json.load(f)["config"]))
+    world = World(WorldConfig.from_dict(json.load(f)["config"]))
   examples = read_examples(latest_examples_dir(work, pipeline_name), limit=10**9)
   truth = read_ground_truth(os.path.join(work, "logs"))
   scores = qr.score_examples(model_dir, examples)

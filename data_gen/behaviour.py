@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
 import numpy as np
 
 from data_gen.log_format import EFFECTIVE_VIEW_SECONDS, QUICK_SWIPE_SECONDS
-from data_gen.world import World
+from data_gen.world import TrapConfig, World
 
 APPETITE_DECAY_PER_SLOT = 0.85
 TRIGGER_APPETITE_BUMP = 0.8  # a session's trigger item raises the appetite for its category
@@ -25,6 +25,16 @@ TRIGGER_APPETITE_BUMP = 0.8  # a session's trigger item raises the appetite for 
 APPETITE_FULL, APPETITE_NONE, APPETITE_TRIGGER_ONLY = "full", "none", "trigger_only"
 APPETITE_SOURCES = (APPETITE_FULL, APPETITE_NONE, APPETITE_TRIGGER_ONLY)
 APPETITE_HALF_LIFE_SECONDS = 4 * 3600.0
+# The greedy trap's state (strengths in ``world.TrapConfig``): satiation after a purchase fades
+# per slot and, between sessions, with a half-life; sales pressure fades per slot and is gone by
+# the next session.
+SATIATION_DECAY_PER_SLOT = 0.9
+SATIATION_HALF_LIFE_SECONDS = 24 * 3600.0
+SALES_PRESSURE_DECAY_PER_SLOT = 0.7
+# Leave-logit offsets by what happened in the slot (a purchase adds TrapConfig.purchase_exit to
+# the view offset).
+LEAVE_BASE = -2.0
+LEAVE_OFFSETS = {"quick": 0.9, "no_view": 0.3, "view": -0.7}
 
 
 def sigmoid(x: float) -> float:
@@ -37,6 +47,8 @@ class UserState:
   appetite: np.ndarray  # [C+1], moved by feedback, decays
   last_ts: float = 0.0
   shown_category_counts: np.ndarray | None = None  # [C+1] in the current session
+  satiation: np.ndarray | None = None  # [C+1] raised by purchases, decays
+  sales_pressure: float = 0.0  # decayed sum of the shown rooms' selling strength this session
   # [C+1] the current session's trigger bump as it has decayed so far: the part of ``appetite``
   # the trigger item explains (ground truth for the ceilings only; it moves nothing).
   trigger_appetite: np.ndarray | None = None
@@ -61,6 +73,8 @@ class _Room(NamedTuple):
   appetite: float
   trigger_appetite: float
   fatigue: float
+  satiation: float
+  sales_pressure: float
   quality: float
   pop: float
   hot: float
@@ -117,18 +131,22 @@ class Outcome:
 class Behaviour:
   """The user response model on top of a :class:`World`."""
 
-  def __init__(self, world: World):
+  def __init__(self, world: World, trap: TrapConfig | None = None):
+    """The response model of ``world``; ``trap`` replaces the world config's trap strengths."""
     self.world = world
+    self.trap = world.config.trap if trap is None else trap
 
   def new_state(self) -> UserState:
     c = self.world.config.n_categories
     return UserState(appetite=np.zeros(c + 1), shown_category_counts=np.zeros(c + 1),
-                     trigger_appetite=np.zeros(c + 1))
+                     trigger_appetite=np.zeros(c + 1), satiation=np.zeros(c + 1))
 
   def start_session(self, state: UserState, t: float, trigger_category: int) -> None:
-    """Decay the appetite since the last activity; the trigger item's category raises it."""
+    """Decay the appetite and satiation since the last activity; the trigger raises appetite."""
     if state.last_ts:
       state.appetite *= 0.5 ** ((t - state.last_ts) / APPETITE_HALF_LIFE_SECONDS)
+      state.satiation *= 0.5 ** ((t - state.last_ts) / SATIATION_HALF_LIFE_SECONDS)
+    state.sales_pressure = 0.0
     state.appetite[trigger_category] += TRIGGER_APPETITE_BUMP
     state.trigger_appetite = np.zeros_like(state.appetite)
     state.trigger_appetite[trigger_category] = TRIGGER_APPETITE_BUMP
@@ -178,6 +196,8 @@ class Behaviour:
         trigger_appetite=(float(state.trigger_appetite @ cats)
                           if state.trigger_appetite is not None else 0.0),
         fatigue=float(state.shown_category_counts @ cats),  # repeated categories this session
+        satiation=float(state.satiation @ cats) if state.satiation is not None else 0.0,
+        sales_pressure=state.sales_pressure,
         quality=float(w.host_quality[host]), pop=w.popularity(host, t), hot=float(hot),
         slot=slot, entertain=float(w.host_entertain[host]), sell=float(w.host_sell[host]),
         display_brands=w.item_brand[display] if display else None,
@@ -198,6 +218,7 @@ class Behaviour:
   def _respond(self, room: _Room, traits: UserTraits, appetite_source: str) -> Truth:
     """The response equations of README.md for one room context and one set of user traits."""
     aff = float(traits.cat_pref @ room.cats)  # [0, 1]: long-term interest
+    trap = self.trap
     appetite = {APPETITE_FULL: room.appetite, APPETITE_NONE: 0.0,
                 APPETITE_TRIGGER_ONLY: room.trigger_appetite}[appetite_source]
     fatigue, hot, q = room.fatigue, room.hot, room.quality
@@ -213,7 +234,7 @@ class Behaviour:
                    / len(room.display_brands) * self.world.config.n_brands)
       ps, price_z = traits.price_sensitivity, room.price_z
       p_click_v = sigmoid(-1.8 + 2.4 * room.sell + 0.6 * min(brand_aff, 3.0)
-                          + 1.5 * aff + 0.9 * hot)
+                          + 1.5 * aff + 0.9 * hot - trap.satiation * room.satiation)
       p_cart_c = sigmoid(-0.9 + 0.8 * room.sell - 0.6 * ps * price_z + 0.5 * hot)
       p_direct_c = sigmoid(-3.0 + 1.2 * hot - 0.4 * ps * price_z)
       p_purchase_cart = sigmoid(-1.0 + 0.9 * hot - 0.5 * ps * price_z + 0.8 * aff)
@@ -228,9 +249,11 @@ class Behaviour:
     p_buy = p_click * (1 - (1 - p_cart_c) * (1 - p_direct_c))
     # Leaving the session: a purchase often ends it, a quick swipe-away and fatigue push out, a
     # good view keeps the user swiping.
-    base = -2.0 + 0.18 * fatigue + 0.04 * room.slot
-    p_leave = {"quick": sigmoid(base + 0.9), "no_view": sigmoid(base + 0.3),
-               "view": sigmoid(base - 0.7), "purchase": sigmoid(base + 2.2)}
+    # Hard selling after hard selling pushes the user out too (the greedy trap).
+    base = (LEAVE_BASE + 0.18 * fatigue + 0.04 * room.slot
+            + trap.sales_pressure * room.sell * (1.0 + room.sales_pressure))
+    p_leave = {k: sigmoid(base + v) for k, v in LEAVE_OFFSETS.items()}
+    p_leave["purchase"] = sigmoid(base + LEAVE_OFFSETS["view"] + trap.purchase_exit)
     p_no_view = 1 - p_view
     leave = (p_no_view * (p_quick_nv * p_leave["quick"] + (1 - p_quick_nv) * p_leave["no_view"])
              + (p_view - p_purchase) * p_leave["view"] + p_purchase * p_leave["purchase"])
@@ -303,6 +326,11 @@ class Behaviour:
     elif outcome.stay_seconds < QUICK_SWIPE_SECONDS:
       state.appetite -= cats * 0.7
     state.shown_category_counts += cats
+    state.satiation *= SATIATION_DECAY_PER_SLOT
+    if outcome.purchase:
+      state.satiation += cats
+    state.sales_pressure = (SALES_PRESSURE_DECAY_PER_SLOT * state.sales_pressure
+                            + float(self.world.host_sell[host]))
     state.last_ts = t_end
 
 

@@ -59,6 +59,10 @@ class SessionResult:
   stay_seconds: float
 
 
+# The per-session outcomes of the closed loop (``SessionResult`` fields after the user).
+SESSION_OUTCOMES = ("depth", "views", "interacts", "purchases", "gmv", "stay_seconds")
+
+
 class Progress:
   """A small progress bar on stderr (no dependency; quiet when ``enabled`` is False)."""
 
@@ -82,9 +86,10 @@ class Progress:
 class Simulator:
   """Sessions of sequential full-screen slots in a :class:`World`."""
 
-  def __init__(self, world: World):
+  def __init__(self, world: World, trap: world_lib.TrapConfig | None = None):
+    """A simulator of ``world``; ``trap`` replaces the world config's trap strengths."""
     self.world = world
-    self.behaviour = bh.Behaviour(world)
+    self.behaviour = bh.Behaviour(world, trap)
 
   def run_session(self, rng: np.random.Generator, user: int, start: float,
                   state: bh.UserState, policy: bh.Policy, sample_from_policy: bool,
@@ -153,18 +158,35 @@ class Simulator:
 
   # --- Closed loop ---------------------------------------------------------------------------------
   def evaluate_policy(self, policy: bh.Policy, n_sessions: int, seed: int = 1,
-                      oracle: bool = False) -> List[SessionResult]:
-    """Runs fresh sessions with ``policy`` choosing every slot; returns per-session outcomes."""
+                      oracle: bool = False, sample_from_policy: bool = False,
+                      progress: Progress | None = None) -> List[SessionResult]:
+    """Runs fresh sessions with ``policy`` choosing every slot; returns per-session outcomes.
+
+    Session i has the same user, start time and random stream under every policy (common random
+    numbers), so policies run with one ``seed`` are compared on the same sessions.
+
+    Args:
+      policy: Scores the candidates of each slot.
+      n_sessions: Sessions to run.
+      seed: Seed of the sessions.
+      oracle: Give the policy the candidates' true probabilities (``SlotContext.truths``).
+      sample_from_policy: The scores are probabilities to sample from (the logging policy);
+        otherwise the highest score is shown.
+      progress: Updated once per session.
+    """
     w = self.world
     rng = np.random.default_rng(seed)
     windows = w.session_day_windows()
     results = []
-    for _ in range(n_sessions):
+    for i in range(n_sessions):
       user = int(rng.integers(1, w.config.n_users + 1))
       start = self._live_time(rng, windows)
       state = self.behaviour.new_state()
-      records = list(self.run_session(rng, user, start, state, policy,
-                                      sample_from_policy=False, oracle=oracle))
+      session_rng = np.random.default_rng([seed, i])
+      records = list(self.run_session(session_rng, user, start, state, policy,
+                                      sample_from_policy=sample_from_policy, oracle=oracle))
+      if progress is not None:
+        progress.update()
       outs = [r["outcome"] for r in records]
       results.append(SessionResult(
           user_id=user, activity_level=ACTIVITY_LEVELS[w.user_activity[user]], depth=len(outs),
@@ -177,11 +199,28 @@ class Simulator:
 def summarize_sessions(results: List[SessionResult]) -> Dict[str, Dict[str, float]]:
   """Mean and 95% normal confidence half-width of each per-session outcome."""
   out = {}
-  for field in ("depth", "views", "interacts", "purchases", "gmv", "stay_seconds"):
+  for field in SESSION_OUTCOMES:
     x = np.array([getattr(r, field) for r in results], np.float64)
     half = 1.96 * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
     out[field] = {"mean": float(x.mean()) if len(x) else float("nan"), "ci95": float(half)}
   return out
+
+
+def paired_difference(a: List[SessionResult], b: List[SessionResult],
+                      field: str) -> Dict[str, float]:
+  """Mean and 95% half-width of ``a[i].field - b[i].field`` over sessions run on the same seed.
+
+  :meth:`Simulator.evaluate_policy` runs session i with the same user, start and random stream
+  under every policy, so the per-session difference removes the spread between sessions.
+  """
+  if len(a) != len(b) or len(a) < 2:
+    raise ValueError(f"paired_difference needs two equally long runs of >= 2 sessions; got "
+                     f"{len(a)} and {len(b)}")
+  mismatched = [i for i, (x, y) in enumerate(zip(a, b)) if x.user_id != y.user_id]
+  if mismatched:
+    raise ValueError(f"sessions {mismatched[:5]} have different users: not runs on the same seed")
+  d = np.array([getattr(x, field) - getattr(y, field) for x, y in zip(a, b)], np.float64)
+  return {"mean": float(d.mean()), "ci95": float(1.96 * d.std(ddof=1) / math.sqrt(len(d)))}
 
 
 # --- Log writing ---------------------------------------------------------------------------------------

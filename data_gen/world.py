@@ -61,6 +61,40 @@ def flash_sale_displays(refreshes: List[dict], hot_start: float, end: float) -> 
 
 
 @dataclasses.dataclass(frozen=True)
+class TrapConfig:
+  """Strengths of the mechanisms behind the temporal greedy trap (``data_gen/README.md``).
+
+  Each is a logit offset in the response equations, so 0 switches a mechanism off. A ranker that
+  takes the best conversion of every slot on its own walks into them: purchases end sessions,
+  a purchase dulls the next ones in the same categories, and hard selling after hard selling
+  pushes the user out.
+
+  Attributes:
+    purchase_exit: How much more a purchase makes the user leave than a plain effective view
+      (added to the leave logit).
+    satiation: How much a purchase lowers the item-click logit of later rooms sharing its
+      categories (per unit of satiation; it decays, ``behaviour.SATIATION_DECAY_PER_SLOT``).
+    sales_pressure: How much a selling room adds to the leave logit per unit of the session's
+      sales pressure (the decayed sum of the selling strength of the rooms shown so far), times
+      its own selling strength.
+  """
+  purchase_exit: float = 2.9
+  satiation: float = 0.0
+  sales_pressure: float = 0.0
+
+  def __post_init__(self):
+    for name, value in dataclasses.asdict(self).items():
+      if not value >= 0.0:
+        raise ValueError(f"TrapConfig.{name} must be >= 0; got {value!r}")
+
+  def scaled(self, factor: float) -> TrapConfig:
+    """Every strength times ``factor`` (0: no trap at all)."""
+    if not factor >= 0.0:
+      raise ValueError(f"trap scale factor must be >= 0; got {factor!r}")
+    return TrapConfig(**{k: v * factor for k, v in dataclasses.asdict(self).items()})
+
+
+@dataclasses.dataclass(frozen=True)
 class WorldConfig:
   """Scale knobs and the seed. ``SCALES`` holds the named presets."""
   seed: int = 7
@@ -78,6 +112,14 @@ class WorldConfig:
   # Lifelong main-site purchases (Poisson mean) by activity level; new users have them too.
   lifelong_purchases: Tuple[float, float, float] = (25.0, 60.0, 110.0)
   max_lifelong_purchases: int = 400  # per user
+  trap: TrapConfig = TrapConfig()
+
+  @classmethod
+  def from_dict(cls, config: dict) -> WorldConfig:
+    """The config that ``dataclasses.asdict`` turned into ``config`` (e.g. a summary.json's)."""
+    config = dict(config)
+    config["trap"] = TrapConfig(**config.get("trap", {}))
+    return cls(**config)
 
 
 SCALES: Dict[str, WorldConfig] = {

@@ -4,9 +4,11 @@ For trap strengths from none to strong (``world.TrapConfig`` scaled by a factor)
 fresh sessions (common random numbers) with the logging policy, oracle greedy (the room with the
 highest true purchase probability) and the oracle look-ahead (``data_gen/lookahead.py``: the MSC
 search on the true probabilities), and reports purchases and depth per session with 95% intervals,
-the look-ahead's paired gain over greedy, a table, JSON and a plot.
+the look-ahead's paired gain over greedy, a table, JSON and a plot. At the ``--dau_factors`` it
+also runs each policy for the world's days over a fixed population whose return visits follow the
+retention model (``data_gen/retention.py``), and reports daily active users and purchases per day.
 
-    python -m bench.greedy_trap --sessions 4000 --factors 0,0.5,1,1.5,2
+    python -m bench.greedy_trap --sessions 4000 --factors 0,0.5,1,1.5,2 --dau_factors 0,1
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from data_gen.world import SCALES, TrapConfig, World
 UNIT_TRAP = TrapConfig(purchase_exit=2.9, satiation=1.5, sales_pressure=1.0)
 REWARD = {"p_purchase": 1.0}  # what the oracle policies maximise: the purchases counted
 GAIN_OUTCOMES = ("purchases", "depth")
+DAY_OUTCOMES = ("dau", "purchases_per_day")
 LOOKAHEAD, GREEDY, LOGGING = "oracle_lookahead", "oracle_greedy", "logging"
 
 FLAGS = flags.FLAGS
@@ -42,6 +45,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("horizon", 3, "Look-ahead slots (H).")
   flags.DEFINE_integer("beam_width", 30, "Look-ahead beam width (B).")
   flags.DEFINE_integer("top_m", 15, "Candidates the look-ahead's first stage keeps (M).")
+  flags.DEFINE_list("dau_factors", ["0", "1"], "Trap factors with a multi-day run (DAU).")
+  flags.DEFINE_integer("dau_users", 3000, "Population of the multi-day runs.")
   define_output_flags("greedy_trap")
 
 
@@ -60,10 +65,22 @@ def run_strength(world: World, trap: TrapConfig, sessions: int, session_seed: in
                                      for o in GAIN_OUTCOMES}}
 
 
+def run_days(world: World, trap: TrapConfig, n_users: int, seed: int,
+             policies: Dict[str, tuple]) -> dict:
+  """Every policy over the world's days for the same population, at one trap strength."""
+  sim = simulator.Simulator(world, trap)
+  out = {}
+  for name, (policy, sample) in policies.items():
+    bar = simulator.Progress(n_users * world.config.days, f"  {name:<17} days")
+    out[name] = simulator.summarize_days(sim.run_days(
+        policy, n_users, seed=seed, oracle=not sample, sample_from_policy=sample, progress=bar))
+  return out
+
+
 def plot(result: dict, path: str) -> str:
   plt = pyplot()
   factors = [float(f) for f in result["factors"]]
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for ax, outcome in zip(axes, GAIN_OUTCOMES):
     for name in (LOGGING, GREEDY, LOOKAHEAD):
       stats = [result["factors"][f]["policies"][name][outcome] for f in result["factors"]]
@@ -73,6 +90,18 @@ def plot(result: dict, path: str) -> str:
     ax.set_ylabel(f"{outcome} per session (95% interval)")
     ax.grid(alpha=0.3)
   axes[0].legend()
+  days = {f: r["days"] for f, r in result["factors"].items() if "days" in r}
+  if days:
+    names = (LOGGING, GREEDY, LOOKAHEAD)
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+      stats = [d[name]["dau"] for d in days.values()]
+      axes[2].bar([i + k * width for i in range(len(days))], [s["mean"] for s in stats], width,
+                  yerr=[s["ci95"] for s in stats], capsize=3, label=name)
+    axes[2].set_xticks([i + width for i in range(len(days))], [f"x{f}" for f in days])
+    axes[2].set_xlabel("trap strength")
+    axes[2].set_ylabel(f"daily active users of {result['dau_users']} (95% interval)")
+    axes[2].legend(fontsize=8)
   fig.suptitle(f"greedy trap, true probabilities, {result['sessions']} sessions per point")
   return save_figure(fig, path)
 
@@ -95,7 +124,9 @@ def main(argv):
             "reward": REWARD, "horizon": FLAGS.horizon, "beam_width": FLAGS.beam_width,
             "top_m": FLAGS.top_m, "factors": {}}
   header = f"{'factor':>6} {'policy':<17} {'purchases':>15} {'depth':>13}"
-  lines = []
+  lines, day_lines = [], []
+  dau_factors = [float(f) for f in FLAGS.dau_factors]
+  result["dau_users"] = FLAGS.dau_users
   for factor in factors:
     print(f"trap x{factor:g}")
     row = run_strength(world, UNIT_TRAP.scaled(factor), FLAGS.sessions, FLAGS.session_seed,
@@ -109,8 +140,19 @@ def main(argv):
     lines.append(f"{'':>6} {'look-ahead gain':<17} {gain['purchases']['mean']:>+7.3f}±"
                  f"{gain['purchases']['ci95']:.3f} {gain['depth']['mean']:>+6.2f}±"
                  f"{gain['depth']['ci95']:.2f}  (paired)")
+    if factor in dau_factors:
+      row["days"] = run_days(world, UNIT_TRAP.scaled(factor), FLAGS.dau_users,
+                             FLAGS.session_seed, policies)
+      for name, summary in row["days"].items():
+        day_lines.append(f"{factor:>6g} {name:<17} " + "  ".join(
+            f"{o} {summary[o]['mean']:.1f}±{summary[o]['ci95']:.1f}" for o in DAY_OUTCOMES)
+            + f"  (expected DAU {summary['expected_dau']['mean']:.1f})")
   print(header)
   print("\n".join(lines))
+  if day_lines:
+    print(f"over days 1..{world.config.days - 1} of {FLAGS.dau_users} users (day 0 is "
+          "before any policy's sessions count):")
+    print("\n".join(day_lines))
   path = write_json(result, FLAGS.out_dir, FLAGS.name)
   png = plot(result, os.path.splitext(path)[0] + ".png")
   print(f"wrote {path} and {png} in {time.time() - t0:.0f} s")

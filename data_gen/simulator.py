@@ -30,6 +30,7 @@ import numpy as np
 from data_gen import behaviour as bh
 from data_gen import log_format as lf
 from data_gen import reachable as rc
+from data_gen import retention
 from data_gen import world as world_lib
 from data_gen.world import ACTIVITY_LEVELS, DAY, EPOCH, World, WorldConfig
 
@@ -57,10 +58,12 @@ class SessionResult:
   purchases: int
   gmv: float
   stay_seconds: float
+  quick_swipes: int = 0  # swipe-aways within lf.QUICK_SWIPE_SECONDS without an effective view
 
 
 # The per-session outcomes of the closed loop (``SessionResult`` fields after the user).
-SESSION_OUTCOMES = ("depth", "views", "interacts", "purchases", "gmv", "stay_seconds")
+SESSION_OUTCOMES = ("depth", "views", "interacts", "purchases", "gmv", "stay_seconds",
+                    "quick_swipes")
 
 
 class Progress:
@@ -187,13 +190,123 @@ class Simulator:
                                       sample_from_policy=sample_from_policy, oracle=oracle))
       if progress is not None:
         progress.update()
-      outs = [r["outcome"] for r in records]
-      results.append(SessionResult(
-          user_id=user, activity_level=ACTIVITY_LEVELS[w.user_activity[user]], depth=len(outs),
-          views=sum(o.effective_view for o in outs), interacts=sum(o.like for o in outs),
-          purchases=sum(o.purchase for o in outs), gmv=sum(o.gmv for o in outs),
-          stay_seconds=sum(o.stay_seconds for o in outs)))
+      results.append(session_result(w, user, records))
     return results
+
+  def run_days(self, policy: bh.Policy, n_users: int, days: int | None = None, seed: int = 1,
+               oracle: bool = False, sample_from_policy: bool = False,
+               progress: Progress | None = None) -> DaysResult:
+    """Runs ``policy`` over several days for a fixed population; who comes back is the retention
+    model's (``data_gen/retention.py``).
+
+    The population (``n_users`` drawn without replacement) and each (user, day)'s random stream
+    depend on ``seed`` only, so policies run with one seed face the same users and draws; the
+    user's real-time state and satisfaction carry over from day to day.
+
+    Args:
+      policy: Scores the candidates of each slot.
+      n_users: Users in the population.
+      days: Days to run (at most the world's ``config.days``: rooms are scheduled only then).
+      seed: Seed of the population and of the sessions.
+      oracle: Give the policy the candidates' true probabilities.
+      sample_from_policy: The scores are probabilities to sample from (the logging policy).
+      progress: Updated once per user and day.
+
+    Returns:
+      Per user and day: whether the user was active, the true chance they were, and their
+      sessions' outcomes.
+    """
+    w = self.world
+    days = w.config.days if days is None else days
+    if not 1 <= days <= w.config.days:
+      raise ValueError(f"days must be in [1, {w.config.days}] (the world's days); got {days}")
+    if not 1 <= n_users <= w.config.n_users:
+      raise ValueError(f"n_users must be in [1, {w.config.n_users}]; got {n_users}")
+    cfg = w.config.retention
+    users = np.sort(np.random.default_rng(seed).choice(
+        np.arange(1, w.config.n_users + 1), n_users, replace=False))
+    rates = np.array(w.config.sessions_per_day)[w.user_activity[users]]
+    states = [self.behaviour.new_state() for _ in users]
+    satisfaction = np.full(n_users, cfg.reference)
+    out = DaysResult(users=users, p_active=np.zeros((n_users, days)),
+                     active=np.zeros((n_users, days), bool),
+                     sessions=[[[] for _ in range(days)] for _ in users])
+    for day, window in enumerate(w.session_day_windows()[:days]):
+      for i, user in enumerate(users):
+        rng = np.random.default_rng([seed, day, int(user)])
+        p = retention.p_active(cfg, float(rates[i]), float(satisfaction[i]))
+        out.p_active[i, day] = p
+        out.active[i, day] = rng.random() < p
+        if out.active[i, day]:
+          n = retention.sessions_on_active_day(rng, float(rates[i]))
+          starts = sorted(self._live_time(rng, [window]) for _ in range(n))
+          for k, start in enumerate(starts):
+            state = states[i]
+            records = list(self.run_session(
+                np.random.default_rng([seed, day, int(user), k]), int(user),
+                max(start, state.last_ts + 30.0), state, policy,
+                sample_from_policy=sample_from_policy, oracle=oracle))
+            result = session_result(w, int(user), records)
+            out.sessions[i][day].append(result)
+            satisfaction[i] = retention.updated_satisfaction(
+                cfg, float(satisfaction[i]),
+                retention.session_score(cfg, result.depth, result.views, result.purchases,
+                                        result.quick_swipes))
+        if progress is not None:
+          progress.update()
+    return out
+
+
+@dataclasses.dataclass
+class DaysResult:
+  """A multi-day closed loop (:meth:`Simulator.run_days`) per user ([U]) and day ([D])."""
+  users: np.ndarray  # [U] user ids
+  p_active: np.ndarray  # [U, D] the retention model's true chance of being active
+  active: np.ndarray  # [U, D] bool: whether the user had sessions that day
+  sessions: List[List[List[SessionResult]]]  # [U][D] the day's sessions
+
+  def per_user_day(self, field: str) -> np.ndarray:
+    """[U, D] the sum of a session outcome over each user's sessions of each day."""
+    return np.array([[sum(getattr(r, field) for r in day) for day in user]
+                     for user in self.sessions], np.float64)
+
+
+def summarize_days(result: DaysResult, first_day: int = 1) -> Dict[str, Dict[str, float]]:
+  """Daily active users, purchases and sessions per day over days ``first_day``.. with 95% intervals.
+
+  Day 0 is left out by default: who is active on it does not depend on the policy yet. The
+  interval is over users (each user's mean over the days, times the population), so it holds for
+  the population, not for a particular calendar. ``expected_dau`` is the mean of the true
+  chances of being active, for the realised ``dau`` to be checked against.
+  """
+  if not 0 <= first_day < result.active.shape[1]:
+    raise ValueError(f"first_day must be in [0, {result.active.shape[1]}); got {first_day}")
+  n_users = len(result.users)
+  per_user = {
+      "dau": result.active[:, first_day:].astype(np.float64),
+      "expected_dau": result.p_active[:, first_day:],
+      "purchases_per_day": result.per_user_day("purchases")[:, first_day:],
+      "sessions_per_day": np.array([[len(d) for d in u] for u in result.sessions],
+                                   np.float64)[:, first_day:]}
+  out = {}
+  for name, x in per_user.items():
+    user_means = x.mean(axis=1)
+    half = 1.96 * user_means.std(ddof=1) / math.sqrt(n_users) if n_users > 1 else float("nan")
+    out[name] = {"mean": float(user_means.mean() * n_users), "ci95": float(half * n_users)}
+  out["per_day_dau"] = [int(a) for a in result.active.sum(axis=0)]
+  return out
+
+
+def session_result(world: World, user: int, records: List[dict]) -> SessionResult:
+  """The outcome of one session from its :meth:`Simulator.run_session` records."""
+  outs: List[bh.Outcome] = [r["outcome"] for r in records]
+  return SessionResult(
+      user_id=user, activity_level=ACTIVITY_LEVELS[world.user_activity[user]], depth=len(outs),
+      views=sum(o.effective_view for o in outs), interacts=sum(o.like for o in outs),
+      purchases=sum(o.purchase for o in outs), gmv=sum(o.gmv for o in outs),
+      stay_seconds=sum(o.stay_seconds for o in outs),
+      quick_swipes=sum(not o.effective_view and o.stay_seconds < lf.QUICK_SWIPE_SECONDS
+                       for o in outs))
 
 
 def summarize_sessions(results: List[SessionResult]) -> Dict[str, Dict[str, float]]:

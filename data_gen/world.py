@@ -95,6 +95,33 @@ class TrapConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RetentionConfig:
+  """Whether a user comes back on a day, from how their last sessions went (``data_gen/README.md``).
+
+  A session scores ``depth_weight * depth + view_weight * effective views + purchase_weight *
+  purchases - quick_weight * quick swipe-aways``. A user's satisfaction starts at ``reference`` and
+  after each session becomes ``memory * satisfaction + (1 - memory) * score``. The chance to be
+  active on a day is ``sigmoid(logit(1 - exp(-rate)) + strength * (satisfaction - reference))``,
+  with ``rate`` the activity level's sessions per day; an active day has a zero-truncated
+  Poisson(rate) number of sessions, so at ``strength`` 0 the sessions are Poisson(rate) a day.
+  """
+  strength: float = 1.0
+  memory: float = 0.7
+  depth_weight: float = 0.1
+  view_weight: float = 0.3
+  purchase_weight: float = 0.6
+  quick_weight: float = 0.4
+  reference: float = 0.8
+
+  def __post_init__(self):
+    if not 0.0 <= self.memory < 1.0:
+      raise ValueError(f"RetentionConfig.memory must be in [0, 1); got {self.memory!r}")
+    for name in ("strength", "depth_weight", "view_weight", "purchase_weight", "quick_weight"):
+      if not getattr(self, name) >= 0.0:
+        raise ValueError(f"RetentionConfig.{name} must be >= 0; got {getattr(self, name)!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class WorldConfig:
   """Scale knobs and the seed. ``SCALES`` holds the named presets."""
   seed: int = 7
@@ -113,12 +140,14 @@ class WorldConfig:
   lifelong_purchases: Tuple[float, float, float] = (25.0, 60.0, 110.0)
   max_lifelong_purchases: int = 400  # per user
   trap: TrapConfig = TrapConfig()
+  retention: RetentionConfig = RetentionConfig()  # the multi-day closed loop's return visits
 
   @classmethod
   def from_dict(cls, config: dict) -> WorldConfig:
     """The config that ``dataclasses.asdict`` turned into ``config`` (e.g. a summary.json's)."""
     config = dict(config)
     config["trap"] = TrapConfig(**config.get("trap", {}))
+    config["retention"] = RetentionConfig(**config.get("retention", {}))
     return cls(**config)
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from data_gen import behaviour as bh
 from data_gen import lookahead as la
-from data_gen import simulator
-from data_gen.world import TrapConfig, World, WorldConfig
+from data_gen import retention, simulator
+from data_gen.world import RetentionConfig, TrapConfig, World, WorldConfig
 
 CFG = simulator.load_config("tiny", seed=11)
 
@@ -187,3 +187,51 @@ def test_logging_policy_can_be_run_in_closed_loop(world):
                               sample_from_policy=True) for _ in range(2)]
   assert runs[0] == runs[1]  # seeded: the same draws
   assert len({r.depth for r in runs[0]}) > 1
+
+
+# --- Return visits -------------------------------------------------------------------------------
+def test_retention_equations_on_hand_values():
+  cfg = RetentionConfig(strength=1.0, memory=0.7, depth_weight=0.1, view_weight=0.3,
+                        purchase_weight=0.6, quick_weight=0.4, reference=0.8)
+  assert retention.session_score(cfg, depth=5, views=2, purchases=1, quick_swipes=2) == (
+      pytest.approx(0.5 + 0.6 + 0.6 - 0.8))
+  assert retention.updated_satisfaction(cfg, 0.8, 1.8) == pytest.approx(0.7 * 0.8 + 0.3 * 1.8)
+  base = 1 - math.exp(-0.6)
+  assert retention.p_active(cfg, 0.6, 0.8) == pytest.approx(base)
+  assert retention.p_active(cfg, 0.6, 1.8) == pytest.approx(
+      bh.sigmoid(math.log(base / (1 - base)) + 1.0))
+  assert retention.p_active(dataclasses.replace(cfg, strength=0.0), 0.6, 5.0) == (
+      pytest.approx(base))
+  with pytest.raises(ValueError, match="RetentionConfig.memory must be in"):
+    RetentionConfig(memory=1.0)
+
+
+def test_sessions_of_an_active_day_are_zero_truncated_poisson():
+  rng = np.random.default_rng(0)
+  draws = np.array([retention.sessions_on_active_day(rng, 0.6) for _ in range(4000)])
+  assert draws.min() == 1
+  mean = 0.6 / (1 - math.exp(-0.6))  # E[N | N > 0] of Poisson(0.6)
+  assert abs(draws.mean() - mean) < 4 * draws.std() / math.sqrt(len(draws))
+
+
+def test_who_comes_back_follows_the_last_sessions(world):
+  sim = simulator.Simulator(world)
+  cfg = world.config.retention
+  result = sim.run_days(bh.oracle_greedy_policy("p_purchase"), 60, seed=3, oracle=True)
+  assert result.active.shape == (60, CFG.days) and result.active[:, 0].any()
+  rates = np.array(CFG.sessions_per_day)[world.user_activity[result.users]]
+  for i in range(60):  # day 1's chance recomputed by hand from the user's day-0 sessions
+    satisfaction = cfg.reference
+    for r in result.sessions[i][0]:
+      satisfaction = retention.updated_satisfaction(
+          cfg, satisfaction, retention.session_score(cfg, r.depth, r.views, r.purchases,
+                                                     r.quick_swipes))
+    assert result.p_active[i, 1] == pytest.approx(retention.p_active(cfg, rates[i], satisfaction))
+    assert bool(result.sessions[i][1]) == result.active[i, 1]
+  again = sim.run_days(bh.random_policy(0), 60, seed=3)
+  assert np.array_equal(again.users, result.users)
+  np.testing.assert_allclose(again.p_active[:, 0], result.p_active[:, 0])  # day 0: no history
+  summary = simulator.summarize_days(result)
+  assert summary["dau"]["mean"] == result.active[:, 1:].sum() / (CFG.days - 1)
+  with pytest.raises(ValueError, match=r"days must be in \[1, 2\]"):
+    sim.run_days(bh.random_policy(0), 10, days=3)

@@ -60,6 +60,14 @@ def flash_sale_displays(refreshes: List[dict], hot_start: float, end: float) -> 
           for r in records]
 
 
+def _check_non_negative(config, names) -> None:
+  """Raises ValueError naming the first of ``names`` whose value in ``config`` is not >= 0."""
+  for name in names:
+    value = getattr(config, name)
+    if not value >= 0.0:
+      raise ValueError(f"{type(config).__name__}.{name} must be >= 0; got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrapConfig:
   """Strengths of the mechanisms behind the temporal greedy trap (``data_gen/README.md``).
@@ -83,9 +91,7 @@ class TrapConfig:
   sales_pressure: float = 0.0
 
   def __post_init__(self):
-    for name, value in dataclasses.asdict(self).items():
-      if not value >= 0.0:
-        raise ValueError(f"TrapConfig.{name} must be >= 0; got {value!r}")
+    _check_non_negative(self, [f.name for f in dataclasses.fields(self)])
 
   def scaled(self, factor: float) -> TrapConfig:
     """Every strength times ``factor`` (0: no trap at all)."""
@@ -116,9 +122,8 @@ class RetentionConfig:
   def __post_init__(self):
     if not 0.0 <= self.memory < 1.0:
       raise ValueError(f"RetentionConfig.memory must be in [0, 1); got {self.memory!r}")
-    for name in ("strength", "depth_weight", "view_weight", "purchase_weight", "quick_weight"):
-      if not getattr(self, name) >= 0.0:
-        raise ValueError(f"RetentionConfig.{name} must be >= 0; got {getattr(self, name)!r}")
+    _check_non_negative(self, ["strength", "depth_weight", "view_weight", "purchase_weight",
+                               "quick_weight"])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,7 +88,8 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	@touch $@
 
 # Benchmarks (the first two on the data of the last `make demo`: run that first; the serving ones
-# build their own synthetic models; beam_scaling generates its own small-scale logs). Run alone:
+# build their own synthetic models; beam_scaling generates its own small-scale logs; greedy_trap
+# runs the simulator's closed loop on the truth). Run alone:
 # they time this machine. Figures: BUILD_NOTES.md.
 bench: $(VENV)/.bench-installed
 	$(PY) -m bench.ablation_feedback --work $(WORK) --out_dir bench/results
@@ -99,6 +100,7 @@ bench: $(VENV)/.bench-installed
 	$(PY) -m bench.load --out_dir bench/results
 	$(PY) -m bench.beam_scaling --out_dir bench/results
 	$(PY) -m bench.distributed_training --work $(WORK) --out_dir bench/results
+	$(PY) -m bench.greedy_trap --out_dir bench/results
 
 # Vertex AI (README "Run on Vertex AI"): `make image` builds the Dockerfile's image, `make vertex`
 # compiles the pipeline for it to $(VERTEX_JSON). No defaults for the image, bucket or project: a

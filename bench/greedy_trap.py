@@ -30,7 +30,7 @@ from data_gen.world import SCALES, TrapConfig, World
 UNIT_TRAP = TrapConfig(purchase_exit=2.9, satiation=1.5, sales_pressure=1.0)
 REWARD = {"p_purchase": 1.0}  # what the oracle policies maximise: the purchases counted
 GAIN_OUTCOMES = ("purchases", "depth")
-DAY_OUTCOMES = ("dau", "purchases_per_day")
+DAY_COLUMNS = ("dau", "purchases_per_day")  # of simulator.DAY_OUTCOMES, in the table
 LOOKAHEAD, GREEDY, LOGGING = "oracle_lookahead", "oracle_greedy", "logging"
 
 FLAGS = flags.FLAGS
@@ -69,11 +69,14 @@ def run_days(world: World, trap: TrapConfig, n_users: int, seed: int,
              policies: Dict[str, tuple]) -> dict:
   """Every policy over the world's days for the same population, at one trap strength."""
   sim = simulator.Simulator(world, trap)
-  out = {}
+  runs = {}
   for name, (policy, sample) in policies.items():
     bar = simulator.Progress(n_users * world.config.days, f"  {name:<17} days")
-    out[name] = simulator.summarize_days(sim.run_days(
-        policy, n_users, seed=seed, oracle=not sample, sample_from_policy=sample, progress=bar))
+    runs[name] = sim.run_days(policy, n_users, seed=seed, oracle=not sample,
+                              sample_from_policy=sample, progress=bar)
+  out = {name: simulator.summarize_days(run) for name, run in runs.items()}
+  out["lookahead_minus_greedy"] = {
+      o: simulator.paired_days_difference(runs[LOOKAHEAD], runs[GREEDY], o) for o in DAY_COLUMNS}
   return out
 
 
@@ -143,10 +146,14 @@ def main(argv):
     if factor in dau_factors:
       row["days"] = run_days(world, UNIT_TRAP.scaled(factor), FLAGS.dau_users,
                              FLAGS.session_seed, policies)
-      for name, summary in row["days"].items():
+      for name in policies:
+        summary = row["days"][name]
         day_lines.append(f"{factor:>6g} {name:<17} " + "  ".join(
-            f"{o} {summary[o]['mean']:.1f}±{summary[o]['ci95']:.1f}" for o in DAY_OUTCOMES)
+            f"{o} {summary[o]['mean']:.1f}±{summary[o]['ci95']:.1f}" for o in DAY_COLUMNS)
             + f"  (expected DAU {summary['expected_dau']['mean']:.1f})")
+      gain = row["days"]["lookahead_minus_greedy"]
+      day_lines.append(f"{'':>6} {'look-ahead gain':<17} " + "  ".join(
+          f"{o} {gain[o]['mean']:+.1f}±{gain[o]['ci95']:.1f}" for o in DAY_COLUMNS) + "  (paired)")
   print(header)
   print("\n".join(lines))
   if day_lines:

@@ -271,6 +271,27 @@ class DaysResult:
                      for user in self.sessions], np.float64)
 
 
+def _daily_per_user(result: DaysResult, first_day: int) -> Dict[str, np.ndarray]:
+  """[U, D'] per user and day from ``first_day`` on: each of :data:`DAY_OUTCOMES`."""
+  if not 0 <= first_day < result.active.shape[1]:
+    raise ValueError(f"first_day must be in [0, {result.active.shape[1]}); got {first_day}")
+  return {"dau": result.active[:, first_day:].astype(np.float64),
+          "expected_dau": result.p_active[:, first_day:],
+          "purchases_per_day": result.per_user_day("purchases")[:, first_day:],
+          "sessions_per_day": np.array([[len(d) for d in u] for u in result.sessions],
+                                       np.float64)[:, first_day:]}
+
+
+DAY_OUTCOMES = ("dau", "expected_dau", "purchases_per_day", "sessions_per_day")
+
+
+def _population_total(per_user: np.ndarray) -> Dict[str, float]:
+  """A population's daily total from [U] per-user daily means, with its 95% half-width."""
+  n = len(per_user)
+  half = 1.96 * per_user.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+  return {"mean": float(per_user.mean() * n), "ci95": float(half * n)}
+
+
 def summarize_days(result: DaysResult, first_day: int = 1) -> Dict[str, Dict[str, float]]:
   """Daily active users, purchases and sessions per day over days ``first_day``.. with 95% intervals.
 
@@ -279,22 +300,22 @@ def summarize_days(result: DaysResult, first_day: int = 1) -> Dict[str, Dict[str
   the population, not for a particular calendar. ``expected_dau`` is the mean of the true
   chances of being active, for the realised ``dau`` to be checked against.
   """
-  if not 0 <= first_day < result.active.shape[1]:
-    raise ValueError(f"first_day must be in [0, {result.active.shape[1]}); got {first_day}")
-  n_users = len(result.users)
-  per_user = {
-      "dau": result.active[:, first_day:].astype(np.float64),
-      "expected_dau": result.p_active[:, first_day:],
-      "purchases_per_day": result.per_user_day("purchases")[:, first_day:],
-      "sessions_per_day": np.array([[len(d) for d in u] for u in result.sessions],
-                                   np.float64)[:, first_day:]}
-  out = {}
-  for name, x in per_user.items():
-    user_means = x.mean(axis=1)
-    half = 1.96 * user_means.std(ddof=1) / math.sqrt(n_users) if n_users > 1 else float("nan")
-    out[name] = {"mean": float(user_means.mean() * n_users), "ci95": float(half * n_users)}
+  out = {name: _population_total(x.mean(axis=1))
+         for name, x in _daily_per_user(result, first_day).items()}
   out["per_day_dau"] = [int(a) for a in result.active.sum(axis=0)]
   return out
+
+
+def paired_days_difference(a: DaysResult, b: DaysResult, field: str,
+                           first_day: int = 1) -> Dict[str, float]:
+  """``a`` minus ``b`` in one of :data:`DAY_OUTCOMES`, paired per user (runs on the same seed)."""
+  if not np.array_equal(a.users, b.users) or a.active.shape != b.active.shape:
+    raise ValueError("paired_days_difference needs two runs of the same population and days")
+  if field not in DAY_OUTCOMES:
+    raise ValueError(f"field {field!r} is not one of {DAY_OUTCOMES}")
+  x = _daily_per_user(a, first_day)[field].mean(axis=1)
+  y = _daily_per_user(b, first_day)[field].mean(axis=1)
+  return _population_total(x - y)
 
 
 def session_result(world: World, user: int, records: List[dict]) -> SessionResult:

@@ -235,3 +235,19 @@ def test_who_comes_back_follows_the_last_sessions(world):
   assert summary["dau"]["mean"] == result.active[:, 1:].sum() / (CFG.days - 1)
   with pytest.raises(ValueError, match=r"days must be in \[1, 2\]"):
     sim.run_days(bh.random_policy(0), 10, days=3)
+
+
+def test_paired_days_difference_is_per_user(world):
+  sim = simulator.Simulator(world)
+  greedy = sim.run_days(bh.oracle_greedy_policy("p_purchase"), 40, seed=6, oracle=True)
+  rand = sim.run_days(bh.random_policy(0), 40, seed=6)
+  diff = simulator.paired_days_difference(greedy, rand, "purchases_per_day")
+  by_user = (greedy.per_user_day("purchases")[:, 1:].mean(axis=1)
+             - rand.per_user_day("purchases")[:, 1:].mean(axis=1))
+  assert diff["mean"] == pytest.approx(by_user.mean() * 40)
+  assert diff["ci95"] == pytest.approx(1.96 * by_user.std(ddof=1) / math.sqrt(40) * 40)
+  assert simulator.paired_days_difference(greedy, greedy, "dau") == {"mean": 0.0, "ci95": 0.0}
+  with pytest.raises(ValueError, match="same population"):
+    simulator.paired_days_difference(greedy, sim.run_days(bh.random_policy(0), 40, seed=7), "dau")
+  with pytest.raises(ValueError, match="'gmv' is not one of"):
+    simulator.paired_days_difference(greedy, rand, "gmv")

@@ -196,12 +196,12 @@ class Simulator:
   def run_days(self, policy: bh.Policy, n_users: int, days: int | None = None, seed: int = 1,
                oracle: bool = False, sample_from_policy: bool = False,
                progress: Progress | None = None) -> DaysResult:
-    """Runs ``policy`` over several days for a fixed population; who comes back is the retention
-    model's (``data_gen/retention.py``).
+    """Runs ``policy`` for a fixed population over days; the retention model decides who returns.
 
-    The population (``n_users`` drawn without replacement) and each (user, day)'s random stream
-    depend on ``seed`` only, so policies run with one seed face the same users and draws; the
-    user's real-time state and satisfaction carry over from day to day.
+    Who comes back on a day follows ``data_gen/retention.py``. The population (``n_users``
+    drawn without replacement) and each (user, day)'s random stream depend on ``seed`` only, so
+    policies run with one seed face the same users and draws; the user's real-time state and
+    satisfaction carry over from day to day.
 
     Args:
       policy: Scores the candidates of each slot.

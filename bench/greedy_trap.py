@@ -125,15 +125,14 @@ def main(argv):
   result = {"scale": FLAGS.scale, "world_seed": FLAGS.seed, "session_seed": FLAGS.session_seed,
             "sessions": FLAGS.sessions, "unit_trap": dataclasses.asdict(UNIT_TRAP),
             "reward": REWARD, "horizon": FLAGS.horizon, "beam_width": FLAGS.beam_width,
-            "top_m": FLAGS.top_m, "factors": {}}
+            "top_m": FLAGS.top_m, "dau_users": FLAGS.dau_users, "factors": {}}
   header = f"{'factor':>6} {'policy':<17} {'purchases':>15} {'depth':>13}"
   lines, day_lines = [], []
   dau_factors = [float(f) for f in FLAGS.dau_factors]
-  result["dau_users"] = FLAGS.dau_users
   for factor in factors:
     print(f"trap x{factor:g}")
-    row = run_strength(world, UNIT_TRAP.scaled(factor), FLAGS.sessions, FLAGS.session_seed,
-                       policies)
+    trap = UNIT_TRAP.scaled(factor)
+    row = run_strength(world, trap, FLAGS.sessions, FLAGS.session_seed, policies)
     result["factors"][f"{factor:g}"] = row
     for name, summary in row["policies"].items():
       p, d = summary["purchases"], summary["depth"]
@@ -144,8 +143,7 @@ def main(argv):
                  f"{gain['purchases']['ci95']:.3f} {gain['depth']['mean']:>+6.2f}±"
                  f"{gain['depth']['ci95']:.2f}  (paired)")
     if factor in dau_factors:
-      row["days"] = run_days(world, UNIT_TRAP.scaled(factor), FLAGS.dau_users,
-                             FLAGS.session_seed, policies)
+      row["days"] = run_days(world, trap, FLAGS.dau_users, FLAGS.session_seed, policies)
       for name in policies:
         summary = row["days"][name]
         day_lines.append(f"{factor:>6g} {name:<17} " + "  ".join(

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from data_gen.behaviour import sigmoid
 from data_gen.world import RetentionConfig
 
 
@@ -33,8 +34,7 @@ def p_active(cfg: RetentionConfig, sessions_per_day: float, satisfaction: float)
   if not sessions_per_day > 0.0:
     raise ValueError(f"sessions_per_day must be > 0; got {sessions_per_day!r}")
   base = 1.0 - math.exp(-sessions_per_day)
-  z = math.log(base / (1.0 - base)) + cfg.strength * (satisfaction - cfg.reference)
-  return 1.0 / (1.0 + math.exp(-z))
+  return sigmoid(math.log(base / (1.0 - base)) + cfg.strength * (satisfaction - cfg.reference))
 
 
 def sessions_on_active_day(rng: np.random.Generator, sessions_per_day: float) -> int:

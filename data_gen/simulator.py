@@ -285,11 +285,17 @@ def _daily_per_user(result: DaysResult, first_day: int) -> Dict[str, np.ndarray]
 DAY_OUTCOMES = ("dau", "expected_dau", "purchases_per_day", "sessions_per_day")
 
 
+def mean_ci95(x: np.ndarray, scale: float = 1.0) -> Dict[str, float]:
+  """``scale`` times the mean of ``x`` and its 95% normal half-width (NaN where undefined)."""
+  x = np.asarray(x, np.float64)
+  half = 1.96 * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
+  return {"mean": float(x.mean() * scale) if len(x) else float("nan"),
+          "ci95": float(half * scale)}
+
+
 def _population_total(per_user: np.ndarray) -> Dict[str, float]:
   """A population's daily total from [U] per-user daily means, with its 95% half-width."""
-  n = len(per_user)
-  half = 1.96 * per_user.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
-  return {"mean": float(per_user.mean() * n), "ci95": float(half * n)}
+  return mean_ci95(per_user, scale=len(per_user))
 
 
 def summarize_days(result: DaysResult, first_day: int = 1) -> Dict[str, Dict[str, float]]:
@@ -332,12 +338,7 @@ def session_result(world: World, user: int, records: List[dict]) -> SessionResul
 
 def summarize_sessions(results: List[SessionResult]) -> Dict[str, Dict[str, float]]:
   """Mean and 95% normal confidence half-width of each per-session outcome."""
-  out = {}
-  for field in SESSION_OUTCOMES:
-    x = np.array([getattr(r, field) for r in results], np.float64)
-    half = 1.96 * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
-    out[field] = {"mean": float(x.mean()) if len(x) else float("nan"), "ci95": float(half)}
-  return out
+  return {field: mean_ci95([getattr(r, field) for r in results]) for field in SESSION_OUTCOMES}
 
 
 def paired_difference(a: List[SessionResult], b: List[SessionResult],
@@ -353,8 +354,7 @@ def paired_difference(a: List[SessionResult], b: List[SessionResult],
   mismatched = [i for i, (x, y) in enumerate(zip(a, b)) if x.user_id != y.user_id]
   if mismatched:
     raise ValueError(f"sessions {mismatched[:5]} have different users: not runs on the same seed")
-  d = np.array([getattr(x, field) - getattr(y, field) for x, y in zip(a, b)], np.float64)
-  return {"mean": float(d.mean()), "ci95": float(1.96 * d.std(ddof=1) / math.sqrt(len(d)))}
+  return mean_ci95([getattr(x, field) - getattr(y, field) for x, y in zip(a, b)])
 
 
 # --- Log writing ---------------------------------------------------------------------------------------

@@ -52,6 +52,21 @@ class UserState:
   # [C+1] the current session's trigger bump as it has decayed so far: the part of ``appetite``
   # the trigger item explains (ground truth for the ceilings only; it moves nothing).
   trigger_appetite: np.ndarray | None = None
+  # The rooms shown since the state began, oldest first: what the platform has logged about the
+  # user, for a ranker that builds features from it (kept only when asked: the log writer's
+  # states live for all days).
+  history: List[ShownRoom] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ShownRoom:
+  """One shown room and how the user responded: a logged impression, as a ranker may see it."""
+  session_id: int
+  host_id: int
+  ts: float
+  slot: int
+  trigger_item_id: int
+  outcome: Outcome
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,10 +151,12 @@ class Behaviour:
     self.world = world
     self.trap = world.config.trap if trap is None else trap
 
-  def new_state(self) -> UserState:
+  def new_state(self, keep_history: bool = False) -> UserState:
+    """A user with no real-time state; ``keep_history`` records the rooms shown from now on."""
     c = self.world.config.n_categories
     return UserState(appetite=np.zeros(c + 1), shown_category_counts=np.zeros(c + 1),
-                     trigger_appetite=np.zeros(c + 1), satiation=np.zeros(c + 1))
+                     trigger_appetite=np.zeros(c + 1), satiation=np.zeros(c + 1),
+                     history=[] if keep_history else None)
 
   def start_session(self, state: UserState, t: float, trigger_category: int) -> None:
     """Decay the appetite and satiation since the last activity; the trigger raises appetite."""
@@ -346,6 +363,10 @@ class SlotContext:
   candidate_hot: np.ndarray  # [N] bool; a real system sees this only through host statistics
   shown_host_ids: Sequence[int]
   truths: List[Truth] | None = None  # filled only for oracle policies
+  session_id: int = 0
+  # The user's rooms shown before this slot (``UserState.history``), oldest first; empty when
+  # the state keeps no history.
+  past: Sequence[ShownRoom] = ()
 
 
 # A policy returns one score per candidate; the simulator shows the highest-scoring room.

@@ -97,13 +97,15 @@ class Simulator:
   def run_session(self, rng: np.random.Generator, user: int, start: float,
                   state: bh.UserState, policy: bh.Policy, sample_from_policy: bool,
                   oracle: bool = False,
-                  reachable: rc.ReachableEstimator | None = None) -> Iterator[dict]:
+                  reachable: rc.ReachableEstimator | None = None,
+                  session_id: int = 0) -> Iterator[dict]:
     """Yields one record per slot: context, chosen room, propensity, truth and outcome.
 
     With ``sample_from_policy`` the policy's scores are probabilities to sample from (the logging
     policy); otherwise the highest score is shown (a ranker under evaluation). With ``reachable``
     each record also has ``"reachable"``: {field: probability} of ``rc.REACHABLE_FIELDS``, taken
-    before the outcome moves the state, like the truth.
+    before the outcome moves the state, like the truth. When ``state`` keeps a history each
+    shown room is appended to it (as ``session_id``) and the policy sees it in ``SlotContext.past``.
     """
     w = self.world
     trigger_cat = world_lib.draw_index(rng, w.user_cat_pref[user])
@@ -143,6 +145,8 @@ class Simulator:
       outcome = self.behaviour.sample(rng, user, host, t, truth)
       t_end = t + outcome.stay_seconds
       self.behaviour.update_state(state, host, outcome, t_end)
+      if state.history is not None:
+        state.history.append(bh.ShownRoom(session_id, host, t, slot, trigger_item, outcome))
       yield {"slot": slot, "ts": t, "host_id": host, "trigger_item_id": trigger_item,
              "propensity": propensity, "truth": truth, "reachable": reach, "outcome": outcome}
       shown.append(host)
@@ -184,10 +188,11 @@ class Simulator:
     for i in range(n_sessions):
       user = int(rng.integers(1, w.config.n_users + 1))
       start = self._live_time(rng, windows)
-      state = self.behaviour.new_state()
+      state = self.behaviour.new_state(keep_history=True)
       session_rng = np.random.default_rng([seed, i])
       records = list(self.run_session(session_rng, user, start, state, policy,
-                                      sample_from_policy=sample_from_policy, oracle=oracle))
+                                      sample_from_policy=sample_from_policy, oracle=oracle,
+                                      session_id=i + 1))
       if progress is not None:
         progress.update()
       results.append(session_result(w, user, records))
@@ -226,11 +231,12 @@ class Simulator:
     users = np.sort(np.random.default_rng(seed).choice(
         np.arange(1, w.config.n_users + 1), n_users, replace=False))
     rates = np.array(w.config.sessions_per_day)[w.user_activity[users]]
-    states = [self.behaviour.new_state() for _ in users]
+    states = [self.behaviour.new_state(keep_history=True) for _ in users]
     satisfaction = np.full(n_users, cfg.reference)
     out = DaysResult(users=users, p_active=np.zeros((n_users, days)),
                      active=np.zeros((n_users, days), bool),
                      sessions=[[[] for _ in range(days)] for _ in users])
+    session_id = 0
     for day, window in enumerate(w.session_day_windows()[:days]):
       for i, user in enumerate(users):
         rng = np.random.default_rng([seed, day, int(user)])
@@ -242,10 +248,11 @@ class Simulator:
           starts = sorted(self._live_time(rng, [window]) for _ in range(n))
           for k, start in enumerate(starts):
             state = states[i]
+            session_id += 1
             records = list(self.run_session(
                 np.random.default_rng([seed, day, int(user), k]), int(user),
                 max(start, state.last_ts + 30.0), state, policy,
-                sample_from_policy=sample_from_policy, oracle=oracle))
+                sample_from_policy=sample_from_policy, oracle=oracle, session_id=session_id))
             result = session_result(w, int(user), records)
             out.sessions[i][day].append(result)
             satisfaction[i] = retention.updated_satisfaction(
@@ -358,6 +365,24 @@ def paired_difference(a: List[SessionResult], b: List[SessionResult],
 
 
 # --- Log writing ---------------------------------------------------------------------------------------
+def impression_events(impression_id: int, session_id: int, user: int, rec: dict) -> List[dict]:
+  """The event records of one :meth:`Simulator.run_session` record: its impression, its actions
+  and its leave (last), as ``events.jsonl`` holds them."""
+  o: bh.Outcome = rec["outcome"]
+  base = {"impression_id": impression_id, "user_id": user, "host_id": rec["host_id"]}
+  events = [dict(base, event="impression", session_id=session_id, ts=round(rec["ts"], 3),
+                 slot=rec["slot"], trigger_item_id=rec["trigger_item_id"],
+                 propensity=round(rec["propensity"], 6))]
+  for name, off in o.action_offsets.items():
+    ev = dict(base, event=name, ts=round(rec["ts"] + off, 3))
+    if name == "purchase":
+      ev.update(item_id=o.purchased_item, gmv=o.gmv)
+    events.append(ev)
+  events.append(dict(base, event="leave", ts=round(rec["ts"] + o.stay_seconds, 3),
+                     stay_seconds=o.stay_seconds, swipe_down=bool(o.swipe_down)))
+  return events
+
+
 def _write(f: TextIO, record: dict) -> None:
   f.write(json.dumps(record, separators=(",", ":")) + "\n")
 
@@ -441,23 +466,13 @@ def generate_logs(config: WorldConfig, out_dir: str, corrupt_fraction: float = 0
         session_id += 1
         bad_this_session = rng.random() < corrupt_fraction
         for rec in sim.run_session(rng, user, start, state, policy, sample_from_policy=True,
-                                   reachable=estimator):
+                                   reachable=estimator, session_id=session_id):
           impression_id += 1
           o: bh.Outcome = rec["outcome"]
           tr: bh.Truth = rec["truth"]
-          base = {"impression_id": impression_id, "user_id": user, "host_id": rec["host_id"]}
-          day_events.append(dict(base, event="impression", session_id=session_id,
-                                 ts=round(rec["ts"], 3), slot=rec["slot"],
-                                 trigger_item_id=rec["trigger_item_id"],
-                                 propensity=round(rec["propensity"], 6)))
-          for name, off in o.action_offsets.items():
-            ev = dict(base, event=name, ts=round(rec["ts"] + off, 3))
-            if name == "purchase":
-              ev.update(item_id=o.purchased_item, gmv=o.gmv)
-            day_events.append(ev)
-          leave = dict(base, event="leave", ts=round(rec["ts"] + o.stay_seconds, 3),
-                       stay_seconds=o.stay_seconds, swipe_down=bool(o.swipe_down))
-          day_events.append(leave)
+          events = impression_events(impression_id, session_id, user, rec)
+          day_events += events
+          leave = events[-1]
           truth_rec = {"impression_id": impression_id}
           truth_rec.update((k, round(float(getattr(tr, k)), 6)) for k in TRUTH_FIELDS)
           truth_rec.update((k, round(rec["reachable"][k], 6)) for k in rc.REACHABLE_FIELDS)

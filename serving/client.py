@@ -22,6 +22,10 @@ from tensorflow_serving.apis import (
 from models import features as F
 from models import signatures as S
 
+# The demo's ranking score, sum_h weight_h * score_h: expected engagement plus weighted
+# conversion (the closed loop's ``greedy_weighted`` ranks by it too).
+RANK_WEIGHTS = {F.HEAD_EFFECTIVE_VIEW: 1.0, F.HEAD_INTERACT: 0.5, F.HEAD_BUY: 2.0}
+
 
 def wait_until_available(target: str, model_name: str, timeout: float = 60.0) -> int:
   """Blocks until the server answers GetModelStatus with an AVAILABLE version; returns it."""

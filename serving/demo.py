@@ -29,8 +29,7 @@ flags.DEFINE_integer("port", 8500, "Port for the local model server.")
 flags.DEFINE_integer("candidates", 200, "How many candidate rooms to rank.")
 flags.DEFINE_integer("top", 15, "How many ranked rooms to print.")
 
-# Demo ranking: expected engagement plus weighted conversion.
-RANK_WEIGHTS = {F.HEAD_EFFECTIVE_VIEW: 1.0, F.HEAD_INTERACT: 0.5, F.HEAD_BUY: 2.0}
+RANK_WEIGHTS = client.RANK_WEIGHTS
 # The two signatures run the same float32 graph on the same values; only op order may differ.
 SIGNATURE_TOLERANCE = 1e-5
 

@@ -126,20 +126,25 @@ class _ParseFn(beam.DoFn):
       yield parsed
 
 
-def _check_refs(p: r.Parsed, users: dict, hosts: dict, items: dict):
-  """Quarantines records whose ids are not in the reference tables."""
-  rec = p.rec
+def unknown_reference(rec: dict, users: dict, hosts: dict, items: dict) -> str | None:
+  """Why ``rec`` refers to an id missing from the reference tables (None: it does not)."""
   for field, table in (("user_id", users), ("host_id", hosts), ("item_id", items)):
     if field in rec and rec[field] not in table:
-      yield beam.pvalue.TaggedOutput(_BAD, r.BadRecord.of(p.line, f"unknown {field} "
-                                                                  f"{rec[field]!r}"))
-      return
+      return f"unknown {field} {rec[field]!r}"
   for item in rec.get("item_ids", []) + ([rec["trigger_item_id"]] if "trigger_item_id" in rec
                                          else []):
     if item not in items:
-      yield beam.pvalue.TaggedOutput(_BAD, r.BadRecord.of(p.line, f"unknown item id {item!r}"))
-      return
-  yield p
+      return f"unknown item id {item!r}"
+  return None
+
+
+def _check_refs(p: r.Parsed, users: dict, hosts: dict, items: dict):
+  """Quarantines records whose ids are not in the reference tables."""
+  reason = unknown_reference(p.rec, users, hosts, items)
+  if reason:
+    yield beam.pvalue.TaggedOutput(_BAD, r.BadRecord.of(p.line, reason))
+  else:
+    yield p
 
 
 # --- Events -> impressions -------------------------------------------------------------------------
@@ -265,17 +270,9 @@ def user_parts(user_id: int, grouped: Dict[str, list], users: dict, items: dict,
   for imp in history:
     imp_split = split[imp.session_id]
     seen = train_history if imp_split == TRAIN_SPLIT else history
-    feats = {
-        F.IMPRESSION_ID: [imp.impression_id], F.SESSION_ID: [imp.session_id],
-        F.TIMESTAMP: [int(imp.ts)], F.PROPENSITY: [imp.propensity], F.USER_ID: [user_id],
-        F.ACTIVITY_LEVEL: [level.encode()], F.HOUR_OF_DAY: [int(imp.ts % 86400) // 3600],
-        F.SLOT_INDEX: [imp.slot], F.TRIGGER_ITEM_ID: [imp.trigger_item_id],
-        F.TRIGGER_CATEGORY_ID: [items[imp.trigger_item_id]["category_id"]],
-    }
+    feats = pit.user_side_features(imp, level, history, seen, purchases_desc, items, hosts,
+                                   realtime_len, lifelong_len)
     feats.update({k: [v] for k, v in pit.labels(imp).items()})
-    feats.update(pit.session_hosts(history, imp.session_id, imp.ts, hosts))
-    feats.update(pit.realtime_sequences(seen, imp.ts, realtime_len, hosts))
-    feats.update(pit.lifelong_sequence(purchases_desc, imp.ts, lifelong_len))
     yield imp.impression_id, (imp_split, to_example(feats, specs).SerializeToString())
 
 
@@ -294,15 +291,8 @@ def host_parts(host_id: int, grouped: Dict[str, list], hosts: dict, items: dict,
   if not impressions:
     return
   timeline = pit.HostTimeline(impressions, [p.rec for p in displays])
-  info = hosts[host_id]
-  cats = info["category_ids"][:F.HOST_MAX_CATEGORIES]
-  static = {F.HOST_ID: [host_id], F.HOST_SHOP_ID: [info["shop_id"]],
-            F.HOST_CATEGORY_IDS: cats + [0] * (F.HOST_MAX_CATEGORIES - len(cats))}
   for imp in impressions:
-    feats = dict(static)
-    feats.update(timeline.stats(imp.ts))
-    feats.update(pit.display_features(timeline.displayed(imp.ts), items))
-    feats[F.HOST_FLASH_SALE] = [timeline.flash_sale(imp.ts)]
+    feats = pit.host_side_features(host_id, hosts[host_id], timeline, imp.ts, items)
     yield imp.impression_id, to_example(feats, specs).SerializeToString()
 
 

@@ -195,6 +195,72 @@ class HostTimeline:
     return int(self._display_flash_sale[i - 1]) if i > 0 else 0
 
 
+def user_side_features(imp, activity_level: str, history: Sequence[ImpressionRecord],
+                       seen: Sequence[ImpressionRecord], purchases_desc: Sequence[dict],
+                       items: Dict[int, dict], hosts: Dict[int, dict], realtime_len: int,
+                       lifelong_len: int) -> Dict[str, list]:
+  """Every user-side feature of one impression (no labels): context and sequences as of its time.
+
+  The ExampleGen and the closed loop (``serving/policy.py``) both build a request's user side
+  with this function, so a model is served exactly the features it was trained on.
+
+  Args:
+    imp: the impression being scored: an :class:`ImpressionRecord` or a :class:`SlotImpression`
+      (its id, session, time, slot, trigger item and propensity are read).
+    activity_level: the user's activity level.
+    history: the user's impressions, any order (the session's earlier rooms come from it).
+    seen: the impressions whose feedback may enter the real-time sequences.
+    purchases_desc: the user's lifelong purchases, most recent first.
+    items: item_id -> item record.
+    hosts: host_id -> {"shop_id", "category_ids"}.
+    realtime_len: padded length of each real-time sequence.
+    lifelong_len: the most lifelong purchases kept.
+  """
+  feats = {
+      F.IMPRESSION_ID: [imp.impression_id], F.SESSION_ID: [imp.session_id],
+      F.TIMESTAMP: [int(imp.ts)], F.PROPENSITY: [imp.propensity], F.USER_ID: [imp.user_id],
+      F.ACTIVITY_LEVEL: [activity_level.encode()], F.HOUR_OF_DAY: [int(imp.ts % 86400) // 3600],
+      F.SLOT_INDEX: [imp.slot], F.TRIGGER_ITEM_ID: [imp.trigger_item_id],
+      F.TRIGGER_CATEGORY_ID: [items[imp.trigger_item_id]["category_id"]],
+  }
+  feats.update(session_hosts(history, imp.session_id, imp.ts, hosts))
+  feats.update(realtime_sequences(seen, imp.ts, realtime_len, hosts))
+  feats.update(lifelong_sequence(purchases_desc, imp.ts, lifelong_len))
+  return feats
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotImpression:
+  """An impression about to be shown: what is known of it before the user responds."""
+  impression_id: int
+  session_id: int
+  user_id: int
+  ts: float
+  slot: int
+  trigger_item_id: int
+  propensity: float = 1.0
+
+
+def host_side_features(host_id: int, info: dict, timeline: HostTimeline, ts: float,
+                       items: Dict[int, dict]) -> Dict[str, list]:
+  """Every room-side feature (``F.HOST_SIDE_FEATURES``) of showing ``host_id`` at ``ts``.
+
+  Args:
+    host_id: the room.
+    info: its host record ({"shop_id", "category_ids"}).
+    timeline: its events and displays (statistics count only what happened before ``ts``).
+    ts: the impression time.
+    items: item_id -> item record.
+  """
+  cats = info["category_ids"][:F.HOST_MAX_CATEGORIES]
+  feats = {F.HOST_ID: [host_id], F.HOST_SHOP_ID: [info["shop_id"]],
+           F.HOST_CATEGORY_IDS: cats + [0] * (F.HOST_MAX_CATEGORIES - len(cats))}
+  feats.update(timeline.stats(ts))
+  feats.update(display_features(timeline.displayed(ts), items))
+  feats[F.HOST_FLASH_SALE] = [timeline.flash_sale(ts)]
+  return feats
+
+
 def display_features(item_ids: Sequence[int], items: Dict[int, dict]) -> Dict[str, list]:
   n = F.DISPLAY_TOP_N
   ids = list(item_ids)[:n]

@@ -1,0 +1,216 @@
+"""Trained models as rankers in closed loop: the same fresh sessions under every policy.
+
+Reads a pipeline run (``make demo``'s WORK: its logs and its pushed model), rebuilds the world the
+logs came from (checked against the logged reference tables), and runs the same sessions (common
+random numbers, ``Simulator.evaluate_policy``) with:
+
+* ``logging``: the policy whose impressions are logged (sampled, as in the logs);
+* ``random``;
+* ``greedy_<head>``: the trained model's rooms by one head's score, for each served head;
+* ``greedy_weighted``: by the demo's weighted score (``serving.client.RANK_WEIGHTS``);
+* ``stcrank``: the look-ahead search on the model's scores, when the model has a swipe-down head;
+* ``oracle_greedy`` and ``oracle_lookahead``: by, and searching on, the true probabilities.
+
+The model policies build every request with the ExampleGen's point-in-time functions
+(``serving/policy.py``) and score it in-process or, with ``--scorer grpc``, through the local TF
+Serving-compatible server with the official client. Writes ``<name>.json`` shaped
+``{"policies": {name: {outcome: {"mean", "ci95"}}}, "paired": ..., ...}`` and a plot. With
+``--dau_users`` > 0 it also runs ``--day_policies`` over the world's days for a fixed population
+(daily active users and purchases per day; ``data_gen/retention.py``).
+
+    python -m bench.closed_loop --work /work/w7k --sessions 2000
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Dict, Tuple
+
+from absl import app, flags
+
+from bench.common import define_run_flags, pyplot, save_figure, write_json
+from bench.synthetic_model import ServerProcess
+from components.live_example_gen.log_tables import LogTables, read_log_tables
+from data_gen import behaviour as bh
+from data_gen import log_format as lf
+from data_gen import lookahead as la
+from data_gen import simulator
+from data_gen.world import World, WorldConfig
+from models import features as F
+from serving import client, policy
+
+LOGGING, RANDOM, GREEDY_WEIGHTED, STCRANK = "logging", "random", "greedy_weighted", "stcrank"
+ORACLE_GREEDY, ORACLE_LOOKAHEAD = "oracle_greedy", "oracle_lookahead"
+GREEDY_BUY = f"greedy_{F.HEAD_BUY}"
+# The oracle policies rank by the true probability the model's buy head estimates.
+ORACLE_OBJECTIVE = "p_buy"
+SWIPE_OUTPUT = "swipe_down"  # the model output STCRank reads as P(swipe down), when it has one
+PLOTTED = ("purchases", "depth", "views", "gmv")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  define_run_flags("closed_loop")
+  flags.DEFINE_integer("sessions", 2000, "Sessions per policy (the same sessions for each).")
+  flags.DEFINE_integer("session_seed", 3, "Seed of the sessions.")
+  flags.DEFINE_enum("scorer", "inprocess", ["inprocess", "grpc"],
+                    "Score in this process or through the local model server (official client).")
+  flags.DEFINE_list("policies", [], "Policies to run (default: all available).")
+  flags.DEFINE_integer("horizon", 3, "Look-ahead slots (H) of stcrank and the oracle look-ahead.")
+  flags.DEFINE_integer("beam_width", 30, "Look-ahead beam width (B).")
+  flags.DEFINE_integer("top_m", 15, "Candidates the look-ahead's first stage keeps (M).")
+  flags.DEFINE_integer("dau_users", 0, "Population of a multi-day run (0: none).")
+  flags.DEFINE_list("day_policies", [LOGGING, GREEDY_BUY, ORACLE_GREEDY, ORACLE_LOOKAHEAD],
+                    "Policies of the multi-day run.")
+
+
+def logged_world(log_dir: str, tables: LogTables) -> World:
+  """The world of a log set, rebuilt from its summary's config and checked against its tables.
+
+  Raises:
+    ValueError: the rebuilt world's rooms or items differ from the logged ones (the simulator's
+      code changed since the logs were written: run the pipeline again).
+  """
+  with open(os.path.join(log_dir, lf.SUMMARY_FILE)) as f:
+    config = WorldConfig.from_dict(json.load(f)["config"])
+  world = World(config)
+  for h, rec in tables.hosts.items():
+    cats = [int(c) for c in world.host_categories[h] if c]
+    if (rec["shop_id"], rec["category_ids"]) != (int(world.host_shop[h]), cats):
+      raise ValueError(f"host {h} is logged as {rec} but the rebuilt world has shop "
+                       f"{int(world.host_shop[h])}, categories {cats}: logs of other code")
+  for i, rec in tables.items.items():
+    if rec["category_id"] != int(world.item_category[i]):
+      raise ValueError(f"item {i} is logged in category {rec['category_id']} but the rebuilt "
+                       f"world has {int(world.item_category[i])}: logs of other code")
+  return world
+
+
+def build_policies(world: World, model_policy, heads, has_swipe: bool
+                   ) -> Dict[str, Tuple[bh.Policy, bool, bool]]:
+  """name -> (policy, sample from it, needs the truth)."""
+  reward = {F.HEAD_BUY: 1.0}
+  policies = {LOGGING: (bh.LoggingPolicy(world, seed=world.config.seed + 1), True, False),
+              RANDOM: (bh.random_policy(FLAGS.session_seed), False, False)}
+  for head in heads:
+    policies[f"greedy_{head}"] = (model_policy(policy.by_head(head)), False, False)
+  policies[GREEDY_WEIGHTED] = (model_policy(policy.by_weighted_sum(client.RANK_WEIGHTS)), False,
+                               False)
+  if has_swipe:
+    policies[STCRANK] = (model_policy(policy.by_lookahead(
+        reward, SWIPE_OUTPUT, FLAGS.horizon, FLAGS.beam_width, FLAGS.top_m)), False, False)
+  policies[ORACLE_GREEDY] = (bh.oracle_greedy_policy(ORACLE_OBJECTIVE), False, True)
+  policies[ORACLE_LOOKAHEAD] = (la.oracle_lookahead_policy(
+      {ORACLE_OBJECTIVE: 1.0}, FLAGS.horizon, FLAGS.beam_width, FLAGS.top_m), False, True)
+  return policies
+
+
+def plot(result: dict, path: str) -> str:
+  plt = pyplot()
+  names = list(result["policies"])
+  fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4.2 * len(PLOTTED), 4.2))
+  for ax, outcome in zip(axes, PLOTTED):
+    stats = [result["policies"][n][outcome] for n in names]
+    colors = ["tab:gray" if n in (LOGGING, RANDOM) else "tab:green" if n.startswith("oracle")
+              else "tab:blue" for n in names]
+    ax.barh(range(len(names)), [s["mean"] for s in stats], xerr=[s["ci95"] for s in stats],
+            color=colors, capsize=3)
+    ax.set_yticks(range(len(names)), names if ax is axes[0] else [""] * len(names))
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{outcome} per session (95% interval)")
+    ax.grid(axis="x", alpha=0.3)
+  fig.suptitle(f"closed loop, {result['sessions']} sessions per policy, world seed "
+               f"{result['world_seed']} (blue: trained model, green: true probabilities)")
+  return save_figure(fig, path)
+
+
+def main(argv):
+  del argv
+  t0 = time.time()
+  work = os.path.abspath(FLAGS.work)
+  log_dir = os.path.join(work, "logs")
+  tables = read_log_tables(log_dir)
+  world = logged_world(log_dir, tables)
+  print(f"read {len(tables.impressions)} logged impressions ({tables.quarantined_count} "
+        f"quarantined lines left out) and rebuilt world seed {world.config.seed} in "
+        f"{time.time() - t0:.0f} s")
+  base = os.path.join(work, "serving", FLAGS.pipeline_name)
+  model_dir = policy.latest_version_dir(base)
+  builder = policy.RequestBuilder(tables)
+  server = None
+  if FLAGS.scorer == "grpc":
+    server = ServerProcess(FLAGS.pipeline_name, base, os.path.join(work, "closed_loop_server.log"))
+    scorer = policy.GrpcScorer(server.target, FLAGS.pipeline_name)
+  else:
+    scorer = policy.SavedModelScorer(model_dir)
+  try:
+    probe = policy.ModelPolicy(builder, scorer, policy.by_head(F.HEAD_BUY))
+    sim = simulator.Simulator(world)
+    # One session, to learn the model's outputs.
+    sim.evaluate_policy(probe, 1, seed=FLAGS.session_seed)
+    outputs = sorted(probe.last_scores)
+    heads = [h for h in F.HEADS if h in outputs]
+    has_swipe = SWIPE_OUTPUT in outputs
+    print(f"model {model_dir} ({FLAGS.scorer}): outputs {outputs}"
+          + ("" if has_swipe else f"; no {SWIPE_OUTPUT!r} head, so no {STCRANK}"))
+    policies = build_policies(
+        world, lambda rank_by: policy.ModelPolicy(builder, scorer, rank_by), heads, has_swipe)
+    if FLAGS.policies:
+      unknown = sorted(set(FLAGS.policies) - set(policies))
+      if unknown:
+        raise ValueError(f"--policies names {unknown}; available: {sorted(policies)}")
+      policies = {n: p for n, p in policies.items() if n in FLAGS.policies}
+    runs = {}
+    for name, (pol, sample, oracle) in policies.items():
+      t = time.time()
+      bar = simulator.Progress(FLAGS.sessions, f"  {name:<17}")
+      runs[name] = sim.evaluate_policy(pol, FLAGS.sessions, seed=FLAGS.session_seed,
+                                       oracle=oracle, sample_from_policy=sample, progress=bar)
+      print(f"  {name}: {FLAGS.sessions} sessions in {time.time() - t:.0f} s")
+    result = {"work": work, "model_dir": model_dir, "scorer": FLAGS.scorer,
+              "world_seed": world.config.seed, "session_seed": FLAGS.session_seed,
+              "sessions": FLAGS.sessions, "oracle_objective": ORACLE_OBJECTIVE,
+              "horizon": FLAGS.horizon, "beam_width": FLAGS.beam_width, "top_m": FLAGS.top_m,
+              "policies": {n: simulator.summarize_sessions(r) for n, r in runs.items()},
+              "paired": {}}
+    pairs = [(a, b) for a, b in ((STCRANK, GREEDY_BUY), (GREEDY_BUY, LOGGING),
+                                 (STCRANK, LOGGING), (ORACLE_LOOKAHEAD, ORACLE_GREEDY),
+                                 (GREEDY_WEIGHTED, GREEDY_BUY), (ORACLE_GREEDY, GREEDY_BUY))
+             if a in runs and b in runs]
+    for a, b in pairs:
+      result["paired"][f"{a}-{b}"] = {o: simulator.paired_difference(runs[a], runs[b], o)
+                                      for o in ("purchases", "depth", "views", "gmv")}
+    if FLAGS.dau_users > 0:
+      result["days"] = {"users": FLAGS.dau_users}
+      for name in FLAGS.day_policies:
+        pol, sample, oracle = policies[name]
+        bar = simulator.Progress(FLAGS.dau_users * world.config.days, f"  {name:<17} days")
+        days = sim.run_days(pol, FLAGS.dau_users, seed=FLAGS.session_seed, oracle=oracle,
+                            sample_from_policy=sample, progress=bar)
+        result["days"][name] = simulator.summarize_days(days)
+  finally:
+    if server is not None:
+      server.close()
+  print(f"{'policy':<19}" + "".join(f"{o:>17}" for o in simulator.SESSION_OUTCOMES[:5]))
+  for name, summary in result["policies"].items():
+    print(f"{name:<19}" + "".join(f"{summary[o]['mean']:>10.3f}±{summary[o]['ci95']:<6.3f}"
+                                  for o in simulator.SESSION_OUTCOMES[:5]))
+  print("paired differences (same sessions):")
+  for pair, diffs in result["paired"].items():
+    print(f"  {pair:<34}" + "  ".join(f"{o} {d['mean']:+.3f}±{d['ci95']:.3f}"
+                                      for o, d in diffs.items()))
+  for name, summary in result.get("days", {}).items():
+    if name != "users":
+      print(f"  days {name:<17} DAU {summary['dau']['mean']:.1f}±{summary['dau']['ci95']:.1f}  "
+            f"purchases/day {summary['purchases_per_day']['mean']:.1f}"
+            f"±{summary['purchases_per_day']['ci95']:.1f}")
+  path = write_json(result, FLAGS.out_dir, FLAGS.name)
+  png = plot(result, os.path.splitext(path)[0] + ".png")
+  print(f"wrote {path} and {png} in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -123,7 +123,9 @@ class Simulator:
                  for h, x in zip(hosts, hot)] if oracle else None)
       ctx = bh.SlotContext(user_id=user, timestamp=t, slot_index=slot,
                            trigger_item_id=trigger_item, candidate_host_ids=hosts,
-                           candidate_hot=hot, shown_host_ids=tuple(shown), truths=truths)
+                           candidate_hot=hot, shown_host_ids=tuple(shown), truths=truths,
+                           session_id=session_id,
+                           past=tuple(state.history) if state.history is not None else ())
       scores = np.asarray(policy(ctx), np.float64)
       if scores.shape != hosts.shape:
         raise ValueError(f"policy returned scores of shape {scores.shape} for "

@@ -150,7 +150,8 @@ class WorldConfig:
   @classmethod
   def from_dict(cls, config: dict) -> WorldConfig:
     """The config that ``dataclasses.asdict`` turned into ``config`` (e.g. a summary.json's)."""
-    config = dict(config)
+    # JSON has no tuples: a tuple field comes back as a list.
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     config["trap"] = TrapConfig(**config.get("trap", {}))
     config["retention"] = RetentionConfig(**config.get("retention", {}))
     return cls(**config)

@@ -139,6 +139,13 @@ HEADS: Dict[str, str] = {
     HEAD_INTERACT: INTERACT,
     HEAD_BUY: BUY,
 }
+# STCRank's MOC heads beyond the engagement ones (``models/moc.py``): P(swipe down to the next
+# slot). ``HEADS`` is every ranking model's; a model declares any other head in its tasks.
+HEAD_SWIPE_DOWN = "swipe_down"
+# Transformed labels besides the heads': did the impression end in a purchase (MOC's rules read it).
+PURCHASED = "purchased"
+# Every transformed label -> its raw label key (Transform writes them all; a head reads its own).
+TRANSFORMED_LABELS: Dict[str, str] = {**HEADS, HEAD_SWIPE_DOWN: SWIPE_DOWN, PURCHASED: PURCHASE}
 BUY_MASK = "buy_mask"  # transformed feature: 1.0 where a purchase can happen
 
 

@@ -10,6 +10,8 @@ interest for engaged samples and toward the negative one otherwise.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import tensorflow as tf
 
 from models import encoders
@@ -19,7 +21,7 @@ from models.layers import MLP, BroadcastConcatenate
 from models.layers.attention import TargetAttention
 from models.layers.experts import PLE
 from models.losses import LabelAwareTripletLoss
-from models.multitask import NUM_TASKS, task_heads
+from models.multitask import task_heads
 from models.spec import ModelSpec
 
 xf = F.transformed_name
@@ -34,10 +36,14 @@ def feedback_tasks(triplet_weight: float = 0.1, triplet_margin: float = 0.2,
   """
   if not use_triplet:
     return tasks_lib.ENGAGEMENT
-  return tasks_lib.with_head(tasks_lib.ENGAGEMENT, tasks_lib.Head(
+  return tasks_lib.with_head(tasks_lib.ENGAGEMENT, triplet_head(triplet_weight, triplet_margin))
+
+
+def triplet_head(weight: float = 0.1, margin: float = 0.2) -> tasks_lib.Head:
+  """The training-only triplet gap, labelled 'engaged' (effective view or interact)."""
+  return tasks_lib.Head(
       output=TRIPLET_OUTPUT, labels=(F.HEAD_EFFECTIVE_VIEW, F.HEAD_INTERACT),
-      loss=lambda **kw: LabelAwareTripletLoss(triplet_margin, **kw), weight=triplet_weight,
-      served=False))
+      loss=lambda **kw: LabelAwareTripletLoss(margin, **kw), weight=weight, served=False)
 
 
 def _cosine_distance(a, b):
@@ -47,6 +53,7 @@ def _cosine_distance(a, b):
 
 def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool = True,
                    use_realtime: bool = True, num_heads: int = 2,
+                   heads: Sequence[str] = tuple(F.HEADS),
                    name: str = "feedback") -> tf.keras.Model:
   """Builds the feedback model; the switches give the ablations.
 
@@ -56,6 +63,7 @@ def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool
     use_triplet: expose the ``triplet_gap`` output that the triplet loss trains.
     use_realtime: read the real-time sequences at all (False: the same model without them, the
       reference the real-time mechanism is measured against).
+    heads: the task outputs, one PLE task each (STCRank adds MOC's swipe-down head).
   """
   if use_triplet and not use_negative:
     raise ValueError("the triplet loss needs the negative sequence (use_negative=True)")
@@ -77,9 +85,9 @@ def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool
     parts += [u_neg, residual, residual * cand]
   parts += encoders.pooled_session_and_lifelong(emb, inputs) + encoders.lifelong_match(inputs)
   x = BroadcastConcatenate(name="features")(parts)
-  tasks = PLE(NUM_TASKS, num_levels=2, task_experts=2, shared_experts=2, expert_units=(128, 64),
-              name="ple")(x)
-  outputs = task_heads(tasks)
+  tasks = PLE(len(heads), num_levels=2, task_experts=2, shared_experts=2,
+              expert_units=(128, 64), name="ple")(x)
+  outputs = task_heads(tasks, heads=heads)
   if use_triplet:
     gap = _cosine_distance(cand, u_neg) - _cosine_distance(cand, u_pos)  # [B, 1]
     outputs[TRIPLET_OUTPUT] = tf.keras.layers.Activation("linear", name=TRIPLET_OUTPUT)(gap)

@@ -20,20 +20,24 @@ NUM_TASKS = len(F.HEADS)
 
 
 def task_heads(task_inputs: List[tf.Tensor], tower_units: Sequence[int] = (32,),
-               wide: tf.Tensor | None = None, bias_logits: tf.Tensor | None = None) -> dict:
+               wide: tf.Tensor | None = None, bias_logits: tf.Tensor | None = None,
+               heads: Sequence[str] = tuple(F.HEADS)) -> dict:
   """One tower per head on its own input, outputs named by head.
 
   Args:
-    task_inputs: one [B, D] input per head, in ``F.HEADS`` order.
+    task_inputs: one [B, D] input per head, in ``heads`` order.
     wide: optional [B, W] features that also enter every head's logit linearly (Wide & Deep):
       the match features are near-linear in the true logit, and a linear path learns them in the
       first epoch, before the id embeddings start to memorise.
-    bias_logits: optional [B, len(F.HEADS)] logits added to the heads' (a Bias Net's output).
+    bias_logits: optional [B, len(heads)] logits added to the heads' (a Bias Net's output).
+    heads: the output names (``F.HEADS`` by default; a model may add, e.g., MOC's swipe-down).
   """
-  heads = {}
-  for i, (head, x) in enumerate(zip(F.HEADS, task_inputs)):
+  if len(task_inputs) != len(heads):
+    raise ValueError(f"{len(task_inputs)} task inputs for {len(heads)} heads {list(heads)}")
+  outputs = {}
+  for i, (head, x) in enumerate(zip(heads, task_inputs)):
     if wide is None and bias_logits is None:
-      heads[head] = MLP(list(tower_units) + [1], final_activation="sigmoid", name=head)(x)
+      outputs[head] = MLP(list(tower_units) + [1], final_activation="sigmoid", name=head)(x)
       continue
     terms = [MLP(list(tower_units) + [1], final_activation=None, name=f"{head}_deep")(x)]
     if wide is not None:
@@ -41,8 +45,8 @@ def task_heads(task_inputs: List[tf.Tensor], tower_units: Sequence[int] = (32,),
     if bias_logits is not None:
       terms.append(bias_logits[:, i:i + 1])  # [B, 1]
     logit = tf.keras.layers.Add(name=f"{head}_logit")(terms) if len(terms) > 1 else terms[0]
-    heads[head] = tf.keras.layers.Activation("sigmoid", name=head)(logit)  # [B, 1]
-  return heads
+    outputs[head] = tf.keras.layers.Activation("sigmoid", name=head)(logit)  # [B, 1]
+  return outputs
 
 
 def extractor(kind: str, expert_units: Sequence[int] = (128, 64)) -> tf.keras.layers.Layer:

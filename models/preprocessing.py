@@ -155,7 +155,7 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
     out[xf(F.seq_key(F.LL, field))] = tf.math.log1p(inputs[F.seq_key(F.LL, field)])
   out[xf(F.DISPLAY_PRICES)] = tf.math.log1p(inputs[F.DISPLAY_PRICES])
   # Labels (absent at serving: TFT drops the outputs whose inputs are missing).
-  for head, label in F.HEADS.items():
-    out[head] = tf.cast(inputs[label], tf.float32)
+  for name, label in F.TRANSFORMED_LABELS.items():
+    out[name] = tf.cast(inputs[label], tf.float32)
   out[F.BUY_MASK] = tf.cast(inputs[F.DISPLAY_LEN] > 0, tf.float32)
   return out

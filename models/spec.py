@@ -16,7 +16,7 @@ from models import features as F
 from models import preprocessing as P
 
 xf = F.transformed_name
-NON_INPUT_KEYS = set(F.HEADS) | {F.BUY_MASK}
+NON_INPUT_KEYS = set(F.TRANSFORMED_LABELS) | {F.BUY_MASK}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,6 +36,8 @@ class Head:
       into the served score (e.g. no purchase where the room displays no products); None: all 1.
     served: a score the serving signature returns and the Evaluator checks (False: a training-
       only output such as the feedback model's triplet gap).
+    relabel: optional ``(batch, label) -> label``: a label re-definition (MOC's rules).
+    reweight: optional ``(batch, label) -> [B] weights`` multiplied into the sample weight.
   """
   output: str
   labels: Tuple[str, ...]
@@ -43,6 +45,8 @@ class Head:
   weight: float = 1.0
   mask: str | None = None
   served: bool = True
+  relabel: Callable[[Mapping[str, tf.Tensor], tf.Tensor], tf.Tensor] | None = None
+  reweight: Callable[[Mapping[str, tf.Tensor], tf.Tensor], tf.Tensor] | None = None
 
   def __post_init__(self):
     if not self.labels:
@@ -50,14 +54,19 @@ class Head:
     if not self.weight >= 0:
       raise ValueError(f"head {self.output!r} weight must be >= 0, got {self.weight}")
 
-  def label(self, batch: Mapping[str, tf.Tensor]) -> tf.Tensor:
+  def _raw_label(self, batch: Mapping[str, tf.Tensor]) -> tf.Tensor:
     values = [tf.cast(batch[k], tf.float32) for k in self.labels]
     return values[0] if len(values) == 1 else tf.reduce_max(tf.stack(values, 0), axis=0)
 
+  def label(self, batch: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    label = self._raw_label(batch)
+    return self.relabel(batch, label) if self.relabel else label
+
   def sample_weight(self, batch: Mapping[str, tf.Tensor]) -> tf.Tensor:
     label = batch[self.labels[0]]
-    return (tf.cast(batch[self.mask], tf.float32) if self.mask
-            else tf.ones_like(label, dtype=tf.float32))
+    weight = (tf.cast(batch[self.mask], tf.float32) if self.mask
+              else tf.ones_like(label, dtype=tf.float32))
+    return weight * self.reweight(batch, self._raw_label(batch)) if self.reweight else weight
 
 
 def engagement_heads() -> Tuple[Head, ...]:

@@ -13,7 +13,7 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import distribution, feedback, lifelong, multitask, request_checks
+from models import distribution, feedback, lifelong, moc, multitask, request_checks
 from models import features as F
 from models import signatures as S
 from models import tasks as tasks_lib
@@ -46,6 +46,15 @@ def _lifelong(**switches) -> ModelDef:
                   lambda cfg: lifelong.lifelong_tasks(cfg.lifelong_aux_weight if aux else 0.0))
 
 
+def _stcrank(raw_labels: bool = False, name: str = "stcrank") -> ModelDef:
+  """The feedback network with MOC's swipe-down head; its rules from the config, or none."""
+  return ModelDef(
+      lambda s: feedback.build_feedback(s, heads=moc.STCRANK_HEADS, name=name),
+      lambda cfg: moc.stcrank_tasks(moc.RAW_LABELS if raw_labels else cfg.moc_rules(),
+                                    (feedback.triplet_head(cfg.triplet_weight,
+                                                           cfg.triplet_margin),)))
+
+
 MODELS: Dict[str, ModelDef] = {
     "dnn": ModelDef(multitask.build_dnn),
     "dcn": ModelDef(multitask.build_dcn),
@@ -60,6 +69,8 @@ MODELS: Dict[str, ModelDef] = {
                                       name="feedback_no_negative"),
     "feedback_no_realtime": _feedback(use_negative=False, use_triplet=False, use_realtime=False,
                                       name="feedback_no_realtime"),
+    "stcrank": _stcrank(),
+    "stcrank_raw_labels": _stcrank(raw_labels=True, name="stcrank_raw_labels"),
     "lifelong": _lifelong(),
     "lifelong_mean_pool": _lifelong(extraction="mean_pool", name="lifelong_mean_pool"),
     "lifelong_merged_softmax": _lifelong(channel_softmax=False, name="lifelong_merged_softmax"),
@@ -93,6 +104,10 @@ class TrainConfig:
   triplet_weight: float = 0.1
   triplet_margin: float = 0.2
   lifelong_aux_weight: float = 0.1  # the lifelong model's auxiliary head (0: none)
+  # STCRank's MOC rules (models/moc.py): the swipe-down head's purchase exits, the view head's
+  # weight of views that ended in a purchase.
+  moc_purchase_exit: str = moc.MocRules.purchase_exit
+  moc_view_overlap_weight: float = moc.MocRules.view_overlap_weight
   # Warm start: with a base model (the pipeline's resolver), the lifelong attention starts from
   # the base model's and Mixout at this rate keeps it near them (0: plain fine-tuning).
   mixout_rate: float = 0.0
@@ -103,6 +118,11 @@ class TrainConfig:
   # Not used in training: the pipeline puts the source fingerprint here so that a code change
   # invalidates the Trainer's cache entry (pipeline/code_version.py).
   code_version: str = ""
+
+  def moc_rules(self) -> moc.MocRules:
+    """STCRank's MOC rules of this config (raises ValueError naming a bad one)."""
+    return moc.MocRules(purchase_exit=self.moc_purchase_exit,
+                        view_overlap_weight=self.moc_view_overlap_weight)
 
   @classmethod
   def from_custom_config(cls, custom: Dict) -> TrainConfig:
@@ -121,6 +141,7 @@ class TrainConfig:
       raise ValueError(f"trainer embedding_l2 must be >= 0, got {cfg.embedding_l2}")
     if cfg.lifelong_aux_weight < 0:
       raise ValueError(f"trainer lifelong_aux_weight must be >= 0, got {cfg.lifelong_aux_weight}")
+    cfg.moc_rules()  # raises on a bad rule, naming it
     if not 0.0 <= cfg.mixout_rate <= 1.0:
       raise ValueError(f"trainer mixout_rate must be in [0, 1], got {cfg.mixout_rate}")
     if cfg.patience < 0:

@@ -60,7 +60,7 @@ def eval_config(min_effective_view_auc: float, served_heads: Sequence[Head],
       # slicing feature are raw. (A preprocessing function ran Transform's graph a second time
       # per batch: 12 s of a 63 s evaluation at the default scale.)
       tfma.ModelSpec(name=name, is_baseline=name == BASELINE, signature_name=SERVING_SIGNATURE,
-                     label_keys={h: F.HEADS[h] for h in heads})
+                     label_keys={h: F.TRANSFORMED_LABELS[h] for h in heads})
       for name in (CANDIDATE, BASELINE)]
   return tfma.EvalConfig(
       model_specs=model_specs, metrics_specs=metrics_specs,

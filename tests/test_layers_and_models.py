@@ -44,7 +44,7 @@ def _spec():
 
 
 def _batch(spec, n=8, seed=0):
-  """A transformed batch: model inputs, one label per head and the buy mask."""
+  """A transformed batch: model inputs, every transformed label and the buy mask."""
   rng = np.random.default_rng(seed)
   batch = {}
   for name, inp in spec.inputs().items():
@@ -53,7 +53,7 @@ def _batch(spec, n=8, seed=0):
       batch[name] = rng.normal(size=shape).astype(np.float32)
     else:
       batch[name] = rng.integers(0, 3, size=shape).astype(np.int64)
-  for h in F.HEADS:
+  for h in F.TRANSFORMED_LABELS:
     batch[h] = rng.integers(0, 2, size=(n, 1)).astype(np.int64)
   batch[F.BUY_MASK] = rng.integers(0, 2, size=(n, 1)).astype(np.float32)
   return batch

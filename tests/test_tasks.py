@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from models import features as F
-from models import feedback, tasks, trainer
+from models import feedback, moc, tasks, trainer
 from models.losses import LabelAwareTripletLoss
 
 
@@ -108,6 +108,59 @@ def test_head_arguments_are_validated():
 def test_every_registered_model_declares_the_served_engagement_heads():
   for name in trainer.MODELS:
     cfg = trainer.TrainConfig(model_name=name)
-    assert trainer.model_tasks(cfg).served_outputs == tuple(F.HEADS), name
+    served = trainer.model_tasks(cfg).served_outputs
+    assert served == (moc.STCRANK_HEADS if name.startswith("stcrank") else tuple(F.HEADS)), name
   triplet = trainer.model_tasks(trainer.TrainConfig(model_name="feedback", triplet_weight=0.3))
   assert triplet.heads[-1].weight == 0.3 and not triplet.heads[-1].served
+
+
+# --- MOC's rules (models/moc.py) on hand-built labels ------------------------------------------------
+def _moc_batch():
+  """Five impressions: (view, purchased, swiped down) =
+  (1,1,0) a purchase that ended the session, (1,1,1) a purchase and on, (1,0,1), (0,0,0), (1,0,0)."""
+  col = lambda *v: tf.constant([[x] for x in v], tf.float32)  # noqa: E731
+  return {F.HEAD_EFFECTIVE_VIEW: col(1, 1, 1, 0, 1), F.PURCHASED: col(1, 1, 0, 0, 0),
+          F.HEAD_SWIPE_DOWN: col(0, 1, 1, 0, 0)}
+
+
+@pytest.mark.parametrize("rule, label, weight", [
+    ("negative", [0, 1, 1, 0, 0], [1, 1, 1, 1, 1]),
+    ("ignore", [0, 1, 1, 0, 0], [0, 1, 1, 1, 1]),
+    ("positive", [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]),
+])
+def test_moc_purchase_exit_rule_on_the_swipe_down_head(rule, label, weight):
+  head = moc.MocRules(purchase_exit=rule).swipe_head()
+  batch = _moc_batch()
+  np.testing.assert_array_equal(tf.reshape(head.label(batch), [-1]).numpy(), label)
+  np.testing.assert_array_equal(tf.reshape(head.sample_weight(batch), [-1]).numpy(), weight)
+
+
+def test_moc_overlap_weight_on_the_view_head_and_raw_labels():
+  batch = _moc_batch()
+  head = moc.MocRules(view_overlap_weight=0.25).view_head()
+  # Only views that ended in a purchase (the first two) weigh less; the label is as logged.
+  np.testing.assert_allclose(tf.reshape(head.sample_weight(batch), [-1]).numpy(),
+                             [0.25, 0.25, 1, 1, 1])
+  np.testing.assert_array_equal(tf.reshape(head.label(batch), [-1]).numpy(), [1, 1, 1, 0, 1])
+  raw = moc.stcrank_tasks(moc.RAW_LABELS)
+  _, labels, weights = raw.split(dict(batch, **{F.HEAD_INTERACT: batch[F.PURCHASED],
+                                                F.HEAD_BUY: batch[F.PURCHASED],
+                                                F.BUY_MASK: tf.ones([5, 1])}))
+  for head in moc.STCRANK_HEADS:
+    np.testing.assert_array_equal(tf.reshape(weights[head], [-1]).numpy(), [1, 1, 1, 1, 1])
+  np.testing.assert_array_equal(tf.reshape(labels[F.HEAD_SWIPE_DOWN], [-1]).numpy(),
+                                [0, 1, 1, 0, 0])
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"purchase_exit": "drop"}, "purchase_exit 'drop' is not one of"),
+    ({"view_overlap_weight": 1.5}, "view_overlap_weight must be in \\[0, 1\\], got 1.5"),
+    ({"swipe_weight": -1.0}, "swipe_weight must be >= 0, got -1.0"),
+])
+def test_moc_rules_are_validated(kwargs, fragment):
+  with pytest.raises(ValueError, match=fragment):
+    moc.MocRules(**kwargs)
+  if "purchase_exit" in kwargs:  # and through the trainer's custom config
+    with pytest.raises(ValueError, match=fragment):
+      trainer.TrainConfig.from_custom_config({"model_name": "stcrank",
+                                              "moc_purchase_exit": kwargs["purchase_exit"]})

@@ -101,6 +101,7 @@ bench: $(VENV)/.bench-installed
 	$(PY) -m bench.beam_scaling --out_dir bench/results
 	$(PY) -m bench.distributed_training --work $(WORK) --out_dir bench/results
 	$(PY) -m bench.greedy_trap --out_dir bench/results
+	$(PY) -m bench.closed_loop --work $(WORK) --out_dir bench/results
 
 # Vertex AI (README "Run on Vertex AI"): `make image` builds the Dockerfile's image, `make vertex`
 # compiles the pipeline for it to $(VERTEX_JSON). No defaults for the image, bucket or project: a

@@ -30,7 +30,7 @@ from typing import Dict, Tuple
 
 from absl import app, flags
 
-from bench.common import define_run_flags, pyplot, save_figure, write_json
+from bench.common import define_run_flags, pyplot, save_figure, write_json_and_plot
 from bench.synthetic_model import ServerProcess
 from components.live_example_gen.log_tables import LogTables, read_log_tables
 from data_gen import behaviour as bh
@@ -47,7 +47,7 @@ GREEDY_BUY = f"greedy_{F.HEAD_BUY}"
 # The oracle policies rank by the true probability the model's buy head estimates.
 ORACLE_OBJECTIVE = "p_buy"
 SWIPE_OUTPUT = "swipe_down"  # the model output STCRank reads as P(swipe down), when it has one
-PLOTTED = ("purchases", "depth", "views", "gmv")
+COMPARED = ("purchases", "depth", "views", "gmv")  # plotted, and paired between policies
 FLAGS = flags.FLAGS
 
 
@@ -110,8 +110,8 @@ def build_policies(world: World, model_policy, heads, has_swipe: bool
 def plot(result: dict, path: str) -> str:
   plt = pyplot()
   names = list(result["policies"])
-  fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4.2 * len(PLOTTED), 4.2))
-  for ax, outcome in zip(axes, PLOTTED):
+  fig, axes = plt.subplots(1, len(COMPARED), figsize=(4.2 * len(COMPARED), 4.2))
+  for ax, outcome in zip(axes, COMPARED):
     stats = [result["policies"][n][outcome] for n in names]
     colors = ["tab:gray" if n in (LOGGING, RANDOM) else "tab:green" if n.startswith("oracle")
               else "tab:blue" for n in names]
@@ -157,13 +157,14 @@ def main(argv):
           + ("" if has_swipe else f"; no {SWIPE_OUTPUT!r} head, so no {STCRANK}"))
     policies = build_policies(
         world, lambda rank_by: policy.ModelPolicy(builder, scorer, rank_by), heads, has_swipe)
-    if FLAGS.policies:
-      unknown = sorted(set(FLAGS.policies) - set(policies))
+    for flag in ("policies",) + (("day_policies",) if FLAGS.dau_users > 0 else ()):
+      unknown = sorted(set(getattr(FLAGS, flag)) - set(policies))
       if unknown:
-        raise ValueError(f"--policies names {unknown}; available: {sorted(policies)}")
-      policies = {n: p for n, p in policies.items() if n in FLAGS.policies}
+        raise ValueError(f"--{flag} names {unknown}; available: {sorted(policies)}")
     runs = {}
     for name, (pol, sample, oracle) in policies.items():
+      if FLAGS.policies and name not in FLAGS.policies:
+        continue
       t = time.time()
       bar = simulator.Progress(FLAGS.sessions, f"  {name:<17}")
       runs[name] = sim.evaluate_policy(pol, FLAGS.sessions, seed=FLAGS.session_seed,
@@ -181,15 +182,15 @@ def main(argv):
              if a in runs and b in runs]
     for a, b in pairs:
       result["paired"][f"{a}-{b}"] = {o: simulator.paired_difference(runs[a], runs[b], o)
-                                      for o in ("purchases", "depth", "views", "gmv")}
+                                      for o in COMPARED}
     if FLAGS.dau_users > 0:
-      result["days"] = {"users": FLAGS.dau_users}
+      result["days"] = {"users": FLAGS.dau_users, "policies": {}}
       for name in FLAGS.day_policies:
         pol, sample, oracle = policies[name]
         bar = simulator.Progress(FLAGS.dau_users * world.config.days, f"  {name:<17} days")
         days = sim.run_days(pol, FLAGS.dau_users, seed=FLAGS.session_seed, oracle=oracle,
                             sample_from_policy=sample, progress=bar)
-        result["days"][name] = simulator.summarize_days(days)
+        result["days"]["policies"][name] = simulator.summarize_days(days)
   finally:
     if server is not None:
       server.close()
@@ -201,13 +202,11 @@ def main(argv):
   for pair, diffs in result["paired"].items():
     print(f"  {pair:<34}" + "  ".join(f"{o} {d['mean']:+.3f}±{d['ci95']:.3f}"
                                       for o, d in diffs.items()))
-  for name, summary in result.get("days", {}).items():
-    if name != "users":
-      print(f"  days {name:<17} DAU {summary['dau']['mean']:.1f}±{summary['dau']['ci95']:.1f}  "
-            f"purchases/day {summary['purchases_per_day']['mean']:.1f}"
-            f"±{summary['purchases_per_day']['ci95']:.1f}")
-  path = write_json(result, FLAGS.out_dir, FLAGS.name)
-  png = plot(result, os.path.splitext(path)[0] + ".png")
+  for name, summary in result.get("days", {}).get("policies", {}).items():
+    print(f"  days {name:<17} DAU {summary['dau']['mean']:.1f}±{summary['dau']['ci95']:.1f}  "
+          f"purchases/day {summary['purchases_per_day']['mean']:.1f}"
+          f"±{summary['purchases_per_day']['ci95']:.1f}")
+  path, png = write_json_and_plot(result, FLAGS.out_dir, FLAGS.name, plot)
   print(f"wrote {path} and {png} in {time.time() - t0:.0f} s")
 
 

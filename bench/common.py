@@ -33,6 +33,12 @@ def write_json(obj, out_dir: str, name: str) -> str:
   return path
 
 
+def write_json_and_plot(obj, out_dir: str, name: str, plot) -> tuple:
+  """:func:`write_json`, then ``plot(obj, path)`` to the PNG beside it; returns both paths."""
+  path = write_json(obj, out_dir, name)
+  return path, plot(obj, os.path.splitext(path)[0] + ".png")
+
+
 def pyplot():
   """matplotlib.pyplot on the file-only Agg backend (benchmarks run without a display)."""
   import matplotlib  # pylint: disable=import-outside-toplevel

@@ -14,13 +14,12 @@ retention model (``data_gen/retention.py``), and reports daily active users and 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Dict
 
 from absl import app, flags
 
-from bench.common import define_output_flags, pyplot, save_figure, write_json
+from bench.common import define_output_flags, pyplot, save_figure, write_json_and_plot
 from data_gen import behaviour as bh
 from data_gen import lookahead as la
 from data_gen import simulator
@@ -158,8 +157,7 @@ def main(argv):
     print(f"over days 1..{world.config.days - 1} of {FLAGS.dau_users} users (day 0 is "
           "before any policy's sessions count):")
     print("\n".join(day_lines))
-  path = write_json(result, FLAGS.out_dir, FLAGS.name)
-  png = plot(result, os.path.splitext(path)[0] + ".png")
+  path, png = write_json_and_plot(result, FLAGS.out_dir, FLAGS.name, plot)
   print(f"wrote {path} and {png} in {time.time() - t0:.0f} s")
 
 

@@ -26,9 +26,10 @@ import tensorflow as tf
 
 from components.live_example_gen import beam_transforms as bt
 from components.live_example_gen import point_in_time as pit
+from components.live_example_gen import records as r
 from components.live_example_gen.log_tables import LogTables
 from data_gen import behaviour as bh
-from data_gen import lookahead
+from data_gen import lookahead, simulator
 from models import features as F
 from models import signatures as S
 from serving import client
@@ -78,22 +79,27 @@ class RequestBuilder:
 
 
 def impression_records(user_id: int, past: Sequence[bh.ShownRoom]) -> List[pit.ImpressionRecord]:
-  """The closed loop's shown rooms as the ExampleGen would read them from the logs.
+  """The closed loop's shown rooms as the ExampleGen reads them from the logs.
 
-  Times are rounded to the millisecond as the log writer rounds them; impression ids number the
-  user's rooms in order (they only break ties).
+  Each room's events are made as the log writer makes them (``simulator.impression_events``:
+  times rounded to the millisecond) and joined by the ExampleGen's ``assemble_impression``; the
+  impression ids number the user's rooms in order (they only break ties).
+
+  Raises:
+    ValueError: a room's events do not join into one impression (a log-format bug).
   """
   out = []
   for k, room in enumerate(past, start=1):
-    o = room.outcome
-    ts = round(room.ts, 3)
-    out.append(pit.ImpressionRecord(
-        impression_id=k, session_id=room.session_id, user_id=user_id, host_id=room.host_id,
-        ts=ts, slot=room.slot, trigger_item_id=room.trigger_item_id, propensity=1.0,
-        leave_ts=round(room.ts + o.stay_seconds, 3), stay_seconds=o.stay_seconds,
-        swipe_down=bool(o.swipe_down),
-        actions=[(name, round(room.ts + off, 3)) for name, off in o.action_offsets.items()],
-        gmv=o.gmv))
+    rec = {"host_id": room.host_id, "ts": room.ts, "slot": room.slot,
+           "trigger_item_id": room.trigger_item_id, "propensity": 1.0, "outcome": room.outcome}
+    events = [r.Parsed(r.RawLine(r.EVENTS, "closed loop", n, b""), e) for n, e in
+              enumerate(simulator.impression_events(k, room.session_id, user_id, rec), start=1)]
+    joined = [x for x in bt.assemble_impression(k, events)
+              if isinstance(x, (pit.ImpressionRecord, r.BadRecord))]
+    if len(joined) != 1 or not isinstance(joined[0], pit.ImpressionRecord):
+      raise ValueError(f"shown room {k} of user {user_id} does not join into one impression: "
+                       f"{joined}")
+    out.append(joined[0])
   return out
 
 

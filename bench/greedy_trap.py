@@ -25,8 +25,8 @@ from data_gen import lookahead as la
 from data_gen import simulator
 from data_gen.world import SCALES, TrapConfig, World
 
-# The trap at factor 1: the purchase exit of the default world plus satiation and sales pressure.
-UNIT_TRAP = TrapConfig(purchase_exit=2.9, satiation=1.5, sales_pressure=1.0)
+# The trap at factor 1: the world's defaults (``data_gen/README.md`` says why they are where they are).
+UNIT_TRAP = TrapConfig()
 REWARD = {"p_purchase": 1.0}  # what the oracle policies maximise: the purchases counted
 GAIN_OUTCOMES = ("purchases", "depth")
 DAY_COLUMNS = ("dau", "purchases_per_day")  # of simulator.DAY_OUTCOMES, in the table

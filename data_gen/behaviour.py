@@ -96,6 +96,7 @@ class _Room(NamedTuple):
   slot: int
   entertain: float
   sell: float
+  hard_sell: float
   display_brands: np.ndarray | None  # brands of the displayed items; None: nothing displayed
   price_z: float
   order_value: float
@@ -217,6 +218,7 @@ class Behaviour:
         sales_pressure=state.sales_pressure,
         quality=float(w.host_quality[host]), pop=w.popularity(host, t), hot=float(hot),
         slot=slot, entertain=float(w.host_entertain[host]), sell=float(w.host_sell[host]),
+        hard_sell=float(w.host_hard_sell[host]),
         display_brands=w.item_brand[display] if display else None,
         price_z=float(np.mean(w.log_price_z[display])) if display else 0.0,
         order_value=float(np.mean(w.item_price[display])) if display else 0.0)
@@ -251,7 +253,8 @@ class Behaviour:
                    / len(room.display_brands) * self.world.config.n_brands)
       ps, price_z = traits.price_sensitivity, room.price_z
       p_click_v = sigmoid(-1.8 + 2.4 * room.sell + 0.6 * min(brand_aff, 3.0)
-                          + 1.5 * aff + 0.9 * hot - trap.satiation * room.satiation)
+                          + 1.5 * aff + 0.9 * hot - trap.satiation * room.satiation
+                          + trap.hard_sell_lift * room.hard_sell)
       p_cart_c = sigmoid(-0.9 + 0.8 * room.sell - 0.6 * ps * price_z + 0.5 * hot)
       p_direct_c = sigmoid(-3.0 + 1.2 * hot - 0.4 * ps * price_z)
       p_purchase_cart = sigmoid(-1.0 + 0.9 * hot - 0.5 * ps * price_z + 0.8 * aff)
@@ -266,9 +269,11 @@ class Behaviour:
     p_buy = p_click * (1 - (1 - p_cart_c) * (1 - p_direct_c))
     # Leaving the session: a purchase often ends it, a quick swipe-away and fatigue push out, a
     # good view keeps the user swiping.
-    # Hard selling after hard selling pushes the user out too (the greedy trap).
+    # Hard selling after hard selling, and a hard-selling room itself, push the user out too (the
+    # greedy trap).
     base = (LEAVE_BASE + 0.18 * fatigue + 0.04 * room.slot
-            + trap.sales_pressure * room.sell * (1.0 + room.sales_pressure))
+            + trap.sales_pressure * room.sell * (1.0 + room.sales_pressure)
+            + trap.hard_sell_exit * room.hard_sell)
     p_leave = {k: sigmoid(base + v) for k, v in LEAVE_OFFSETS.items()}
     p_leave["purchase"] = sigmoid(base + LEAVE_OFFSETS["view"] + trap.purchase_exit)
     p_no_view = 1 - p_view

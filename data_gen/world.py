@@ -68,14 +68,19 @@ def _check_non_negative(config, names) -> None:
       raise ValueError(f"{type(config).__name__}.{name} must be >= 0; got {value!r}")
 
 
+HARD_SELL_STREAM = 1  # the random stream ``World.host_hard_sell`` is drawn from (see there)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrapConfig:
   """Strengths of the mechanisms behind the temporal greedy trap (``data_gen/README.md``).
 
   Each is a logit offset in the response equations, so 0 switches a mechanism off. A ranker that
   takes the best conversion of every slot on its own walks into them: purchases end sessions,
-  a purchase dulls the next ones in the same categories, and hard selling after hard selling
-  pushes the user out.
+  a purchase dulls the next ones in the same categories, hard selling after hard selling pushes
+  the user out, and the hard-selling rooms that convert best are the ones users leave most.
+  The defaults are where an oracle look-ahead clearly beats oracle greedy on purchases and depth
+  without emptying the logs (``data_gen/README.md`` says why).
 
   Attributes:
     purchase_exit: How much more a purchase makes the user leave than a plain effective view
@@ -85,10 +90,17 @@ class TrapConfig:
     sales_pressure: How much a selling room adds to the leave logit per unit of the session's
       sales pressure (the decayed sum of the selling strength of the rooms shown so far), times
       its own selling strength.
+    hard_sell_lift: How much a hard-selling room (``World.host_hard_sell``) adds to the
+      item-click logit, per unit of its hard sell: countdowns and flash prices convert.
+    hard_sell_exit: How much a hard-selling room adds to the leave logit, per unit of its hard
+      sell, whatever the user did: the pressure that converts also pushes people out. With the
+      lift, it puts the best conversion of a slot in the rooms most likely to end the session.
   """
   purchase_exit: float = 2.9
-  satiation: float = 0.0
+  satiation: float = 1.5
   sales_pressure: float = 0.0
+  hard_sell_lift: float = 1.5
+  hard_sell_exit: float = 3.0
 
   def __post_init__(self):
     _check_non_negative(self, [f.name for f in dataclasses.fields(self)])
@@ -144,6 +156,9 @@ class WorldConfig:
   # Lifelong main-site purchases (Poisson mean) by activity level; new users have them too.
   lifelong_purchases: Tuple[float, float, float] = (25.0, 60.0, 110.0)
   max_lifelong_purchases: int = 400  # per user
+  # Share of the selling and mixed rooms that hard-sell (``World.host_hard_sell``); what that
+  # does is in ``trap`` (``hard_sell_lift``, ``hard_sell_exit``).
+  hard_sell_share: float = 0.2
   trap: TrapConfig = TrapConfig()
   retention: RetentionConfig = RetentionConfig()  # the multi-day closed loop's return visits
 
@@ -180,6 +195,9 @@ class World:
   def __init__(self, config: WorldConfig):
     if config.n_users < 1 or config.n_hosts < 2 or config.days < 1:
       raise ValueError(f"WorldConfig needs n_users>=1, n_hosts>=2, days>=1; got {config}")
+    if not 0.0 <= config.hard_sell_share <= 1.0:
+      raise ValueError(f"WorldConfig.hard_sell_share must be in [0, 1]; got "
+                       f"{config.hard_sell_share!r}")
     self.config = config
     rng = np.random.default_rng(config.seed)
     self._make_catalogue(rng)
@@ -250,6 +268,12 @@ class World:
     self.host_is_entertainer[1:] = kind == 0
     self.host_quality = np.zeros(n + 1)
     self.host_quality[1:] = rng.normal(0.0, 0.5, n)
+    # Hard selling, from a stream of its own so every other draw (and every log written before
+    # it existed) stays as it was.
+    hard_rng = np.random.default_rng([c.seed, HARD_SELL_STREAM])
+    hard = (kind != 0) & (hard_rng.random(n) < c.hard_sell_share)
+    self.host_hard_sell = np.zeros(n + 1)
+    self.host_hard_sell[1:] = np.where(hard, hard_rng.uniform(0.6, 1.0, n), 0.0)
     # Daily popularity: a random walk around a base level [D, H+1].
     base = rng.normal(0.0, 0.5, n + 1)
     walk = np.cumsum(rng.normal(0.0, 0.25, size=(c.days, n + 1)), axis=0)

@@ -13,6 +13,7 @@ from data_gen import retention, simulator
 from data_gen.world import RetentionConfig, TrapConfig, World, WorldConfig
 
 CFG = simulator.load_config("tiny", seed=11)
+NO_TRAP = TrapConfig().scaled(0.0)  # each mechanism is tested on its own, the others off
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_purchase_exit_is_the_purchase_offset_over_a_view(world):
   host, t, _ = _selling_room_and_time(world)
   state = bh.Behaviour(world).new_state()
   for exit_strength in (0.0, 2.9):
-    beh = bh.Behaviour(world, TrapConfig(purchase_exit=exit_strength))
+    beh = bh.Behaviour(world, dataclasses.replace(NO_TRAP, purchase_exit=exit_strength))
     leave = beh.truth(1, state, host, t, hot=False, slot=0).p_leave
     view_logit = math.log(leave["view"] / (1 - leave["view"]))
     assert leave["purchase"] == pytest.approx(bh.sigmoid(view_logit + exit_strength))
@@ -106,7 +107,7 @@ def test_purchase_exit_is_the_purchase_offset_over_a_view(world):
 
 def test_satiation_after_a_purchase_lowers_clicks_in_its_categories(world):
   host, t, _ = _selling_room_and_time(world)
-  beh = bh.Behaviour(world, TrapConfig(satiation=1.5))
+  beh = bh.Behaviour(world, dataclasses.replace(NO_TRAP, satiation=1.5))
   state = beh.new_state()
   before = beh.truth(1, state, host, t, hot=False, slot=0)
   bought = bh.Outcome(stay_seconds=60.0, effective_view=True, like=False, comment=False,
@@ -121,7 +122,7 @@ def test_satiation_after_a_purchase_lowers_clicks_in_its_categories(world):
   assert logit(after.p_click_given_view) == pytest.approx(
       logit(before.p_click_given_view) - 1.5 * float(cats @ cats))
   # Without the mechanism the same state changes nothing; it fades per slot and between sessions.
-  untouched = bh.Behaviour(world, TrapConfig(satiation=0.0)).truth(1, state, host, t + 61.0,
+  untouched = bh.Behaviour(world, NO_TRAP).truth(1, state, host, t + 61.0,
                                                                   hot=False, slot=1)
   assert untouched.p_click_given_view == pytest.approx(before.p_click_given_view)
   beh.update_state(state, host, dataclasses.replace(bought, purchase=False), t + 120.0)
@@ -133,7 +134,7 @@ def test_satiation_after_a_purchase_lowers_clicks_in_its_categories(world):
 def test_sales_pressure_pushes_out_after_selling_rooms_and_resets_per_session(world):
   host, t, _ = _selling_room_and_time(world)
   sell = float(world.host_sell[host])
-  beh = bh.Behaviour(world, TrapConfig(purchase_exit=2.9, sales_pressure=1.0))
+  beh = bh.Behaviour(world, dataclasses.replace(NO_TRAP, purchase_exit=2.9, sales_pressure=1.0))
   state = beh.new_state()
   skipped = bh.Outcome(stay_seconds=5.0, effective_view=False, like=False, comment=False,
                        share=False, follow=False, item_click=False, add_to_cart=False,
@@ -153,12 +154,42 @@ def test_sales_pressure_pushes_out_after_selling_rooms_and_resets_per_session(wo
   assert state.sales_pressure == 0.0
 
 
+def test_hard_selling_rooms_convert_more_and_push_out_more():
+  # Every selling room hard-sells here; the draw has its own stream, so nothing else moves.
+  world = World(dataclasses.replace(CFG, hard_sell_share=1.0))
+  plain = World(dataclasses.replace(CFG, hard_sell_share=0.0))
+  np.testing.assert_array_equal(world.host_quality, plain.host_quality)
+  np.testing.assert_array_equal(world.user_cat_pref, plain.user_cat_pref)
+  assert world.displays == plain.displays
+  assert not plain.host_hard_sell.any()
+  assert np.all(world.host_hard_sell[1:][~world.host_is_entertainer[1:]] >= 0.6)
+  assert not world.host_hard_sell[world.host_is_entertainer].any()
+  host, t, _ = _selling_room_and_time(world)
+  hard = float(world.host_hard_sell[host])
+  state = bh.Behaviour(world).new_state()
+  off = bh.Behaviour(world, NO_TRAP).truth(1, state, host, t, hot=False, slot=0)
+  on = bh.Behaviour(world, dataclasses.replace(NO_TRAP, hard_sell_lift=1.5, hard_sell_exit=3.0)
+                    ).truth(1, state, host, t, hot=False, slot=0)
+  logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+  assert logit(on.p_click_given_view) == pytest.approx(logit(off.p_click_given_view) + 1.5 * hard)
+  for outcome in ("quick", "no_view", "view", "purchase"):
+    assert logit(on.p_leave[outcome]) == pytest.approx(logit(off.p_leave[outcome]) + 3.0 * hard)
+  assert on.p_buy > off.p_buy and on.p_swipe_down < off.p_swipe_down
+  # A room that does not hard-sell is untouched by either strength.
+  calm = bh.Behaviour(plain, dataclasses.replace(NO_TRAP, hard_sell_lift=1.5, hard_sell_exit=3.0))
+  assert calm.truth(1, state, host, t, hot=False, slot=0) == bh.Behaviour(plain, NO_TRAP).truth(
+      1, state, host, t, hot=False, slot=0)
+  with pytest.raises(ValueError, match="hard_sell_share must be in \\[0, 1\\]; got 1.5"):
+    World(dataclasses.replace(CFG, hard_sell_share=1.5))
+
+
 def test_trap_config_is_checked_scaled_and_round_trips():
   with pytest.raises(ValueError, match="TrapConfig.satiation must be >= 0; got -1"):
     TrapConfig(satiation=-1.0)
-  assert TrapConfig(1.0, 2.0, 3.0).scaled(0.5) == TrapConfig(0.5, 1.0, 1.5)
-  assert TrapConfig(1.0, 2.0, 3.0).scaled(0.0) == TrapConfig(0.0, 0.0, 0.0)
-  cfg = dataclasses.replace(CFG, trap=TrapConfig(1.0, 2.0, 3.0))
+  trap = TrapConfig(1.0, 2.0, 3.0, 4.0, 5.0)
+  assert trap.scaled(0.5) == TrapConfig(0.5, 1.0, 1.5, 2.0, 2.5)
+  assert trap.scaled(0.0) == TrapConfig(0.0, 0.0, 0.0, 0.0, 0.0)
+  cfg = dataclasses.replace(CFG, trap=trap)
   assert WorldConfig.from_dict(dataclasses.asdict(cfg)) == cfg
 
 

@@ -8,7 +8,8 @@ random numbers, ``Simulator.evaluate_policy``) with:
 * ``random``;
 * ``greedy_<head>``: the trained model's rooms by one head's score, for each served head;
 * ``greedy_weighted``: by the demo's weighted score (``serving.client.RANK_WEIGHTS``);
-* ``stcrank``: the look-ahead search on the model's scores, when the model has a swipe-down head;
+* ``stcrank``: the slate of the model's own ``rank`` signature (MSC's look-ahead in the graph on
+  its buy and swipe-down heads, ``models/msc.py``), when the model exports one;
 * ``oracle_greedy`` and ``oracle_lookahead``: by, and searching on, the true probabilities.
 
 The model policies build every request with the ExampleGen's point-in-time functions
@@ -28,6 +29,7 @@ import os
 import time
 from typing import Dict, Tuple
 
+import tensorflow as tf
 from absl import app, flags
 
 from bench.common import define_run_flags, pyplot, save_figure, write_json_and_plot
@@ -39,6 +41,8 @@ from data_gen import lookahead as la
 from data_gen import simulator
 from data_gen.world import World, WorldConfig
 from models import features as F
+from models import msc
+from models import signatures as S
 from serving import client, policy
 
 LOGGING, RANDOM, GREEDY_WEIGHTED, STCRANK = "logging", "random", "greedy_weighted", "stcrank"
@@ -46,7 +50,6 @@ ORACLE_GREEDY, ORACLE_LOOKAHEAD = "oracle_greedy", "oracle_lookahead"
 GREEDY_BUY = f"greedy_{F.HEAD_BUY}"
 # The oracle policies rank by the true probability the model's buy head estimates.
 ORACLE_OBJECTIVE = "p_buy"
-SWIPE_OUTPUT = "swipe_down"  # the model output STCRank reads as P(swipe down), when it has one
 COMPARED = ("purchases", "depth", "views", "gmv")  # plotted, and paired between policies
 FLAGS = flags.FLAGS
 
@@ -58,9 +61,11 @@ def define_flags() -> None:
   flags.DEFINE_enum("scorer", "inprocess", ["inprocess", "grpc"],
                     "Score in this process or through the local model server (official client).")
   flags.DEFINE_list("policies", [], "Policies to run (default: all available).")
-  flags.DEFINE_integer("horizon", 3, "Look-ahead slots (H) of stcrank and the oracle look-ahead.")
-  flags.DEFINE_integer("beam_width", 30, "Look-ahead beam width (B).")
-  flags.DEFINE_integer("top_m", 15, "Candidates the look-ahead's first stage keeps (M).")
+  # stcrank's search is the model's (its trainer config); the oracle's defaults are the same.
+  flags.DEFINE_integer("horizon", msc.MscConfig.horizon, "Oracle look-ahead slots (H).")
+  flags.DEFINE_integer("beam_width", msc.MscConfig.beam_width, "Oracle look-ahead beam width (B).")
+  flags.DEFINE_integer("top_m", msc.MscConfig.top_m,
+                       "Candidates the oracle look-ahead's first stage keeps (M).")
   flags.DEFINE_integer("dau_users", 0, "Population of a multi-day run (0: none).")
   flags.DEFINE_list("day_policies", [LOGGING, GREEDY_BUY, ORACLE_GREEDY, ORACLE_LOOKAHEAD],
                     "Policies of the multi-day run.")
@@ -88,19 +93,17 @@ def logged_world(log_dir: str, tables: LogTables) -> World:
   return world
 
 
-def build_policies(world: World, model_policy, heads, has_swipe: bool
+def build_policies(world: World, model_policy, heads, slate_policy: bh.Policy | None
                    ) -> Dict[str, Tuple[bh.Policy, bool, bool]]:
   """name -> (policy, sample from it, needs the truth)."""
-  reward = {F.HEAD_BUY: 1.0}
   policies = {LOGGING: (bh.LoggingPolicy(world, seed=world.config.seed + 1), True, False),
               RANDOM: (bh.random_policy(FLAGS.session_seed), False, False)}
   for head in heads:
     policies[f"greedy_{head}"] = (model_policy(policy.by_head(head)), False, False)
   policies[GREEDY_WEIGHTED] = (model_policy(policy.by_weighted_sum(client.RANK_WEIGHTS)), False,
                                False)
-  if has_swipe:
-    policies[STCRANK] = (model_policy(policy.by_lookahead(
-        reward, SWIPE_OUTPUT, FLAGS.horizon, FLAGS.beam_width, FLAGS.top_m)), False, False)
+  if slate_policy is not None:
+    policies[STCRANK] = (slate_policy, False, False)
   policies[ORACLE_GREEDY] = (bh.oracle_greedy_policy(ORACLE_OBJECTIVE), False, True)
   policies[ORACLE_LOOKAHEAD] = (la.oracle_lookahead_policy(
       {ORACLE_OBJECTIVE: 1.0}, FLAGS.horizon, FLAGS.beam_width, FLAGS.top_m), False, True)
@@ -140,11 +143,14 @@ def main(argv):
   model_dir = policy.latest_version_dir(base)
   builder = policy.RequestBuilder(tables)
   server = None
+  has_rank = S.RANK_SIGNATURE in tf.saved_model.load(model_dir).signatures
   if FLAGS.scorer == "grpc":
     server = ServerProcess(FLAGS.pipeline_name, base, os.path.join(work, "closed_loop_server.log"))
-    scorer = policy.GrpcScorer(server.target, FLAGS.pipeline_name)
+    make_scorer = lambda signature: policy.GrpcScorer(  # noqa: E731
+        server.target, FLAGS.pipeline_name, signature=signature)
   else:
-    scorer = policy.SavedModelScorer(model_dir)
+    make_scorer = lambda signature: policy.SavedModelScorer(model_dir, signature)  # noqa: E731
+  scorer = make_scorer(S.CONTEXT_SIGNATURE)
   try:
     probe = policy.ModelPolicy(builder, scorer, policy.by_head(F.HEAD_BUY))
     sim = simulator.Simulator(world)
@@ -152,11 +158,12 @@ def main(argv):
     sim.evaluate_policy(probe, 1, seed=FLAGS.session_seed)
     outputs = sorted(probe.last_scores)
     heads = [h for h in F.HEADS if h in outputs]
-    has_swipe = SWIPE_OUTPUT in outputs
     print(f"model {model_dir} ({FLAGS.scorer}): outputs {outputs}"
-          + ("" if has_swipe else f"; no {SWIPE_OUTPUT!r} head, so no {STCRANK}"))
+          + ("" if has_rank else f"; no {S.RANK_SIGNATURE!r} signature, so no {STCRANK}"))
+    slate_policy = (policy.ModelPolicy(builder, make_scorer(S.RANK_SIGNATURE), policy.by_slate)
+                    if has_rank else None)
     policies = build_policies(
-        world, lambda rank_by: policy.ModelPolicy(builder, scorer, rank_by), heads, has_swipe)
+        world, lambda rank_by: policy.ModelPolicy(builder, scorer, rank_by), heads, slate_policy)
     for flag in ("policies",) + (("day_policies",) if FLAGS.dau_users > 0 else ()):
       unknown = sorted(set(getattr(FLAGS, flag)) - set(policies))
       if unknown:

@@ -80,8 +80,9 @@ def export_model(rows: Sequence[Dict[str, list]], realtime_len: int, lifelong_le
                              os.path.join(tft_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
   tft_output = tft.TFTransformOutput(tft_dir)
   spec = ModelSpec.from_transform_output(tft_output, embedding_dim=embedding_dim)
-  model = trainer.build_model(spec, trainer.TrainConfig(model_name=model_name))
-  trainer.export_serving_model(model, tft_output, export_dir)
+  cfg = trainer.TrainConfig(model_name=model_name)
+  model = trainer.build_model(spec, cfg)
+  trainer.export_serving_model(model, tft_output, export_dir, cfg.msc())
   return export_dir
 
 

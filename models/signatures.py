@@ -12,7 +12,12 @@ Two ranking signatures score the same model:
   :data:`models.features.HOST_SIDE_FEATURES`): one user, N candidate rooms. The user's sequences
   travel, are parsed, checked and transformed once per request, then broadcast to the N rooms.
 
-The context signature follows TF Ranking's ``ExampleListWithContext`` (ELWC,
+* ``rank`` (the same inputs as ``rank_with_context``; models that serve a swipe-down head):
+  STCRank's MSC look-ahead re-ranks the N rooms in the graph and returns the slate (candidate
+  indices, first slot first) with per-slot reward, P(swipe down) and P(seen)
+  (:mod:`models.msc`), so one Predict returns the ordered slate.
+
+The context signatures follow TF Ranking's ``ExampleListWithContext`` (ELWC,
 ``tensorflow_serving/apis/input.proto``): ``ELWC.context`` is the ``context`` input and
 ``ELWC.examples`` (in order) the ``examples`` input; output ``i`` scores ``ELWC.examples[i]``.
 TF Serving's Predict API takes tensors, not an ELWC, so a client sends the two fields as two
@@ -21,6 +26,7 @@ string tensors (``serving.client.context_request`` does the mapping).
 
 SERVING_SIGNATURE = "serving_default"
 CONTEXT_SIGNATURE = "rank_with_context"
+RANK_SIGNATURE = "rank"
 TRANSFORM_SIGNATURE = "transform_features"
 
 EXAMPLES_INPUT = "examples"  # per-candidate tf.Examples (both ranking signatures)

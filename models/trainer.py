@@ -13,7 +13,7 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import distribution, feedback, lifelong, moc, multitask, request_checks
+from models import distribution, feedback, lifelong, moc, msc, multitask, request_checks
 from models import features as F
 from models import signatures as S
 from models import tasks as tasks_lib
@@ -80,6 +80,9 @@ MODELS: Dict[str, ModelDef] = {
 }
 # The exported module tracks the layers a later model may start from under this name.
 WARM_START_ATTRIBUTE = "warm_start"
+# The inputs of the signatures that take one user's context and N candidate rooms.
+CONTEXT_INPUTS = [tf.TensorSpec([1], tf.string, name=S.CONTEXT_INPUT),
+                  tf.TensorSpec([None], tf.string, name=S.EXAMPLES_INPUT)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +111,12 @@ class TrainConfig:
   # weight of views that ended in a purchase.
   moc_purchase_exit: str = moc.MocRules.purchase_exit
   moc_view_overlap_weight: float = moc.MocRules.view_overlap_weight
+  # STCRank's MSC look-ahead in the ``rank`` signature (models/msc.py), exported when the model
+  # serves every output it reads: the reward as ``output:weight,...``, horizon, beam, stage-1 top M.
+  msc_reward_weights: str = "buy:1"
+  msc_horizon: int = msc.MscConfig.horizon
+  msc_beam_width: int = msc.MscConfig.beam_width
+  msc_top_m: int = msc.MscConfig.top_m
   # Warm start: with a base model (the pipeline's resolver), the lifelong attention starts from
   # the base model's and Mixout at this rate keeps it near them (0: plain fine-tuning).
   mixout_rate: float = 0.0
@@ -123,6 +132,12 @@ class TrainConfig:
     """STCRank's MOC rules of this config (raises ValueError naming a bad one)."""
     return moc.MocRules(purchase_exit=self.moc_purchase_exit,
                         view_overlap_weight=self.moc_view_overlap_weight)
+
+  def msc(self) -> msc.MscConfig:
+    """The ``rank`` signature's look-ahead of this config (raises ValueError naming a bad one)."""
+    return msc.MscConfig(reward_weights=msc.parse_reward_weights(self.msc_reward_weights),
+                         horizon=self.msc_horizon, beam_width=self.msc_beam_width,
+                         top_m=self.msc_top_m)
 
   @classmethod
   def from_custom_config(cls, custom: Dict) -> TrainConfig:
@@ -142,6 +157,7 @@ class TrainConfig:
     if cfg.lifelong_aux_weight < 0:
       raise ValueError(f"trainer lifelong_aux_weight must be >= 0, got {cfg.lifelong_aux_weight}")
     cfg.moc_rules()  # raises on a bad rule, naming it
+    cfg.msc()
     if not 0.0 <= cfg.mixout_rate <= 1.0:
       raise ValueError(f"trainer mixout_rate must be in [0, 1], got {cfg.mixout_rate}")
     if cfg.patience < 0:
@@ -329,7 +345,8 @@ class ServingModule(tf.Module):
   See :mod:`models.signatures` for the contract of each signature.
   """
 
-  def __init__(self, model: tasks_lib.RankingModel, tf_transform_output: tft.TFTransformOutput):
+  def __init__(self, model: tasks_lib.RankingModel, tf_transform_output: tft.TFTransformOutput,
+               msc_config: msc.MscConfig | None = None):
     super().__init__()
     # The network's call and its variables, not the Keras model: a tracked Keras model makes
     # tf.saved_model.save trace every layer's call for Keras' own loader, which nothing here
@@ -349,6 +366,11 @@ class ServingModule(tf.Module):
     self._declared = request_checks.raw_features_for(tf_transform_output)
     self._raw_spec = raw_spec
     self._input_keys = sorted(model.network.input.keys())
+    self._msc = msc_config
+    if msc_config is not None:
+      msc_config.check_outputs(self.tasks.served_outputs)
+      # Only then: saving traces every tf.function the module holds.
+      self.rank = tf.function(self._rank, input_signature=CONTEXT_INPUTS)
 
   def _checked(self, examples: tf.Tensor, spec) -> Dict[str, tf.Tensor]:
     """Parses serialized tf.Examples and asserts every feature's declared range."""
@@ -370,8 +392,7 @@ class ServingModule(tf.Module):
     """
     return self._score(self.tft_layer(self._checked(examples, self._serving_spec)))
 
-  @tf.function(input_signature=[tf.TensorSpec([1], tf.string, name=S.CONTEXT_INPUT),
-                                tf.TensorSpec([None], tf.string, name=S.EXAMPLES_INPUT)])
+  @tf.function(input_signature=CONTEXT_INPUTS)
   def rank_with_context(self, context, examples):
     """One user's context and N candidate rooms -> every served head's score, [N] each.
 
@@ -382,6 +403,9 @@ class ServingModule(tf.Module):
     the N full examples. Room-side features in the context and user-side ones in a room are
     ignored.
     """
+    return self._context_scores(context, examples)
+
+  def _context_scores(self, context, examples) -> Dict[str, tf.Tensor]:
     user = self._checked(context, self._context_spec)  # each [1, ...]
     rooms = self._checked(examples, self._candidate_spec)  # each [N, ...]
     # One Transform call with both sides (every output depends on one side only). Two calls
@@ -389,17 +413,36 @@ class ServingModule(tf.Module):
     # the rooms' call would transform N empty copies of the user's sequences.
     return self._score(self.tft_layer(dict(user, **rooms)))
 
+  def _rank(self, context, examples):
+    """One user's context and N candidate rooms -> the look-ahead's slate (``models/msc.py``).
+
+    The heads score the rooms as ``rank_with_context`` does; MSC's search orders the next
+    slots and the rest follow by reward. Outputs: ``slate`` [N] (candidate indices, first slot
+    first), ``slot_reward`` / ``slot_swipe_down`` / ``slot_reach`` [N] per slot of the slate,
+    ``planned_value`` [1].
+    """
+    return msc.rank_slate(self._context_scores(context, examples), self._msc)
+
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.EXAMPLES_INPUT)])
   def transform(self, examples):
     """Serialized tf.Examples (with labels) -> transformed features."""
     return self.tft_layer(tf.io.parse_example(examples, self._raw_spec))
 
 
-def export_serving_model(model, tf_transform_output, export_dir: str) -> None:
-  module = ServingModule(model, tf_transform_output)
-  tf.saved_model.save(module, export_dir, signatures={
-      S.SERVING_SIGNATURE: module.serve, S.CONTEXT_SIGNATURE: module.rank_with_context,
-      S.TRANSFORM_SIGNATURE: module.transform})
+def export_serving_model(model, tf_transform_output, export_dir: str,
+                         msc_config: msc.MscConfig | None = None) -> None:
+  """Saves the serving signatures (:mod:`models.signatures`); ``rank`` when ``msc_config`` is
+  given and the model serves the outputs its look-ahead reads."""
+  if msc_config is not None and msc_config.missing(model.tasks.served_outputs):
+    logging.info("no %r signature: the model serves %s, the look-ahead reads %s",
+                 S.RANK_SIGNATURE, model.tasks.served_outputs, msc_config.outputs)
+    msc_config = None
+  module = ServingModule(model, tf_transform_output, msc_config)
+  signatures = {S.SERVING_SIGNATURE: module.serve, S.CONTEXT_SIGNATURE: module.rank_with_context,
+                S.TRANSFORM_SIGNATURE: module.transform}
+  if msc_config is not None:
+    signatures[S.RANK_SIGNATURE] = module.rank
+  tf.saved_model.save(module, export_dir, signatures=signatures)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -432,4 +475,4 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     logging.info("trained %s for %d epochs; eval loss by epoch %s", cfg.model_name,
                  len(history.history["val_loss"]),
                  [round(v, 4) for v in history.history["val_loss"]])
-    export_serving_model(model, tf_transform_output, export_dir)
+    export_serving_model(model, tf_transform_output, export_dir, cfg.msc())

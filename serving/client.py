@@ -107,19 +107,21 @@ def example_list_with_context(context: tf.train.Example, candidates: Sequence[tf
   return elwc
 
 
-def context_request(model_name: str, elwc: input_pb2.ExampleListWithContext
-                    ) -> predict_pb2.PredictRequest:
-  """The ``rank_with_context`` PredictRequest of an ELWC: ``context`` <- ELWC.context,
-  ``examples`` <- ELWC.examples in order (see :mod:`models.signatures`)."""
+def context_request(model_name: str, elwc: input_pb2.ExampleListWithContext,
+                    signature: str = S.CONTEXT_SIGNATURE) -> predict_pb2.PredictRequest:
+  """The PredictRequest of an ELWC for a context signature (``rank_with_context`` or ``rank``):
+  ``context`` <- ELWC.context, ``examples`` <- ELWC.examples in order (:mod:`models.signatures`).
+  """
   return predict_request(model_name, {
       S.CONTEXT_INPUT: [elwc.context.SerializeToString()],
-      S.EXAMPLES_INPUT: [ex.SerializeToString() for ex in elwc.examples]}, S.CONTEXT_SIGNATURE)
+      S.EXAMPLES_INPUT: [ex.SerializeToString() for ex in elwc.examples]}, signature)
 
 
 def rank(target: str, model_name: str, elwc: input_pb2.ExampleListWithContext,
-         timeout: float = 30.0) -> Dict[str, np.ndarray]:
-  """Scores an ELWC's rooms for its user through ``rank_with_context``; output i is room i."""
-  return _call(target, context_request(model_name, elwc), timeout)
+         timeout: float = 30.0, signature: str = S.CONTEXT_SIGNATURE) -> Dict[str, np.ndarray]:
+  """Ranks an ELWC's rooms for its user: through ``rank_with_context`` output i scores room i;
+  through ``rank`` the outputs are the look-ahead's slate (:mod:`models.msc`)."""
+  return _call(target, context_request(model_name, elwc, signature), timeout)
 
 
 def read_tfrecord(path: str) -> List[bytes]:

@@ -11,8 +11,9 @@ ExampleGen's own point-in-time functions (``point_in_time.user_side_features`` a
   closed-loop users are a few among them and are not added) and its displays are the logged ones.
 
 Scoring runs in-process on the SavedModel (:class:`SavedModelScorer`) or through the TF
-Serving-compatible server with the official client (:class:`GrpcScorer`); both call the
-``rank_with_context`` signature, one request per slot.
+Serving-compatible server with the official client (:class:`GrpcScorer`), one request per slot:
+``rank_with_context`` for the heads' scores, or ``rank`` for the slate the model's own
+look-ahead orders (:func:`by_slate`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from components.live_example_gen.log_tables import LogTables
 from data_gen import behaviour as bh
 from data_gen import lookahead, simulator
 from models import features as F
+from models import msc
 from models import signatures as S
 from serving import client
 
@@ -113,11 +115,16 @@ def latest_version_dir(base: str) -> str:
 
 
 class SavedModelScorer:
-  """Calls ``rank_with_context`` of a SavedModel in this process."""
+  """Calls a context signature (``rank_with_context`` or ``rank``) of a SavedModel in this
+  process."""
 
-  def __init__(self, model_dir: str):
+  def __init__(self, model_dir: str, signature: str = S.CONTEXT_SIGNATURE):
     self.model_dir = model_dir
-    self._rank = tf.saved_model.load(model_dir).signatures[S.CONTEXT_SIGNATURE]
+    signatures = tf.saved_model.load(model_dir).signatures
+    if signature not in signatures:
+      raise KeyError(f"the model at {model_dir} has no signature {signature!r}; it has "
+                     f"{sorted(signatures)}")
+    self._rank = signatures[signature]
 
   def __call__(self, context: tf.train.Example, candidates: Sequence[tf.train.Example]) -> Scores:
     out = self._rank(**{
@@ -127,15 +134,17 @@ class SavedModelScorer:
 
 
 class GrpcScorer:
-  """Calls ``rank_with_context`` through a TF Serving-compatible server (official client)."""
+  """Calls a context signature through a TF Serving-compatible server (official client)."""
 
-  def __init__(self, target: str, model_name: str, timeout: float = 30.0):
+  def __init__(self, target: str, model_name: str, timeout: float = 30.0,
+               signature: str = S.CONTEXT_SIGNATURE):
     self.target, self.model_name, self.timeout = target, model_name, timeout
+    self.signature = signature
 
   def __call__(self, context: tf.train.Example, candidates: Sequence[tf.train.Example]) -> Scores:
     elwc = client.example_list_with_context(context, candidates)
-    return {k: np.asarray(v).reshape(-1)
-            for k, v in client.rank(self.target, self.model_name, elwc, self.timeout).items()}
+    return {k: np.asarray(v).reshape(-1) for k, v in client.rank(
+        self.target, self.model_name, elwc, self.timeout, self.signature).items()}
 
 
 # --- Ranking rules -------------------------------------------------------------------------------
@@ -177,6 +186,12 @@ def by_lookahead(reward_weights: Mapping[str, float], swipe_output: str, horizon
     order = lookahead.best_order(rewards, swipes, horizon, beam_width, top_m)
     return lookahead.order_scores(len(rewards), order)
   return rank
+
+
+def by_slate(scores: Scores) -> np.ndarray:
+  """The ``rank`` signature's slate as ranking scores: its first room is shown."""
+  slate = _output(scores, msc.SLATE).astype(np.int64)
+  return lookahead.order_scores(len(slate), slate)
 
 
 class ModelPolicy:

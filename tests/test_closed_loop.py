@@ -3,7 +3,8 @@
 The request builder's parity with the ExampleGen on logged impressions is tested in
 ``test_example_gen_integrity.py``; here: the closed loop's shown rooms read back as the ExampleGen
 reads their logged events, the policy sees the user's past, the ranking rules on hand-built
-scores, and the same sessions through an exported model in-process and over gRPC.
+scores, the same sessions through an exported model in-process and over gRPC, and the model's own
+look-ahead (the ``rank`` signature) through the server.
 """
 
 import dataclasses
@@ -19,9 +20,12 @@ from components.live_example_gen import records as r
 from components.live_example_gen.log_tables import read_log_tables
 from data_gen import behaviour as bh
 from data_gen import log_format as lf
+from data_gen import lookahead as la
 from data_gen import simulator
 from data_gen.world import World
 from models import features as F
+from models import moc, msc, trainer
+from models import signatures as S
 from serving import client, policy
 from serving.model_server import ModelServer
 
@@ -110,12 +114,12 @@ def test_ranking_rules_on_hand_built_scores():
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-  """Tiny logs, and an untrained model at the requests' lengths, exported and served."""
+  """Tiny logs, and an untrained STCRank model at the requests' lengths, exported and served."""
   root = tmp_path_factory.mktemp("closed_loop")
   simulator.generate_logs(CFG, str(root / "logs"), progress=False)
   rows = [synthetic_model.synthetic_row(s, RT, LL) for s in range(4)]
-  synthetic_model.export_model(rows, RT, LL, str(root / "models" / "1"), embedding_dim=4,
-                               work_dir=str(root / "tft"))
+  synthetic_model.export_model(rows, RT, LL, str(root / "models" / "1"), model_name="stcrank",
+                               embedding_dim=4, work_dir=str(root / "tft"))
   server = ModelServer(MODEL, str(root / "models"), port=0, poll_seconds=3600).start()
   yield root, f"127.0.0.1:{server.port}"
   server.stop()
@@ -135,7 +139,7 @@ def test_the_same_sessions_in_process_and_over_grpc(served, world):
   b = sim.evaluate_policy(over_grpc, 4, seed=5)
   assert in_process.requests == over_grpc.requests == sum(x.depth for x in a) > 4
   assert a == b
-  assert set(in_process.last_scores) == set(F.HEADS)
+  assert set(in_process.last_scores) == set(moc.STCRANK_HEADS)
   for head, score in in_process.last_scores.items():
     np.testing.assert_allclose(score, over_grpc.last_scores[head], atol=1e-6)
     assert np.all((score >= 0) & (score <= 1))
@@ -147,3 +151,37 @@ def test_a_rebuilt_world_that_differs_from_the_logs_is_refused(served):
   tables.hosts[2] = dict(tables.hosts[2], shop_id=tables.hosts[2]["shop_id"] + 1)
   with pytest.raises(ValueError, match="host 2 is logged as"):
     closed_loop.logged_world(str(root / "logs"), tables)
+
+
+def test_the_rank_signature_serves_the_look_ahead_of_the_context_scores(served, world):
+  root, target = served
+  builder = policy.RequestBuilder(read_log_tables(str(root / "logs")), RT, LL)
+  model_dir = policy.latest_version_dir(str(root / "models"))
+  cfg = trainer.TrainConfig(model_name="stcrank").msc()  # what the export used
+  search = policy.by_lookahead(cfg.reward_weights, cfg.swipe_output, cfg.horizon,
+                               cfg.beam_width, cfg.top_m)
+  scores_policy = policy.ModelPolicy(builder, policy.SavedModelScorer(model_dir), search)
+  slate_in_process = policy.ModelPolicy(
+      builder, policy.SavedModelScorer(model_dir, S.RANK_SIGNATURE), policy.by_slate)
+  slate_over_grpc = policy.ModelPolicy(
+      builder, policy.GrpcScorer(target, MODEL, signature=S.RANK_SIGNATURE), policy.by_slate)
+  sim = simulator.Simulator(world)
+  runs = [sim.evaluate_policy(p, 3, seed=6)
+          for p in (scores_policy, slate_in_process, slate_over_grpc)]
+  assert runs[0] == runs[1] == runs[2]
+  # The last request's slate: a permutation of the candidates whose planned slots are the
+  # numpy search's order on the context signature's scores; the per-slot values match them.
+  scores, slate = scores_policy.last_scores, slate_over_grpc.last_scores
+  order = np.asarray(slate[msc.SLATE])
+  assert sorted(order.tolist()) == list(range(len(scores[F.HEAD_BUY])))
+  planned = la.best_order(scores[F.HEAD_BUY].astype(np.float64),
+                          scores[F.HEAD_SWIPE_DOWN].astype(np.float64), cfg.horizon,
+                          cfg.beam_width, cfg.top_m)
+  assert order[:len(planned)].tolist() == planned.tolist()
+  np.testing.assert_allclose(slate[msc.SLOT_REWARD], scores[F.HEAD_BUY][order], rtol=1e-6)
+  np.testing.assert_allclose(slate[msc.SLOT_SWIPE_DOWN], scores[F.HEAD_SWIPE_DOWN][order],
+                             rtol=1e-6)
+  np.testing.assert_allclose(slate[msc.PLANNED_VALUE], [la.order_value(
+      scores[F.HEAD_BUY], scores[F.HEAD_SWIPE_DOWN], planned)], rtol=1e-5)
+  with pytest.raises(KeyError, match="has no signature 'rank_all'"):
+    policy.SavedModelScorer(model_dir, "rank_all")

@@ -10,6 +10,7 @@ ratio; a request over the server's byte limit is reported as such, not sent.
 
     python -m bench.serving_latency --models baseline --lifelong_lens 100,1000,10000 \
         --candidates 20,200,1000 --requests 100
+    python -m bench.serving_latency --models stcrank --lifelong_lens 1000 --candidates 200
 """
 
 from __future__ import annotations
@@ -35,22 +36,33 @@ from bench.common import (
 )
 from models import features as F
 from models import signatures as S
+from models import trainer
 from serving import client
 from serving.model_server import MAX_REQUEST_BYTES
 
 FLAGS = flags.FLAGS
 
 MODEL_NAME = "ranker"
-SIGNATURES = (S.SERVING_SIGNATURE, S.CONTEXT_SIGNATURE)
+SIGNATURES = (S.SERVING_SIGNATURE, S.CONTEXT_SIGNATURE, S.RANK_SIGNATURE)  # in table order
 PERCENTILES = (50, 90, 99)
 
 
-def _requests(n: int, lifelong_len: int) -> Dict[str, object]:
+def model_signatures(model: str) -> List[str]:
+  """The ranking signatures the Trainer exports for ``model`` (``rank`` needs the outputs its
+  look-ahead reads)."""
+  cfg = trainer.TrainConfig(model_name=model)
+  has_rank = not cfg.msc().missing(trainer.model_tasks(cfg).served_outputs)
+  return [s for s in SIGNATURES if s != S.RANK_SIGNATURE or has_rank]
+
+
+def _requests(n: int, lifelong_len: int, signatures: List[str]) -> Dict[str, object]:
   context, rooms = synthetic_model.ranking_request(n, F.REALTIME_SEQ_LEN, lifelong_len)
-  return {S.SERVING_SIGNATURE: client.predict_request(
-              MODEL_NAME, {S.EXAMPLES_INPUT: client.candidate_requests(context, rooms)}),
-          S.CONTEXT_SIGNATURE: client.context_request(
-              MODEL_NAME, client.example_list_with_context(context, rooms))}
+  elwc = client.example_list_with_context(context, rooms)
+  requests = {S.SERVING_SIGNATURE: client.predict_request(
+                  MODEL_NAME, {S.EXAMPLES_INPUT: client.candidate_requests(context, rooms)}),
+              S.CONTEXT_SIGNATURE: client.context_request(MODEL_NAME, elwc),
+              S.RANK_SIGNATURE: client.context_request(MODEL_NAME, elwc, S.RANK_SIGNATURE)}
+  return {sig: requests[sig] for sig in signatures}
 
 
 def time_cell(stub, requests: Dict[str, object], n_requests: int, warmup: int, rounds: int,
@@ -107,6 +119,7 @@ def run(models: List[str], lifelong_lens: List[int], candidates: List[int], n_re
           work_dir=os.path.join(work_dir, f"tft_{model}_L{lifelong_len}"))
       print(f"[serving_latency] exported {model} at L={lifelong_len} "
             f"({time.perf_counter() - started:.0f} s); serving", flush=True)
+      signatures = model_signatures(model)
       with synthetic_model.ServerProcess(MODEL_NAME, base,
                                          os.path.join(work_dir, f"server_{model}_L{lifelong_len}.log")
                                          ) as server:
@@ -114,38 +127,43 @@ def run(models: List[str], lifelong_lens: List[int], candidates: List[int], n_re
             grpc.insecure_channel(server.target, options=[
                 ("grpc.max_send_message_length", MAX_REQUEST_BYTES)]))
         for n in candidates:
-          cell = time_cell(stub, _requests(n, lifelong_len), n_requests, warmup, rounds,
-                           server.pid, n)
-          row = {"model": model, "lifelong_len": lifelong_len, "candidates": n, **{
-              sig: cell[sig] for sig in SIGNATURES}}
-          default, context = cell[S.SERVING_SIGNATURE], cell[S.CONTEXT_SIGNATURE]
-          if "p99_ms" in default:
-            row["p99_ratio_context_to_default"] = context["p99_ms"] / default["p99_ms"]
+          cell = time_cell(stub, _requests(n, lifelong_len, signatures), n_requests, warmup,
+                           rounds, server.pid, n)
+          row = {"model": model, "lifelong_len": lifelong_len, "candidates": n, **cell}
+          default = cell[S.SERVING_SIGNATURE]
+          for sig in signatures[1:]:
+            if "p99_ms" in default and "p99_ms" in cell[sig]:
+              row[_ratio_key(sig)] = cell[sig]["p99_ms"] / default["p99_ms"]
           rows.append(row)
           print("  " + format_row(row), flush=True)
   return rows
 
 
-def _cell(stats: Dict) -> str:
+def _ratio_key(signature: str) -> str:
+  return f"p99_ratio_{signature}_to_default"
+
+
+def _cell(stats: Dict | None) -> str:
+  if stats is None:
+    return f"{'not exported':>38}"
   if "skipped" in stats:
-    return f"{'over limit':>30}"
+    return f"{'over limit':>38}"
   return (f"{stats['p50_ms']:6.1f} {stats['p90_ms']:6.1f} {stats['p99_ms']:7.1f} "
-          f"{stats['server_cpu_s_per_1k_candidates']['median']:8.3f}")
+          f"{stats['server_cpu_s_per_1k_candidates']['median']:8.3f} "
+          f"{stats['request_bytes'] / 1e6:7.3f}")
 
 
 def format_row(row: Dict) -> str:
-  ratio = row.get("p99_ratio_context_to_default")
+  ratios = [row.get(_ratio_key(sig)) for sig in SIGNATURES[1:]]
   return (f"{row['model']:<10} {row['lifelong_len']:>6} {row['candidates']:>5} | "
-          f"{_cell(row[S.SERVING_SIGNATURE])} "
-          f"{row[S.SERVING_SIGNATURE]['request_bytes'] / 1e6:7.2f} | "
-          f"{_cell(row[S.CONTEXT_SIGNATURE])} "
-          f"{row[S.CONTEXT_SIGNATURE]['request_bytes'] / 1e6:7.3f} | "
-          f"{'' if ratio is None else f'{ratio:5.2f}'}")
+          + " | ".join(_cell(row.get(sig)) for sig in SIGNATURES) + " | "
+          + " ".join("  -  " if r is None else f"{r:5.2f}" for r in ratios))
 
 
 def format_table(rows: List[Dict]) -> str:
-  header = (f"{'model':<10} {'L':>6} {'N':>5} | {'serving_default p50/p90/p99 ms, CPU':<30} "
-            f"{'MB':>7} | {'rank_with_context p50/p90/p99 ms, CPU':<30} {'MB':>7} | ctx/def p99")
+  header = (f"{'model':<10} {'L':>6} {'N':>5} | "
+            + " | ".join(f"{sig + ' p50/p90/p99 ms, CPU, MB':<38}" for sig in SIGNATURES)
+            + " | p99 / default: " + ", ".join(SIGNATURES[1:]))
   note = "(CPU: the server's CPU-seconds per 1,000 candidates, median over rounds)"
   return "\n".join([header, note, "-" * len(header)] + [format_row(r) for r in rows])
 
@@ -156,10 +174,10 @@ def plot(rows: List[Dict], path: str) -> None:
   models = sorted({r["model"] for r in rows})
   fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
   for ax, model in zip(axes[0], models):
-    for sig, style in zip(SIGNATURES, ("--", "-")):
+    for sig, style in zip(SIGNATURES, ("--", "-", ":")):
       for lifelong_len in sorted({r["lifelong_len"] for r in rows}):
         cells = [r for r in rows if r["model"] == model and r["lifelong_len"] == lifelong_len
-                 and "p99_ms" in r[sig]]
+                 and "p99_ms" in r.get(sig, {})]
         if cells:
           ax.plot([r["candidates"] for r in cells], [r[sig]["p99_ms"] for r in cells], style,
                   marker="o", label=f"{sig} L={lifelong_len}")

@@ -2,8 +2,9 @@
 
 import pytest
 
-from bench import load, synthetic_model
+from bench import load, serving_latency, synthetic_model
 from models import features as F
+from models import signatures as S
 
 
 def _outcomes():
@@ -56,3 +57,18 @@ def test_synthetic_rows_respect_every_declared_range_and_fill_the_sequences():
     if spec.max_value is not None:
       assert max(values) <= spec.max_value, spec.name
   assert row[F.len_key(F.LL)] == [7] and row[F.len_key(F.RT_POS)] == [3]
+
+
+def test_latency_table_has_rank_only_for_models_that_export_it():
+  assert serving_latency.model_signatures("stcrank") == [
+      S.SERVING_SIGNATURE, S.CONTEXT_SIGNATURE, S.RANK_SIGNATURE]
+  assert serving_latency.model_signatures("baseline") == [S.SERVING_SIGNATURE,
+                                                           S.CONTEXT_SIGNATURE]
+  stats = {"p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 4.0, "request_bytes": 2_000_000,
+           "server_cpu_s_per_1k_candidates": {"median": 0.5}}
+  row = {"model": "baseline", "lifelong_len": 1000, "candidates": 200,
+         S.SERVING_SIGNATURE: stats, S.CONTEXT_SIGNATURE: dict(stats, p99_ms=2.0),
+         "p99_ratio_rank_with_context_to_default": 0.5}
+  line = serving_latency.format_row(row)
+  assert "not exported" in line and line.endswith(" 0.50   -  ")
+  assert "4.0" in line and "2.000" in line  # p99 and request MB of serving_default

@@ -68,6 +68,7 @@ def _check_non_negative(config, names) -> None:
       raise ValueError(f"{type(config).__name__}.{name} must be >= 0; got {value!r}")
 
 
+LEGACY_PURCHASE_EXIT = 2.9  # the purchase exit of logs written before TrapConfig existed
 HARD_SELL_STREAM = 1  # the random stream ``World.host_hard_sell`` is drawn from (see there)
 
 
@@ -167,7 +168,11 @@ class WorldConfig:
     """The config that ``dataclasses.asdict`` turned into ``config`` (e.g. a summary.json's)."""
     # JSON has no tuples: a tuple field comes back as a list.
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    config["trap"] = TrapConfig(**config.get("trap", {}))
+    # A strength the summary lacks was written by code without that mechanism: it was off (the
+    # purchase exit was built in at 2.9 before it was a setting).
+    config["trap"] = TrapConfig(**{**dataclasses.asdict(TrapConfig().scaled(0.0)),
+                                   "purchase_exit": LEGACY_PURCHASE_EXIT,
+                                   **config.get("trap", {})})
     config["retention"] = RetentionConfig(**config.get("retention", {}))
     return cls(**config)
 

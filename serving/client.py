@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (
+  get_model_metadata_pb2,
   get_model_status_pb2,
   input_pb2,
   model_service_pb2_grpc,
@@ -36,6 +37,18 @@ def wait_until_available(target: str, model_name: str, timeout: float = 60.0) ->
   req.model_spec.name = model_name
   resp = stub.GetModelStatus(req, timeout=timeout, wait_for_ready=True)
   return resp.model_version_status[0].version
+
+
+def signature_names(target: str, model_name: str, timeout: float = 30.0) -> List[str]:
+  """The served model's signature names (GetModelMetadata's ``signature_def`` field)."""
+  req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+  req.model_spec.name = model_name
+  with grpc.insecure_channel(target) as channel:
+    resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(
+        req, timeout=timeout)
+  sig_map = get_model_metadata_pb2.SignatureDefMap()
+  resp.metadata["signature_def"].Unpack(sig_map)
+  return sorted(sig_map.signature_def)
 
 
 def predict_request(model_name: str, inputs: Mapping[str, Sequence[bytes]],

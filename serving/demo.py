@@ -4,7 +4,9 @@ Starts ``serving.model_server`` as a separate process on loopback, waits for Get
 say AVAILABLE, sends one ``rank_with_context`` request (the user's context from an eval-split
 impression once, and each candidate room's latest displayed products and statistics) and prints
 the rooms ranked by ``RANK_WEIGHTS``. The same rooms scored through ``serving_default`` (one full
-example per room) must agree; the request is saved as an ELWC TFRecord that
+example per room) must agree. A model that exports ``rank`` (STCRank's look-ahead,
+``models/msc.py``) also answers the same request with its slate, printed with each slot's P(buy),
+P(swipe down) and P(the slot is seen). The request is saved as an ELWC TFRecord that
 ``python -m serving.client --elwc_file`` replays.
 """
 
@@ -18,6 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from models import features as F
+from models import msc
 from models import signatures as S
 from serving import client
 from serving.examples_io import latest_examples_dir, read_examples
@@ -30,6 +33,7 @@ flags.DEFINE_integer("candidates", 200, "How many candidate rooms to rank.")
 flags.DEFINE_integer("top", 15, "How many ranked rooms to print.")
 
 RANK_WEIGHTS = client.RANK_WEIGHTS
+SLATE_SLOTS = 5  # slots of the look-ahead's slate printed
 # The two signatures run the same float32 graph on the same values; only op order may differ.
 SIGNATURE_TOLERANCE = 1e-5
 
@@ -65,6 +69,8 @@ def main(argv):
     scores = client.rank(target, FLAGS.pipeline_name, elwc)
     full = client.predict(target, FLAGS.pipeline_name,
                           client.candidate_requests(context, candidates))
+    slate = (client.rank(target, FLAGS.pipeline_name, elwc, signature=S.RANK_SIGNATURE)
+             if S.RANK_SIGNATURE in client.signature_names(target, FLAGS.pipeline_name) else None)
   finally:
     server.terminate()
     server.wait(timeout=30)
@@ -87,6 +93,16 @@ def main(argv):
     print(f"{i + 1:>4} {cf[F.HOST_ID].int64_list.value[0]:>6} {cats:>10} "
           f"{cf[F.DISPLAY_LEN].int64_list.value[0]:>5} {scores[F.HEAD_EFFECTIVE_VIEW][j]:7.3f} "
           f"{scores[F.HEAD_INTERACT][j]:7.3f} {scores[F.HEAD_BUY][j]:7.3f} {rank[j]:7.3f}")
+  if slate is not None:
+    print(f"\n{S.RANK_SIGNATURE} (the model's look-ahead; planned value "
+          f"{float(slate[msc.PLANNED_VALUE][0]):.3f}):")
+    print(f"{'slot':>4} {'room':>6} {'cats':>10} {'reward':>7} {'p_swipe':>7} {'p_seen':>7}")
+    for k, j in enumerate(slate[msc.SLATE][:SLATE_SLOTS]):
+      cf = candidates[j].features.feature
+      cats = ",".join(str(c) for c in cf[F.HOST_CATEGORY_IDS].int64_list.value if c)
+      print(f"{k + 1:>4} {cf[F.HOST_ID].int64_list.value[0]:>6} {cats:>10} "
+            f"{slate[msc.SLOT_REWARD][k]:7.3f} {slate[msc.SLOT_SWIPE_DOWN][k]:7.3f} "
+            f"{slate[msc.SLOT_REACH][k]:7.3f}")
   print(f"\nrequest saved as {request_file} (replay: python -m serving.client --elwc_file ...)")
   print(f"quality report: {os.path.join(os.path.abspath(FLAGS.work), 'reports')}/")
 

@@ -183,5 +183,6 @@ def test_the_rank_signature_serves_the_look_ahead_of_the_context_scores(served, 
                              rtol=1e-6)
   np.testing.assert_allclose(slate[msc.PLANNED_VALUE], [la.order_value(
       scores[F.HEAD_BUY], scores[F.HEAD_SWIPE_DOWN], planned)], rtol=1e-5)
+  assert S.RANK_SIGNATURE in client.signature_names(target, MODEL)
   with pytest.raises(KeyError, match="has no signature 'rank_all'"):
     policy.SavedModelScorer(model_dir, "rank_all")

@@ -191,6 +191,12 @@ def test_trap_config_is_checked_scaled_and_round_trips():
   assert trap.scaled(0.0) == TrapConfig(0.0, 0.0, 0.0, 0.0, 0.0)
   cfg = dataclasses.replace(CFG, trap=trap)
   assert WorldConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+  # A summary written before a mechanism existed had it off.
+  older = dataclasses.asdict(CFG)
+  older["trap"] = {"purchase_exit": 2.9, "satiation": 0.0, "sales_pressure": 0.0}
+  assert WorldConfig.from_dict(older).trap == TrapConfig(2.9, 0.0, 0.0, 0.0, 0.0)
+  del older["trap"]
+  assert WorldConfig.from_dict(older).trap == TrapConfig(2.9, 0.0, 0.0, 0.0, 0.0)
 
 
 # --- Closed loops on the same sessions ---------------------------------------------------------------

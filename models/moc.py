@@ -28,7 +28,8 @@ import tensorflow as tf
 from models import features as F
 from models import tasks as tasks_lib
 
-PURCHASE_EXIT_RULES = ("negative", "ignore", "positive")
+EXIT_NEGATIVE, EXIT_IGNORE, EXIT_POSITIVE = "negative", "ignore", "positive"
+PURCHASE_EXIT_RULES = (EXIT_NEGATIVE, EXIT_IGNORE, EXIT_POSITIVE)
 # STCRank's heads, in its network's output order: the engagement heads, then swipe-down.
 STCRANK_HEADS: Tuple[str, ...] = tuple(F.HEADS) + (F.HEAD_SWIPE_DOWN,)
 
@@ -44,7 +45,7 @@ class MocRules:
       in [0, 1] (1: as logged).
     swipe_weight: the swipe-down head's weight in the total loss.
   """
-  purchase_exit: str = "negative"
+  purchase_exit: str = EXIT_NEGATIVE
   view_overlap_weight: float = 0.5
   swipe_weight: float = 1.0
 
@@ -66,9 +67,9 @@ class MocRules:
   def swipe_head(self) -> tasks_lib.Head:
     """The swipe-down head under :attr:`purchase_exit`."""
     relabel = reweight = None
-    if self.purchase_exit == "positive":
+    if self.purchase_exit == EXIT_POSITIVE:
       relabel = lambda batch, swiped: tf.maximum(swiped, self._purchase_exit(batch, swiped))  # noqa: E731
-    elif self.purchase_exit == "ignore":
+    elif self.purchase_exit == EXIT_IGNORE:
       reweight = lambda batch, swiped: 1.0 - self._purchase_exit(batch, swiped)  # noqa: E731
     return tasks_lib.Head(output=F.HEAD_SWIPE_DOWN, labels=(F.HEAD_SWIPE_DOWN,),
                           weight=self.swipe_weight, relabel=relabel, reweight=reweight)

@@ -51,6 +51,7 @@ GREEDY_BUY = f"greedy_{F.HEAD_BUY}"
 # The oracle policies rank by the true probability the model's buy head estimates.
 ORACLE_OBJECTIVE = "p_buy"
 COMPARED = ("purchases", "depth", "views", "gmv")  # plotted, and paired between policies
+DAY_COMPARED = ("dau", "purchases_per_day")  # of simulator.DAY_OUTCOMES, paired per user
 FLAGS = flags.FLAGS
 
 
@@ -191,13 +192,20 @@ def main(argv):
       result["paired"][f"{a}-{b}"] = {o: simulator.paired_difference(runs[a], runs[b], o)
                                       for o in COMPARED}
     if FLAGS.dau_users > 0:
-      result["days"] = {"users": FLAGS.dau_users, "policies": {}}
+      result["days"] = {"users": FLAGS.dau_users, "policies": {}, "paired": {}}
+      day_runs = {}
       for name in FLAGS.day_policies:
         pol, sample, oracle = policies[name]
         bar = simulator.Progress(FLAGS.dau_users * world.config.days, f"  {name:<17} days")
-        days = sim.run_days(pol, FLAGS.dau_users, seed=FLAGS.session_seed, oracle=oracle,
-                            sample_from_policy=sample, progress=bar)
-        result["days"]["policies"][name] = simulator.summarize_days(days)
+        day_runs[name] = sim.run_days(pol, FLAGS.dau_users, seed=FLAGS.session_seed,
+                                      oracle=oracle, sample_from_policy=sample, progress=bar)
+        result["days"]["policies"][name] = simulator.summarize_days(day_runs[name])
+      # The same population and draws under each policy: per-user paired differences.
+      for a, b in pairs:
+        if a in day_runs and b in day_runs:
+          result["days"]["paired"][f"{a}-{b}"] = {
+              o: simulator.paired_days_difference(day_runs[a], day_runs[b], o)
+              for o in DAY_COMPARED}
   finally:
     if server is not None:
       server.close()
@@ -213,6 +221,9 @@ def main(argv):
     print(f"  days {name:<17} DAU {summary['dau']['mean']:.1f}±{summary['dau']['ci95']:.1f}  "
           f"purchases/day {summary['purchases_per_day']['mean']:.1f}"
           f"±{summary['purchases_per_day']['ci95']:.1f}")
+  for pair, diffs in result.get("days", {}).get("paired", {}).items():
+    print(f"  days {pair:<34}" + "  ".join(f"{o} {d['mean']:+.1f}±{d['ci95']:.1f}"
+                                           for o, d in diffs.items()) + "  (paired per user)")
   path, png = write_json_and_plot(result, FLAGS.out_dir, FLAGS.name, plot)
   print(f"wrote {path} and {png} in {time.time() - t0:.0f} s")
 

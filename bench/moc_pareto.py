@@ -116,7 +116,12 @@ def plot(result: dict, path: str) -> str:
 def main(argv):
   del argv
   t0 = time.time()
-  result = run(FLAGS.work, FLAGS.pipeline_name, [int(s) for s in FLAGS.seeds])
+  by_name = {r.name: r for r in RULE_SETS}
+  unknown = sorted(set(FLAGS.rule_sets) - set(by_name))
+  if unknown:
+    raise ValueError(f"--rule_sets names {unknown}; known: {sorted(by_name)}")
+  result = run(FLAGS.work, FLAGS.pipeline_name, [int(s) for s in FLAGS.seeds],
+               [by_name[n] for n in FLAGS.rule_sets])
   heads = list(HEAD_LABELS)
   print(f"{'rules':<14}" + "".join(f"{h:>22}" for h in heads))
   for name, res in result["rule_sets"].items():
@@ -130,4 +135,5 @@ def main(argv):
 if __name__ == "__main__":
   define_run_flags("moc_pareto")
   flags.DEFINE_list("seeds", ["1", "2", "3"], "Training seeds.")
+  flags.DEFINE_list("rule_sets", [r.name for r in RULE_SETS], "Label rule sets to train.")
   app.run(main)

@@ -83,7 +83,8 @@ def run(work: str, pipeline_name: str, seeds: List[int], rule_sets=RULE_SETS) ->
       done += 1
       model, history, seconds, _ = ab.train_variant(rules.model, tft_output, dirs["examples"],
                                                     seed, cfg)
-      scores = qr.score_with(trainer.ServingModule(model, tft_output).serve, examples)
+      module = trainer.ServingModule(model, tft_output)  # held: serve keeps only a weak ref
+      scores = qr.score_with(module.serve, examples)
       runs.append(head_aucs(examples, scores))
       print(f"[{done}/{total}] {rules.name:<14} seed {seed}: " + "  ".join(
           f"{h} {v:.4f}" for h, v in runs[-1].items())

@@ -47,12 +47,12 @@ def truth_column(truth: Dict[int, dict], ids: np.ndarray, field: str) -> np.ndar
 
 
 def _run_batches(serve_fn, requests: List[bytes], batch_size: int) -> Dict[str, np.ndarray]:
-  out: Dict[str, list] = {h: [] for h in F.HEADS}
+  out: Dict[str, list] = {}
   for i in range(0, len(requests), batch_size):
     res = serve_fn(examples=tf.constant(requests[i:i + batch_size]))
-    for h in F.HEADS:
-      out[h].append(res[h].numpy())
-  return {h: np.concatenate(v) for h, v in out.items()}
+    for name, value in res.items():  # every served head (a swipe-down head too)
+      out.setdefault(name, []).append(value.numpy())
+  return {name: np.concatenate(v) for name, v in out.items()}
 
 
 # Examples scored both with and without their labels, to show the model does not read them.
@@ -71,7 +71,7 @@ def score_with(serve_fn, examples: List[tf.train.Example],
   head = examples[:LABEL_CHECK_EXAMPLES]
   unlabeled = _run_batches(serve_fn, [without_labels(ex).SerializeToString() for ex in head],
                            batch_size)
-  for h in F.HEADS:
+  for h in scores:
     if not np.allclose(unlabeled[h], scores[h][:len(head)], rtol=1e-5, atol=1e-6):
       raise ValueError(f"head {h!r} scores the same examples differently with and without "
                        f"their labels: the model reads a label")

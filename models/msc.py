@@ -90,6 +90,11 @@ def parse_reward_weights(text: str) -> Dict[str, float]:
   return weights
 
 
+def format_reward_weights(weights: Mapping[str, float]) -> str:
+  """``{"buy": 1.0}`` -> ``"buy:1"``: the text :func:`parse_reward_weights` reads back."""
+  return ",".join(f"{name}:{weight:g}" for name, weight in weights.items())
+
+
 def lookahead_order(rewards: tf.Tensor, swipes: tf.Tensor, horizon: int, beam_width: int,
                     top_m: int) -> tf.Tensor:
   """The best order of the next ``horizon`` slots the two-stage search finds.

@@ -113,7 +113,7 @@ class TrainConfig:
   moc_view_overlap_weight: float = moc.MocRules.view_overlap_weight
   # STCRank's MSC look-ahead in the ``rank`` signature (models/msc.py), exported when the model
   # serves every output it reads: the reward as ``output:weight,...``, horizon, beam, stage-1 top M.
-  msc_reward_weights: str = "buy:1"
+  msc_reward_weights: str = msc.format_reward_weights(msc.MscConfig().reward_weights)
   msc_horizon: int = msc.MscConfig.horizon
   msc_beam_width: int = msc.MscConfig.beam_width
   msc_top_m: int = msc.MscConfig.top_m

@@ -81,6 +81,9 @@ def test_config_is_checked(kwargs, fragment):
 def test_reward_weights_parse_and_bad_ones_are_named():
   assert msc.parse_reward_weights("buy:1, effective_view:0.25") == {
       F.HEAD_BUY: 1.0, F.HEAD_EFFECTIVE_VIEW: 0.25}
+  weights = {F.HEAD_BUY: 1.0, F.HEAD_INTERACT: 0.125}
+  assert msc.parse_reward_weights(msc.format_reward_weights(weights)) == weights
+  assert trainer.TrainConfig().msc() == msc.MscConfig()  # the trainer's defaults are MSC's
   for text, part in (("buy", "'buy'"), ("buy:x", "'buy:x'"), ("buy:1,:2", "':2'"),
                      ("buy:inf", "'buy:inf'")):
     with pytest.raises(ValueError, match=f"weight {part} of .* is not output:weight"):

@@ -144,20 +144,21 @@ def main(argv):
   model_dir = policy.latest_version_dir(base)
   builder = policy.RequestBuilder(tables)
   server = None
-  has_rank = S.RANK_SIGNATURE in tf.saved_model.load(model_dir).signatures
+  # One load for the model's outputs, whether it has ``rank``, and the in-process scorers (the
+  # server serves the same version directory).
+  signatures = tf.saved_model.load(model_dir).signatures
+  outputs = sorted(signatures[S.CONTEXT_SIGNATURE].structured_outputs)
+  has_rank = S.RANK_SIGNATURE in signatures
   if FLAGS.scorer == "grpc":
     server = ServerProcess(FLAGS.pipeline_name, base, os.path.join(work, "closed_loop_server.log"))
     make_scorer = lambda signature: policy.GrpcScorer(  # noqa: E731
         server.target, FLAGS.pipeline_name, signature=signature)
   else:
-    make_scorer = lambda signature: policy.SavedModelScorer(model_dir, signature)  # noqa: E731
+    make_scorer = lambda signature: policy.SavedModelScorer(  # noqa: E731
+        model_dir, signature, signatures)
   scorer = make_scorer(S.CONTEXT_SIGNATURE)
   try:
-    probe = policy.ModelPolicy(builder, scorer, policy.by_head(F.HEAD_BUY))
     sim = simulator.Simulator(world)
-    # One session, to learn the model's outputs.
-    sim.evaluate_policy(probe, 1, seed=FLAGS.session_seed)
-    outputs = sorted(probe.last_scores)
     heads = [h for h in F.HEADS if h in outputs]
     print(f"model {model_dir} ({FLAGS.scorer}): outputs {outputs}"
           + ("" if has_rank else f"; no {S.RANK_SIGNATURE!r} signature, so no {STCRANK}"))

@@ -64,7 +64,7 @@ def run(work: str, pipeline_name: str, model_dir: str, out_dir: str) -> dict:
   examples = read_examples(latest_examples_dir(work, pipeline_name), limit=10**9)
   truth = read_ground_truth(os.path.join(work, "logs"))
   scores = qr.score_examples(model_dir, examples)
-  get = lambda k: np.array([ex.features.feature[k].int64_list.value[0] for ex in examples])  # noqa: E731
+  get = lambda k: qr.int_feature(examples, k)  # noqa: E731
   ids, hosts, ts = get(F.IMPRESSION_ID), get(F.HOST_ID), get(F.TIMESTAMP).astype(float)
   room = room_terms(world, hosts, ts + 0.5)  # logged times are whole seconds
   has_products = get(F.DISPLAY_LEN) > 0

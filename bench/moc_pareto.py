@@ -56,7 +56,7 @@ ORACLE_FIELDS = {**qr.ORACLE_FIELD, F.HEAD_SWIPE_DOWN: "p_swipe_down"}
 def head_aucs(examples, scores: Dict[str, np.ndarray], truth: Dict[int, dict] | None = None
               ) -> Dict[str, float]:
   """Per head, the AUC of ``scores`` (or, with ``truth``, of the oracle) on the examples."""
-  get = lambda k: np.array([ex.features.feature[k].int64_list.value[0] for ex in examples])  # noqa: E731
+  get = lambda k: qr.int_feature(examples, k)  # noqa: E731
   buy_mask = get(F.DISPLAY_LEN) > 0
   ids = get(F.IMPRESSION_ID)
   out = {}

@@ -83,12 +83,17 @@ def score_examples(model_dir: str, examples: List[tf.train.Example]) -> Dict[str
   return score_with(tf.saved_model.load(model_dir).signatures[SERVING_SIGNATURE], examples)
 
 
+def int_feature(examples: List[tf.train.Example], key: str) -> np.ndarray:
+  """[N] the first int64 value of feature ``key`` in each example."""
+  return np.array([ex.features.feature[key].int64_list.value[0] for ex in examples])
+
+
 def build_report(examples, scores: Dict[str, np.ndarray], truth: Dict[int, dict]) -> dict:
   """Per head x slice metrics from examples, model scores and ground truth.
 
   Ground truth written before the reachable ceilings existed gives NaN for those keys.
   """
-  get_i = lambda k: np.array([ex.features.feature[k].int64_list.value[0] for ex in examples])  # noqa: E731
+  get_i = lambda k: int_feature(examples, k)  # noqa: E731
   ids, users = get_i(F.IMPRESSION_ID), get_i(F.USER_ID)
   level = np.array([ex.features.feature[F.ACTIVITY_LEVEL].bytes_list.value[0].decode()
                     for ex in examples])

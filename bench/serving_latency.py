@@ -51,7 +51,7 @@ def model_signatures(model: str) -> List[str]:
   """The ranking signatures the Trainer exports for ``model`` (``rank`` needs the outputs its
   look-ahead reads)."""
   cfg = trainer.TrainConfig(model_name=model)
-  has_rank = not cfg.msc().missing(trainer.model_tasks(cfg).served_outputs)
+  has_rank = trainer.rank_search(cfg, trainer.model_tasks(cfg).served_outputs) is not None
   return [s for s in SIGNATURES if s != S.RANK_SIGNATURE or has_rank]
 
 

@@ -82,7 +82,8 @@ def export_model(rows: Sequence[Dict[str, list]], realtime_len: int, lifelong_le
   spec = ModelSpec.from_transform_output(tft_output, embedding_dim=embedding_dim)
   cfg = trainer.TrainConfig(model_name=model_name)
   model = trainer.build_model(spec, cfg)
-  trainer.export_serving_model(model, tft_output, export_dir, cfg.msc())
+  trainer.export_serving_model(model, tft_output, export_dir,
+                               trainer.rank_search(cfg, model.tasks.served_outputs))
   return export_dir
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -429,14 +429,21 @@ class ServingModule(tf.Module):
     return self.tft_layer(tf.io.parse_example(examples, self._raw_spec))
 
 
+def rank_search(cfg: TrainConfig, served_outputs: Sequence[str]) -> msc.MscConfig | None:
+  """The look-ahead of the ``rank`` signature a model with ``served_outputs`` exports under
+  ``cfg``; None when it does not serve every output the search reads (no ``rank``)."""
+  search = cfg.msc()
+  if search.missing(served_outputs):
+    logging.info("no %r signature: the model serves %s, the look-ahead reads %s",
+                 S.RANK_SIGNATURE, list(served_outputs), search.outputs)
+    return None
+  return search
+
+
 def export_serving_model(model, tf_transform_output, export_dir: str,
                          msc_config: msc.MscConfig | None = None) -> None:
-  """Saves the serving signatures (:mod:`models.signatures`); ``rank`` when ``msc_config`` is
-  given and the model serves the outputs its look-ahead reads."""
-  if msc_config is not None and msc_config.missing(model.tasks.served_outputs):
-    logging.info("no %r signature: the model serves %s, the look-ahead reads %s",
-                 S.RANK_SIGNATURE, model.tasks.served_outputs, msc_config.outputs)
-    msc_config = None
+  """Saves the serving signatures (:mod:`models.signatures`); ``rank`` with ``msc_config``'s
+  look-ahead when given (:func:`rank_search`)."""
   module = ServingModule(model, tf_transform_output, msc_config)
   signatures = {S.SERVING_SIGNATURE: module.serve, S.CONTEXT_SIGNATURE: module.rank_with_context,
                 S.TRANSFORM_SIGNATURE: module.transform}
@@ -475,4 +482,5 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     logging.info("trained %s for %d epochs; eval loss by epoch %s", cfg.model_name,
                  len(history.history["val_loss"]),
                  [round(v, 4) for v in history.history["val_loss"]])
-    export_serving_model(model, tf_transform_output, export_dir, cfg.msc())
+    export_serving_model(model, tf_transform_output, export_dir,
+                         rank_search(cfg, model.tasks.served_outputs))

@@ -118,9 +118,13 @@ class SavedModelScorer:
   """Calls a context signature (``rank_with_context`` or ``rank``) of a SavedModel in this
   process."""
 
-  def __init__(self, model_dir: str, signature: str = S.CONTEXT_SIGNATURE):
+  def __init__(self, model_dir: str, signature: str = S.CONTEXT_SIGNATURE,
+               signatures: Mapping[str, Callable] | None = None):
+    """``signatures``: the model's loaded signatures, to share one load between scorers
+    (default: load ``model_dir``)."""
     self.model_dir = model_dir
-    signatures = tf.saved_model.load(model_dir).signatures
+    if signatures is None:
+      signatures = tf.saved_model.load(model_dir).signatures
     if signature not in signatures:
       raise KeyError(f"the model at {model_dir} has no signature {signature!r}; it has "
                      f"{sorted(signatures)}")

@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from bench import closed_loop, synthetic_model
 from components.live_example_gen import beam_transforms as bt
@@ -161,8 +162,9 @@ def test_the_rank_signature_serves_the_look_ahead_of_the_context_scores(served, 
   search = policy.by_lookahead(cfg.reward_weights, cfg.swipe_output, cfg.horizon,
                                cfg.beam_width, cfg.top_m)
   scores_policy = policy.ModelPolicy(builder, policy.SavedModelScorer(model_dir), search)
+  loaded = tf.saved_model.load(model_dir).signatures  # shared by a scorer, as closed_loop does
   slate_in_process = policy.ModelPolicy(
-      builder, policy.SavedModelScorer(model_dir, S.RANK_SIGNATURE), policy.by_slate)
+      builder, policy.SavedModelScorer(model_dir, S.RANK_SIGNATURE, loaded), policy.by_slate)
   slate_over_grpc = policy.ModelPolicy(
       builder, policy.GrpcScorer(target, MODEL, signature=S.RANK_SIGNATURE), policy.by_slate)
   sim = simulator.Simulator(world)

@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 SCALE ?= default
 SEED ?= 7
 MODEL ?= baseline
+# Every greedy-trap strength of the world times this (data_gen/world.py TrapConfig; 0: no trap).
+TRAP ?= 1
 WARM_START ?= 0
 # The lifelong length the models read (empty: models/features.py's default and the checked-in
 # schema); set, the demo generates a schema for it under $(WORK). E.g. SCALE=long_history LIFELONG_LEN=10000
@@ -56,7 +58,7 @@ beside = { $(1) > $(CONSOLE)/$(strip $(3)).console 2>&1 & pid=$$!; $(2); b=$$?; 
   cat $(CONSOLE)/$(strip $(3)).console; exit $$(( b ? b : a )); }
 demo: venv
 	@mkdir -p $(CONSOLE)
-	@echo "make demo: SCALE=$(SCALE) SEED=$(SEED) MODEL=$(MODEL) WORK=$(WORK) (logs: $(CONSOLE))"
+	@echo "make demo: SCALE=$(SCALE) SEED=$(SEED) TRAP=$(TRAP) MODEL=$(MODEL) WORK=$(WORK) (logs: $(CONSOLE))"
 	@$(if $(LIFELONG_LEN),$(STEP) --quiet --name "schema for lifelong length $(LIFELONG_LEN)" \
 	  --log $(CONSOLE)/schema.log -- $(PY) -m schemas.make_schema --lifelong_len $(LIFELONG_LEN) \
 	  --out $(WORK)/schema.pbtxt)
@@ -64,7 +66,8 @@ demo: venv
 	  -- bash -c '$(TFX_ENV) $(VENV)/bin/tfx pipeline create --engine local --pipeline_path \
 	  local_runner.py || $(TFX_ENV) $(VENV)/bin/tfx pipeline update --engine local \
 	  --pipeline_path local_runner.py', \
-	  $(PY) -m data_gen.cli --scale $(SCALE) --seed $(SEED) --out_dir $(WORK)/logs --reuse, \
+	  $(PY) -m data_gen.cli --scale $(SCALE) --seed $(SEED) --trap_scale $(TRAP) \
+	  --out_dir $(WORK)/logs --reuse, \
 	  tfx_pipeline)
 	@$(STEP) --tfx --name "tfx run create" --log $(CONSOLE)/tfx_run.log -- \
 	  env $(TFX_ENV) $(VENV)/bin/tfx run create --engine local --pipeline_name $(PIPELINE_NAME)

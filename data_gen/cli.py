@@ -1,6 +1,7 @@
 """Command line: generate live-stream event logs.
 
     python -m data_gen.cli --out_dir data/logs --scale default --seed 7
+    python -m data_gen.cli --out_dir data/logs_no_trap --trap_scale 0
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ flags.DEFINE_integer("seed", 7, "Random seed.")
 flags.DEFINE_integer("users", None, "Override the number of users.")
 flags.DEFINE_integer("hosts", None, "Override the number of hosts (live rooms).")
 flags.DEFINE_integer("days", None, "Override the number of simulated days.")
+flags.DEFINE_float("trap_scale", 1.0, "Every greedy-trap strength (world.TrapConfig) times this; "
+                   "0: a world without the trap.", lower_bound=0.0)
 flags.DEFINE_float("corrupt_fraction", 0.0, "Share of sessions that get one bad log line.")
 flags.DEFINE_bool("reuse", False, "Keep the logs already in out_dir when their summary.json "
                   "records the same settings and simulator code (so the pipeline's cache holds).")
@@ -27,7 +30,8 @@ flags.DEFINE_bool("reuse", False, "Keep the logs already in out_dir when their s
 def main(argv):
   del argv
   cfg = simulator.load_config(FLAGS.scale, FLAGS.seed, n_users=FLAGS.users,
-                              n_hosts=FLAGS.hosts, days=FLAGS.days)
+                              n_hosts=FLAGS.hosts, days=FLAGS.days,
+                              trap_scale=FLAGS.trap_scale)
   if FLAGS.reuse:
     why_not = simulator.reusable_logs(FLAGS.out_dir, cfg, FLAGS.corrupt_fraction)
     if why_not is None:

@@ -561,11 +561,26 @@ def reusable_logs(out_dir: str, config: WorldConfig, corrupt_fraction: float) ->
   return f"missing {missing}" if missing else None
 
 
-def load_config(scale: str, seed: int | None = None, **overrides) -> WorldConfig:
+def load_config(scale: str, seed: int | None = None, trap_scale: float = 1.0,
+                **overrides) -> WorldConfig:
+  """The preset ``scale`` with its seed, its trap scaled and any ``overrides`` that are not None.
+
+  Args:
+    scale: A name in ``world.SCALES``.
+    seed: The world seed (None: the preset's).
+    trap_scale: Every greedy-trap strength of the preset times this (``TrapConfig.scaled``):
+      0 writes logs of a world without the trap, 1 keeps the preset's.
+    **overrides: ``WorldConfig`` fields to replace.
+
+  Returns:
+    The world config.
+  """
   from data_gen.world import SCALES  # pylint: disable=import-outside-toplevel
   if scale not in SCALES:
     raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
   cfg = SCALES[scale]
   if seed is not None:
     overrides["seed"] = seed
+  if trap_scale != 1.0:
+    overrides["trap"] = cfg.trap.scaled(trap_scale)
   return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,6 +1,7 @@
 """The simulator holds the signals the models exploit (DESIGN.md section 4), checked statistically."""
 
 import collections
+import dataclasses
 import filecmp
 import json
 import math
@@ -11,7 +12,7 @@ import pytest
 
 from data_gen import behaviour as bh
 from data_gen import simulator
-from data_gen.world import World
+from data_gen.world import World, WorldConfig
 
 CFG = simulator.load_config("tiny", seed=11, n_users=500, days=2)
 
@@ -178,5 +179,25 @@ def test_logs_are_reused_only_for_the_same_settings_and_complete_files(tmp_path)
                                                                                 n_users=20,
                                                                                 days=1), 0.0)
   assert "corrupt_fraction differs" in simulator.reusable_logs(out, cfg, 0.05)
+  no_trap = simulator.load_config("tiny", seed=3, trap_scale=0.0, n_users=20, days=1)
+  assert "config differs" in simulator.reusable_logs(out, no_trap, 0.0)
   (tmp_path / "logs" / "events.jsonl").unlink()
   assert simulator.reusable_logs(out, cfg, 0.0) == "missing ['events.jsonl']"
+
+
+def test_trap_scale_scales_every_strength_and_survives_the_summary(tmp_path):
+  preset = simulator.load_config("tiny", seed=3)
+  doubled = simulator.load_config("tiny", seed=3, trap_scale=2.0)
+  for name, value in dataclasses.asdict(preset.trap).items():
+    assert getattr(doubled.trap, name) == pytest.approx(2.0 * value), name
+  assert preset.trap.hard_sell_exit > 0.0
+  no_trap = simulator.load_config("tiny", seed=3, trap_scale=0.0, n_users=20, days=1)
+  assert set(dataclasses.asdict(no_trap.trap).values()) == {0.0}
+  assert dataclasses.replace(no_trap, trap=preset.trap) == dataclasses.replace(
+      preset, n_users=20, days=1)
+  out = str(tmp_path / "logs")
+  simulator.generate_logs(no_trap, out, 0.0, progress=False)
+  with open(os.path.join(out, simulator.SUMMARY_FILE)) as f:
+    assert WorldConfig.from_dict(json.load(f)["config"]).trap == no_trap.trap
+  with pytest.raises(ValueError, match="trap scale factor must be >= 0; got -1"):
+    simulator.load_config("tiny", trap_scale=-1.0)

@@ -208,6 +208,47 @@ def test_removing_the_newest_version_rolls_back(tmp_path, serve):
   assert _predict_spec(target, x=2.0).outputs["score"].float_val[0] == 2.0
 
 
+def test_a_rollback_to_a_standby_version_needs_no_reload(tmp_path, serve):
+  import os
+  import shutil
+
+  from serving.model_server import LoadedModel, ModelManager
+  loads = []
+
+  def counting_loader(path, version):
+    loads.append(version)
+    return LoadedModel(path, version)
+
+  _save(tmp_path, 1, 1.0)
+  manager = ModelManager(MODEL, str(tmp_path), loader=counting_loader)
+  _, target = serve(manager=manager)
+  _save(tmp_path, 2, 2.0)
+  assert manager.poll() == 2 and manager.standby_versions() == [1] and loads == [1, 2]
+  shutil.rmtree(tmp_path / "2")
+  assert manager.poll() == 1 and loads == [1, 2]  # back from standby, not loaded again
+  assert [s.version for s in _status(target)] == [1]
+  resp = _predict_spec(target, x=3.0)
+  assert resp.model_spec.version.value == 1 and resp.outputs["score"].float_val[0] == 3.0
+  assert manager.standby_versions() == []  # version 2's directory is gone: not kept
+  _save(tmp_path, 2, 2.0)  # a new version 2: loaded; version 1 goes on standby again
+  assert manager.poll() == 2 and loads == [1, 2, 2] and manager.standby_versions() == [1]
+  # A version rewritten while on standby is a new model: it is loaded again.
+  shutil.rmtree(tmp_path / "1")
+  _save(tmp_path, 1, 5.0)
+  pb = tmp_path / "1" / "saved_model.pb"
+  os.utime(pb, ns=(pb.stat().st_atime_ns, pb.stat().st_mtime_ns + 10**9))
+  shutil.rmtree(tmp_path / "2")
+  assert manager.poll() == 1 and loads == [1, 2, 2, 1]
+  assert _predict_spec(target, x=1.0).outputs["score"].float_val[0] == 5.0
+  # Without standby (TF Serving's behaviour) every rollback loads.
+  plain = ModelManager(MODEL, str(tmp_path), loader=counting_loader, standby_versions=0)
+  plain.poll()
+  _save(tmp_path, 2, 2.0)
+  assert plain.poll() == 2 and plain.standby_versions() == []
+  with pytest.raises(ValueError, match="standby_versions must be >= 0, got -1"):
+    ModelManager(MODEL, str(tmp_path), standby_versions=-1)
+
+
 def test_outputs_fill_the_typed_value_fields_as_tf_serving_does(serve, tmp_path):
   _save(tmp_path, 1, 2.0)
   _, target = serve()

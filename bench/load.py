@@ -81,7 +81,12 @@ def summarize(outcomes: List[Outcome], swap_at: float, rollback_at: float, secon
   steady = [o.latency_ms for o in outcomes if o.code == "OK" and o.start < swap_at]
   # "During a change": from the change until the new version answers, plus one window.
   swap_answer = _first_answer(outcomes, 2, swap_at)
-  rollback_answer = _first_answer(outcomes, 1, rollback_at)
+  # Version 1 answering while version 2 is still loading is no rollback: it counts from the
+  # first version-1 answer after the last version-2 one.
+  last_v2 = max([o.start for o in outcomes if o.version == 2 and o.start >= rollback_at],
+                default=rollback_at)
+  after_v2 = _first_answer(outcomes, 1, last_v2)
+  rollback_answer = None if after_v2 is None else last_v2 - rollback_at + after_v2
   during = [o.latency_ms for o in outcomes if o.code == "OK" and any(
       at <= o.start < at + (answered or 0.0) + window
       for at, answered in ((swap_at, swap_answer), (rollback_at, rollback_answer)))]

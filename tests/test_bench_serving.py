@@ -39,6 +39,19 @@ def test_load_summary_counts_errors_change_times_and_windows():
   assert third["versions"] == {"1": 1}
 
 
+def test_rollback_counts_from_after_the_last_answer_of_the_removed_version():
+  # Version 2 is removed at 20 s while still loading: 1 keeps answering, 2 goes live at 22 s
+  # for a second, then the rollback puts 1 back at 23.5 s.
+  out = [load.Outcome(start=i * 0.5, latency_ms=10.0, code="OK", version=1) for i in range(44)]
+  out += [load.Outcome(start=22.0 + i * 0.5, latency_ms=10.0, code="OK", version=2)
+          for i in range(3)]
+  out += [load.Outcome(start=23.5 + i * 0.5, latency_ms=10.0, code="OK", version=1)
+          for i in range(4)]
+  report = load.summarize(out, swap_at=10.0, rollback_at=20.0, seconds=26.0, window=10.0)
+  assert report["swap_answered_after_s"] == pytest.approx(12.0)
+  assert report["rollback_answered_after_s"] == pytest.approx(3.5)
+
+
 def test_load_summary_reports_a_change_that_never_answered():
   steady = [load.Outcome(start=i * 0.5, latency_ms=10.0, code="OK", version=1) for i in range(40)]
   report = load.summarize(steady, swap_at=5.0, rollback_at=15.0, seconds=20.0, window=10.0)

@@ -303,7 +303,7 @@ class ModelManager:
     self._poll_lock = threading.Lock()  # one poll at a time (watcher thread and callers)
     self._served: Dict[int, LoadedModel] = {}
     self.failures: Dict[int, LoadFailure] = {}
-    self._standby_versions = standby_versions
+    self._standby_limit = standby_versions
     # version -> (model, its directory's fingerprint when it was loaded); oldest unloaded first.
     self._standby: Dict[int, Tuple[LoadedModel, Tuple[int, int]]] = {}
     self._fingerprints: Dict[int, Tuple[int, int]] = {}
@@ -344,14 +344,14 @@ class ModelManager:
     return None
 
   def _retire(self, unloaded: Mapping[int, LoadedModel], on_disk: Mapping[int, str]) -> None:
-    """Keeps the newest unloaded versions still on disk on standby, up to the limit."""
+    """Puts the unloaded versions still on disk on standby, keeping the most recently unloaded."""
     for version in sorted(unloaded):
       fingerprint = self._fingerprints.pop(version, None)
-      if version in on_disk and fingerprint is not None and self._standby_versions:
+      if version in on_disk and fingerprint is not None and self._standby_limit:
         self._standby[version] = (unloaded[version], fingerprint)
     for version in [v for v in self._standby if v not in on_disk]:
       del self._standby[version]
-    while len(self._standby) > self._standby_versions:
+    while len(self._standby) > self._standby_limit:
       del self._standby[next(iter(self._standby))]
 
   def poll(self) -> int | None:

@@ -83,8 +83,8 @@ def summarize(outcomes: List[Outcome], swap_at: float, rollback_at: float, secon
   swap_answer = _first_answer(outcomes, 2, swap_at)
   # Version 1 answering while version 2 is still loading is no rollback: it counts from the
   # first version-1 answer after the last version-2 one.
-  last_v2 = max([o.start for o in outcomes if o.version == 2 and o.start >= rollback_at],
-                default=rollback_at)
+  removed_answers = [o.start for o in outcomes if o.version == 2 and o.start >= rollback_at]
+  last_v2 = max(removed_answers, default=rollback_at)
   after_v2 = _first_answer(outcomes, 1, last_v2)
   rollback_answer = None if after_v2 is None else last_v2 - rollback_at + after_v2
   during = [o.latency_ms for o in outcomes if o.code == "OK" and any(
@@ -92,13 +92,12 @@ def summarize(outcomes: List[Outcome], swap_at: float, rollback_at: float, secon
       for at, answered in ((swap_at, swap_answer), (rollback_at, rollback_answer)))]
   steady_p99 = float(np.percentile(steady, 99)) if steady else None
   during_p99 = float(np.percentile(during, 99)) if during else None
-  late_v2 = [o for o in outcomes if o.version == 2 and o.start > rollback_at + (rollback_answer or 0)]
   return {
       "requests": len(outcomes),
       "errors_by_code": dict(collections.Counter(o.code for o in outcomes if o.code != "OK")),
       "swap_at_s": swap_at, "rollback_at_s": rollback_at,
       "swap_answered_after_s": swap_answer, "rollback_answered_after_s": rollback_answer,
-      "version_2_after_rollback": len(late_v2),
+      "version_2_after_rollback": len(removed_answers),  # answered after its removal
       "steady_p99_ms": steady_p99, "change_p99_ms": during_p99,
       "change_to_steady_p99": during_p99 / steady_p99 if steady_p99 and during_p99 else None,
       "windows": windows,

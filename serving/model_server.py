@@ -337,7 +337,7 @@ class ModelManager:
   def _from_standby(self, version: int, path: str) -> LoadedModel | None:
     """The standby copy of ``version`` if its directory has not changed since it was loaded."""
     model, fingerprint = self._standby.pop(version, (None, None))
-    if model is not None and fingerprint is not None and _fingerprint(path) == fingerprint:
+    if model is not None and _fingerprint(path) == fingerprint:
       logging.info("%s version %d back from standby (no reload)", self.model_name, version)
       self._fingerprints[version] = fingerprint
       return model

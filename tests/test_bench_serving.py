@@ -50,6 +50,7 @@ def test_rollback_counts_from_after_the_last_answer_of_the_removed_version():
   report = load.summarize(out, swap_at=10.0, rollback_at=20.0, seconds=26.0, window=10.0)
   assert report["swap_answered_after_s"] == pytest.approx(12.0)
   assert report["rollback_answered_after_s"] == pytest.approx(3.5)
+  assert report["version_2_after_rollback"] == 3
 
 
 def test_load_summary_reports_a_change_that_never_answered():

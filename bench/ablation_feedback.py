@@ -189,8 +189,18 @@ def plot(results: Dict[str, dict], path: str) -> None:
   plt.close(fig)
 
 
+def export_dir(export_base: str, variant: str, seed: int) -> str:
+  """Where ``--export_base`` puts one trained variant: a model base path holding version 1, the
+  layout the Pusher writes and the server and the closed loop (``--model_base``) read."""
+  return os.path.join(export_base, f"{variant}_seed{seed}")
+
+
 def run(work: str, pipeline_name: str, out_dir: str, seeds: List[int], variants: List[str],
-        name: str = "ablation_feedback", cfg: trainer.TrainConfig | None = None) -> dict:
+        name: str = "ablation_feedback", cfg: trainer.TrainConfig | None = None,
+        export_base: str | None = None) -> dict:
+  """Trains and scores every variant for every seed; with ``export_base``, also exports each
+  trained model's serving signatures (``rank`` included where the model serves what it reads)
+  under :func:`export_dir`."""
   dirs = latest_transform_dirs(work, pipeline_name)
   os.makedirs(out_dir, exist_ok=True)
   tft_output = tft.TFTransformOutput(dirs["graph"])
@@ -208,6 +218,13 @@ def run(work: str, pipeline_name: str, out_dir: str, seeds: List[int], variants:
       logging.info("[%d/%d] training %s, seed %d", done, total, variant, seed)
       model, history, seconds, relevance = train_variant(variant, tft_output, dirs["examples"],
                                                          seed, cfg)
+      if export_base:
+        target = os.path.join(export_dir(export_base, variant, seed), "1")
+        trainer.export_serving_model(
+            model, tft_output, target,
+            trainer.rank_search(dataclasses.replace(cfg, model_name=variant),
+                                model.tasks.served_outputs))
+        logging.info("exported %s seed %d to %s", variant, seed, target)
       module = trainer.ServingModule(model, tft_output)
       scores = qr.score_with(module.serve, examples)
       seed_scores.append(scores)
@@ -286,7 +303,7 @@ def main(argv):
   cfg = dataclasses.replace(trainer.TrainConfig(max_epochs=fl.max_epochs, patience=fl.patience),
                             **trainer.parse_overrides(fl.set))
   out = run(fl.work, fl.pipeline_name, fl.out_dir, [int(s) for s in fl.seeds], fl.variants,
-            fl.name, cfg)
+            fl.name, cfg, fl.export_base)
   print(format_table(out))
   for variant, res in out["variants"].items():
     if "extraction_relevance" in res:
@@ -301,4 +318,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("max_epochs", trainer.TrainConfig.max_epochs, "Epoch budget.")
   flags.DEFINE_integer("patience", trainer.TrainConfig.patience, "Early-stopping patience.")
   flags.DEFINE_multi_string("set", [], "Any other TrainConfig override key=value (repeatable).")
+  flags.DEFINE_string("export_base", None,
+                      "Also export each trained model to <export_base>/<variant>_seed<seed>/1 "
+                      "(e.g. for bench.closed_loop --model_base).")
   app.run(main)

@@ -62,6 +62,10 @@ def define_flags() -> None:
   flags.DEFINE_enum("scorer", "inprocess", ["inprocess", "grpc"],
                     "Score in this process or through the local model server (official client).")
   flags.DEFINE_list("policies", [], "Policies to run (default: all available).")
+  flags.DEFINE_string("model_base", None,
+                      "Model base path (<version>/ SavedModels) of the model policies; default the "
+                      "pipeline's pushed models, <work>/serving/<pipeline_name>. E.g. a "
+                      "bench.ablation_feedback --export_base model of another training seed.")
   # stcrank's search is the model's (its trainer config); the oracle's defaults are the same.
   flags.DEFINE_integer("horizon", msc.MscConfig.horizon, "Oracle look-ahead slots (H).")
   flags.DEFINE_integer("beam_width", msc.MscConfig.beam_width, "Oracle look-ahead beam width (B).")
@@ -140,7 +144,8 @@ def main(argv):
   print(f"read {len(tables.impressions)} logged impressions ({tables.quarantined_count} "
         f"quarantined lines left out) and rebuilt world seed {world.config.seed} in "
         f"{time.time() - t0:.0f} s")
-  base = os.path.join(work, "serving", FLAGS.pipeline_name)
+  base = (os.path.abspath(FLAGS.model_base) if FLAGS.model_base
+          else os.path.join(work, "serving", FLAGS.pipeline_name))
   model_dir = policy.latest_version_dir(base)
   builder = policy.RequestBuilder(tables)
   server = None

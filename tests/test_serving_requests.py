@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from bench import synthetic_model
@@ -60,12 +61,18 @@ def _example(row: dict, drop=(), override=None) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory):
-  """A baseline model trained on nothing, exported with a real Transform graph, served."""
+def exported(tmp_path_factory):
+  """A baseline model trained on nothing, exported with a real Transform graph: its base path."""
   base = tmp_path_factory.mktemp("models")
   synthetic_model.export_model([_row(s) for s in range(4)], RT, LL, str(base / "1"),
                                embedding_dim=4, work_dir=str(tmp_path_factory.mktemp("tft")))
-  server = ModelServer(MODEL, str(base), port=0, poll_seconds=3600, max_batch_size=MAX_BATCH,
+  return base
+
+
+@pytest.fixture(scope="module")
+def target(exported):
+  """The exported model, served."""
+  server = ModelServer(MODEL, str(exported), port=0, poll_seconds=3600, max_batch_size=MAX_BATCH,
                        max_request_bytes=MAX_BYTES).start()
   yield f"127.0.0.1:{server.port}"
   server.stop()
@@ -182,6 +189,23 @@ CASES = [
          F.host_stat_key("shares", "60m"): [float("nan")]})]), INVALID,
      [f"feature {F.host_stat_key('shares', '60m')}: expected finite values"]),
 ]
+
+
+def test_request_checks_are_assert_ops_without_branch_functions(exported):
+  """Each check is one Assert op in the signature's function, not ``tf.debugging.Assert``'s
+  ``cond`` guard: every guard is an If with two branch functions, which the server instantiated
+  on a new version's first run (seconds of a version change)."""
+  saved = saved_model_pb2.SavedModel()
+  saved.ParseFromString((exported / "1" / "saved_model.pb").read_bytes())
+  functions = saved.meta_graphs[0].graph_def.library.function
+  nodes = [(f.signature.name, n) for f in functions for n in f.node_def]
+  asserts = {n.name.split("/")[-1] for _, n in nodes if n.op == "Assert"}
+  declared = F.serving_raw_features(RT, LL)
+  float_features = [f.name for f in declared if f.dtype == "float"]
+  assert {f"check_finite_{name}" for name in float_features} <= asserts
+  assert f"check_min_{F.len_key(F.LL)}" in asserts
+  assert [f for f in functions if "check_" in f.signature.name] == []
+  assert [n.name for _, n in nodes if n.op in ("If", "StatelessIf") and "check_" in n.name] == []
 
 
 def test_the_table_has_at_least_25_kinds_of_bad_request():

@@ -9,6 +9,8 @@ import time
 import numpy as np
 from absl import flags
 
+from pipeline.configs import PIPELINE_NAME
+
 
 def define_output_flags(name: str | None = None, out_dir: str = "bench/results") -> None:
   """--out_dir (where the JSON and PNG go) and, given a default ``name``, --name (their file name)."""
@@ -20,7 +22,7 @@ def define_output_flags(name: str | None = None, out_dir: str = "bench/results")
 def define_run_flags(name: str | None = None, out_dir: str = "bench/results") -> None:
   """--work, --pipeline_name (which pipeline run to read) and :func:`define_output_flags`."""
   flags.DEFINE_string("work", "work", "Work directory of a pipeline run (make demo's WORK).")
-  flags.DEFINE_string("pipeline_name", "livestream-ranking", "Pipeline name.")
+  flags.DEFINE_string("pipeline_name", PIPELINE_NAME, "Pipeline name.")
   define_output_flags(name, out_dir)
 
 

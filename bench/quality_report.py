@@ -27,6 +27,7 @@ from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
 from models import features as F
 from models.signatures import SERVING_SIGNATURE
+from pipeline.configs import PIPELINE_NAME
 from serving.client import without_labels
 from serving.examples_io import latest_examples_dir, read_examples
 
@@ -196,5 +197,5 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.DEFINE_string("work", "work", "The demo work directory.")
-  flags.DEFINE_string("pipeline_name", "livestream-ranking", "Pipeline name.")
+  flags.DEFINE_string("pipeline_name", PIPELINE_NAME, "Pipeline name.")
   app.run(main)

@@ -22,6 +22,7 @@ from tensorflow_serving.apis import (
 
 from models import features as F
 from models import signatures as S
+from pipeline.configs import PIPELINE_NAME
 
 # The demo's ranking score, sum_h weight_h * score_h: expected engagement plus weighted
 # conversion (the closed loop's ``greedy_weighted`` ranks by it too).
@@ -161,7 +162,7 @@ def main(argv=None) -> None:
 
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--target", default="127.0.0.1:8500", help="host:port of the model server.")
-  parser.add_argument("--model_name", default="livestream-ranking")
+  parser.add_argument("--model_name", default=PIPELINE_NAME)
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--examples_file",
                       help="TFRecord of full tf.Examples, one per room (labels are dropped).")

@@ -22,12 +22,13 @@ from absl import app, flags
 from models import features as F
 from models import msc
 from models import signatures as S
+from pipeline.configs import PIPELINE_NAME
 from serving import client
 from serving.examples_io import latest_examples_dir, read_examples
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work", "work", "The demo work directory (make demo's WORK).")
-flags.DEFINE_string("pipeline_name", "livestream-ranking", "Pipeline and model name.")
+flags.DEFINE_string("pipeline_name", PIPELINE_NAME, "Pipeline and model name.")
 flags.DEFINE_integer("port", 8500, "Port for the local model server.")
 flags.DEFINE_integer("candidates", 200, "How many candidate rooms to rank.")
 flags.DEFINE_integer("top", 15, "How many ranked rooms to print.")

@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (
 )
 
 from models import request_checks
+from pipeline.configs import PIPELINE_NAME
 
 SIGNATURE_DEF_FIELD = "signature_def"
 # Request limits: larger requests are refused with a message saying so (the byte limit by gRPC,
@@ -582,7 +583,7 @@ def main(argv=None) -> None:
 
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model_name", default="livestream-ranking", help="Name clients ask for.")
+  parser.add_argument("--model_name", default=PIPELINE_NAME, help="Name clients ask for.")
   parser.add_argument("--model_base_path", required=True,
                       help="Directory holding <version>/ SavedModels.")
   parser.add_argument("--port", type=int, default=8500, help="gRPC port (0 picks a free one).")

@@ -25,43 +25,9 @@ from models import features as F
 from models import preprocessing as P
 from models import trainer
 from models.spec import ModelSpec
+from models.warmup import ID_RANGE, synthetic_row, to_example  # noqa: F401 (re-exported)
 from schemas.make_schema import build_schema
 from serving import client
-
-ID_RANGE = 40  # ids drawn from [1, ID_RANGE]: small vocabularies, many matches
-
-
-def synthetic_row(seed: int, realtime_len: int, lifelong_len: int) -> Dict[str, list]:
-  """One raw example with every sequence full and every value inside its declared range."""
-  rng = np.random.default_rng(seed)
-  row = {}
-  for spec in F.raw_features(realtime_len, lifelong_len):
-    if spec.dtype == "bytes":
-      row[spec.name] = [F.ACTIVITY_LEVELS[seed % len(F.ACTIVITY_LEVELS)].encode()]
-    elif spec.dtype == "float":
-      row[spec.name] = rng.uniform(0, 1 if spec.max_value == 1 else 50, spec.length).tolist()
-    else:
-      high = int(spec.max_value) if spec.max_value is not None else ID_RANGE
-      row[spec.name] = rng.integers(min(1, high), high + 1, spec.length).tolist()
-  lengths = {F.len_key(F.RT_POS): realtime_len, F.len_key(F.RT_NEG): realtime_len,
-             F.len_key(F.LL): lifelong_len, F.DISPLAY_LEN: F.DISPLAY_TOP_N,
-             F.SESSION_HOSTS_LEN_KEY: F.SESSION_HOSTS_LEN}
-  row.update({k: [n] for k, n in lengths.items()})
-  return row
-
-
-def to_example(row: Dict[str, list], realtime_len: int, lifelong_len: int) -> tf.train.Example:
-  """The serving tf.Example of a raw row (labels left out)."""
-  ex = tf.train.Example()
-  for spec in F.serving_raw_features(realtime_len, lifelong_len):
-    feature = ex.features.feature[spec.name]
-    if spec.dtype == "bytes":
-      feature.bytes_list.value.extend(row[spec.name])
-    elif spec.dtype == "float":
-      feature.float_list.value.extend(row[spec.name])
-    else:
-      feature.int64_list.value.extend(row[spec.name])
-  return ex
 
 
 def export_model(rows: Sequence[Dict[str, list]], realtime_len: int, lifelong_len: int,
@@ -91,7 +57,8 @@ def ranking_request(n_candidates: int, realtime_len: int, lifelong_len: int, see
                     ) -> Tuple[tf.train.Example, List[tf.train.Example]]:
   """One user's full example and ``n_candidates`` distinct rooms' examples (room-side features
   only, :data:`models.features.HOST_SIDE_FEATURES`)."""
-  context = to_example(synthetic_row(seed, realtime_len, lifelong_len), realtime_len, lifelong_len)
+  context = to_example(synthetic_row(seed, realtime_len, lifelong_len),
+                       F.serving_raw_features(realtime_len, lifelong_len))
   room_template = synthetic_row(seed + 1, 1, 1)
   rooms = []
   for i in range(n_candidates):
@@ -102,7 +69,7 @@ def ranking_request(n_candidates: int, realtime_len: int, lifelong_len: int, see
     room[F.DISPLAY_CATEGORY_IDS] = rng.integers(1, ID_RANGE + 1, F.DISPLAY_TOP_N).tolist()
     for key in F.HOST_STAT_KEYS:
       room[key] = [float(rng.uniform(0, 100))]
-    full, ex = to_example(room, 1, 1), tf.train.Example()
+    full, ex = to_example(room, F.serving_raw_features(1, 1)), tf.train.Example()
     for key in F.HOST_SIDE_FEATURES:
       ex.features.feature[key].CopyFrom(full.features.feature[key])
     rooms.append(ex)

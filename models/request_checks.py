@@ -9,7 +9,7 @@ and the offending value (the server turns it into one INVALID_ARGUMENT line).
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -18,14 +18,18 @@ from models import features as F
 FAILED_PREFIX = "bad request feature"
 
 
-def raw_features_for(tf_transform_output) -> List[F.RawFeature]:
-  """The serving raw features with the sequence lengths a Transform output was built for: the
-  real-time length from its raw spec, the lifelong one (stored variable-length) from the length
-  Transform pads it to."""
+def sequence_lengths(tf_transform_output) -> Tuple[int, int]:
+  """(real-time, lifelong) lengths a Transform output was built for: the real-time one from its
+  raw spec, the lifelong one (stored variable-length) from the length Transform pads it to."""
   realtime_len = tf_transform_output.raw_feature_spec()[F.seq_key(F.RT_POS, "host_ids")].shape[-1]
   lifelong_len = tf_transform_output.transformed_feature_spec()[
       F.transformed_name(F.seq_key(F.LL, "item_ids"))].shape[-1]
-  return F.serving_raw_features(realtime_len, lifelong_len)
+  return realtime_len, lifelong_len
+
+
+def raw_features_for(tf_transform_output) -> List[F.RawFeature]:
+  """The serving raw features with the sequence lengths a Transform output was built for."""
+  return F.serving_raw_features(*sequence_lengths(tf_transform_output))
 
 
 def _row_counts(x: tf.SparseTensor) -> tf.Tensor:

@@ -13,7 +13,7 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import distribution, feedback, lifelong, moc, msc, multitask, request_checks
+from models import distribution, feedback, lifelong, moc, msc, multitask, request_checks, warmup
 from models import features as F
 from models import signatures as S
 from models import tasks as tasks_lib
@@ -450,6 +450,10 @@ def export_serving_model(model, tf_transform_output, export_dir: str,
   if msc_config is not None:
     signatures[S.RANK_SIGNATURE] = module.rank
   tf.saved_model.save(module, export_dir, signatures=signatures)
+  # TF Serving's warm-up file: a new version runs each signature on a valid request before it
+  # serves (here and in a real tensorflow/serving).
+  warmup.write_warmup_requests(export_dir, warmup.warmup_requests(
+      signatures, *request_checks.sequence_lengths(tf_transform_output)))
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:

@@ -34,7 +34,7 @@ from tensorflow_serving.apis import (
   prediction_service_pb2_grpc,
 )
 
-from models import request_checks
+from models import request_checks, warmup
 from pipeline.configs import PIPELINE_NAME
 
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -109,18 +109,42 @@ class LoadedModel:
     self.signature_defs = {name: sig for name, sig in meta_graph.signature_def.items()
                            if not name.startswith("__")}
     loaded = time.perf_counter()
+    # TF Serving's warm-up file first; a signature it does not cover gets a dummy run.
+    replays: Dict[str, List[predict_pb2.PredictRequest]] = {}
+    for request in warmup.read_warmup_requests(path):
+      replays.setdefault(request.model_spec.signature_name or DEFAULT_SIGNATURE, []).append(request)
+    unknown = sorted(set(replays) - set(self.signature_defs))
+    if unknown:
+      raise ValueError(f"{warmup.WARMUP_FILE} has requests for signatures {unknown} the model "
+                       f"does not have; it has {sorted(self.signature_defs)}")
+
+    def warm_up(name: str) -> str:
+      return self._replay(name, replays[name]) if name in replays else self._warm_up(name)
+
     with futures.ThreadPoolExecutor(max(1, len(self.signature_defs))) as pool:
-      for name, outcome in zip(self.signature_defs, pool.map(self._warm_up, self.signature_defs)):
+      for name, outcome in zip(self.signature_defs, pool.map(warm_up, self.signature_defs)):
         logging.info("version %d signature %r warmed up: %s", version, name, outcome)
     logging.info("version %d loaded in %.1f s, warmed up in %.1f s", version, loaded - start,
                  time.perf_counter() - loaded)
+
+  def _replay(self, name: str, requests: Sequence[predict_pb2.PredictRequest]) -> str:
+    """Runs a signature's warm-up requests as requests are run; a failing one fails the load, as
+    in TF Serving (a version that cannot answer its own warm-up request is broken)."""
+    for i, request in enumerate(requests):
+      try:
+        self.predict(name, request.inputs, request.output_filter, MAX_BATCH_SIZE)
+      except RequestError as e:
+        raise ValueError(f"warm-up request {i} of signature {name!r} ({warmup.WARMUP_FILE}) "
+                         f"failed: {e}") from e
+    return f"{len(requests)} request(s) from {warmup.WARMUP_FILE}"
 
   def _warm_up(self, name: str) -> str:
     """Runs a signature once on minimal inputs (empty strings / zeros, no rows where the batch is
     free), so its first request does not pay the session's one-off function instantiation
     (~3 s here; 12 s with 8 concurrent first requests). Building the executor is what counts,
-    so an input the graph rejects (a context that must hold one example) warms up as well;
-    the outcome is returned for the log.
+    so an input the graph rejects (a context that must hold one example) warms up as well, but
+    the branches after the rejection stay cold: a version with a warm-up file
+    (:mod:`models.warmup`) runs valid requests instead. The outcome is returned for the log.
     """
     signature = self.signature_defs[name]
     feed = {}

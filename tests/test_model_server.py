@@ -377,3 +377,52 @@ def test_sigterm_and_sigint_stop_the_server_process_cleanly(tmp_path):
       assert proc.stdout.read().startswith(f"stopped {MODEL}")
     finally:
       proc.kill()
+
+
+def _warmup_request(inputs, signature="serving_default"):
+  req = predict_pb2.PredictRequest()
+  req.model_spec.signature_name = signature
+  for k, v in inputs.items():
+    req.inputs[k].CopyFrom(v)
+  return req
+
+
+def test_a_version_replays_its_warm_up_file_before_it_serves(tmp_path, serve, caplog):
+  from models import warmup
+  _save(tmp_path, 1, 2.0)
+  good = _warmup_request({"examples": tf.make_tensor_proto([_ex(1.0), _ex(2.0)], dtype=tf.string)})
+  warmup.write_warmup_requests(str(tmp_path / "1"), [good, good])
+  assert [r.model_spec.signature_name for r in warmup.read_warmup_requests(str(tmp_path / "1"))] \
+      == ["serving_default", "serving_default"]
+  caplog.set_level("INFO", logger="absl")
+  _, target = serve()
+  np.testing.assert_allclose(client.predict(target, MODEL, [_ex(1.5)])["score"], [3.0])
+  replayed = [r.getMessage() for r in caplog.records if "warmed up" in r.getMessage()]
+  assert any("'serving_default'" in m and f"2 request(s) from {warmup.WARMUP_FILE}" in m
+             for m in replayed), replayed
+
+
+@pytest.mark.parametrize("request_,fragment", [
+    (_warmup_request({"x": tf.make_tensor_proto([b""])}),
+     "warm-up request 0 of signature 'serving_default'"),
+    (_warmup_request({"examples": tf.make_tensor_proto([b"not a tf.Example"])}),
+     "warm-up request 0 of signature 'serving_default'"),
+    (_warmup_request({"examples": tf.make_tensor_proto([_ex(1.0)], dtype=tf.string)}, "rank"),
+     "has requests for signatures ['rank'] the model does not have"),
+])
+def test_a_failing_warm_up_request_fails_the_load_with_one_line(tmp_path, request_, fragment):
+  from models import warmup
+  from serving.model_server import ModelManager
+  _save(tmp_path, 1, 1.0)
+  _save(tmp_path, 2, 2.0)
+  warmup.write_warmup_requests(str(tmp_path / "2"), [request_])
+  manager = ModelManager(MODEL, str(tmp_path), VersionPolicy(latest=2))
+  srv = ModelServer(MODEL, str(tmp_path), port=0, poll_seconds=3600, manager=manager).start()
+  try:
+    target = f"127.0.0.1:{srv.port}"
+    assert _predict_spec(target).model_spec.version.value == 1  # the good one still serves
+    message = {s.version: s for s in _status(target)}[2].status.error_message
+    assert message.startswith("ValueError: ") and fragment in message, message
+    assert "\n" not in message
+  finally:
+    srv.stop()

@@ -188,3 +188,29 @@ def test_the_rank_signature_serves_the_look_ahead_of_the_context_scores(served, 
   assert S.RANK_SIGNATURE in client.signature_names(target, MODEL)
   with pytest.raises(KeyError, match="has no signature 'rank_all'"):
     policy.SavedModelScorer(model_dir, "rank_all")
+
+
+def test_closed_loop_seeds_averages_paired_differences_over_training_seeds():
+  from bench import closed_loop_seeds as cls
+
+  def run(stc, greedy, diff, model_dir):
+    stats = lambda m: {"mean": m, "ci95": 0.01}  # noqa: E731
+    return {"world_seed": 7, "session_seed": 3, "sessions": 10, "model_dir": model_dir,
+            "policies": {"stcrank": {"purchases": stats(stc), "depth": stats(4.0)},
+                         "greedy_buy": {"purchases": stats(greedy), "depth": stats(3.0)}},
+            "paired": {cls.COMPARISON: {"purchases": stats(diff), "depth": stats(1.0)}}}
+
+  runs = [run(0.4, 0.3, 0.10, "a"), run(0.5, 0.3, 0.20, "b"), run(0.6, 0.3, 0.30, "c")]
+  oracle = {"world_seed": 7, "session_seed": 3, "sessions": 10, "paired": {
+      cls.ORACLE_COMPARISON: {"purchases": {"mean": 0.4, "ci95": 0.02},
+                              "depth": {"mean": 2.0, "ci95": 0.1}}}}
+  out = cls.summarize(runs, oracle)
+  assert out["policies"]["stcrank"]["purchases"] == pytest.approx(
+      {"mean": 0.5, "sd": 0.1, "n": 3})
+  paired = out["paired"][cls.COMPARISON]["purchases"]
+  assert (paired["mean"], paired["sd"]) == pytest.approx((0.2, 0.1))
+  assert [s["mean"] for s in paired["per_seed"]] == [0.10, 0.20, 0.30]
+  assert out["share_of_oracle_gain"]["purchases"]["mean"] == pytest.approx(0.5)
+  assert out["share_of_oracle_gain"]["depth"]["mean"] == pytest.approx(0.5)
+  with pytest.raises(ValueError, match="different worlds or sessions"):
+    cls.summarize(runs + [dict(run(0.5, 0.3, 0.2, "d"), sessions=11)])

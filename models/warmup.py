@@ -74,11 +74,12 @@ def warmup_requests(signature_names: Iterable[str], realtime_len: int,
   rows = [synthetic_row(seed, realtime_len, lifelong_len) for seed in range(WARMUP_CANDIDATES)]
   serving = [to_example(r, F.serving_raw_features(realtime_len, lifelong_len)).SerializeToString()
              for r in rows]
+  # A full example is a valid context and a valid room: each side parses only its keys.
+  context_inputs = {S.CONTEXT_INPUT: serving[:1], S.EXAMPLES_INPUT: serving}
   inputs_by_signature = {
       S.SERVING_SIGNATURE: {S.EXAMPLES_INPUT: serving},
-      # A full example is a valid context and a valid room: each side parses only its keys.
-      S.CONTEXT_SIGNATURE: {S.CONTEXT_INPUT: serving[:1], S.EXAMPLES_INPUT: serving},
-      S.RANK_SIGNATURE: {S.CONTEXT_INPUT: serving[:1], S.EXAMPLES_INPUT: serving},
+      S.CONTEXT_SIGNATURE: context_inputs,
+      S.RANK_SIGNATURE: context_inputs,
       S.TRANSFORM_SIGNATURE: {S.EXAMPLES_INPUT: [
           to_example(r, F.raw_features(realtime_len, lifelong_len)).SerializeToString()
           for r in rows]},

@@ -379,18 +379,10 @@ def test_sigterm_and_sigint_stop_the_server_process_cleanly(tmp_path):
       proc.kill()
 
 
-def _warmup_request(inputs, signature="serving_default"):
-  req = predict_pb2.PredictRequest()
-  req.model_spec.signature_name = signature
-  for k, v in inputs.items():
-    req.inputs[k].CopyFrom(v)
-  return req
-
-
 def test_a_version_replays_its_warm_up_file_before_it_serves(tmp_path, serve, caplog):
   from models import warmup
   _save(tmp_path, 1, 2.0)
-  good = _warmup_request({"examples": tf.make_tensor_proto([_ex(1.0), _ex(2.0)], dtype=tf.string)})
+  good = _predict_request({"examples": tf.make_tensor_proto([_ex(1.0), _ex(2.0)], dtype=tf.string)})
   warmup.write_warmup_requests(str(tmp_path / "1"), [good, good])
   assert [r.model_spec.signature_name for r in warmup.read_warmup_requests(str(tmp_path / "1"))] \
       == ["serving_default", "serving_default"]
@@ -403,11 +395,11 @@ def test_a_version_replays_its_warm_up_file_before_it_serves(tmp_path, serve, ca
 
 
 @pytest.mark.parametrize("request_,fragment", [
-    (_warmup_request({"x": tf.make_tensor_proto([b""])}),
+    (_predict_request({"x": tf.make_tensor_proto([b""])}),
      "warm-up request 0 of signature 'serving_default'"),
-    (_warmup_request({"examples": tf.make_tensor_proto([b"not a tf.Example"])}),
+    (_predict_request({"examples": tf.make_tensor_proto([b"not a tf.Example"])}),
      "warm-up request 0 of signature 'serving_default'"),
-    (_warmup_request({"examples": tf.make_tensor_proto([_ex(1.0)], dtype=tf.string)}, "rank"),
+    (_predict_request({"examples": tf.make_tensor_proto([_ex(1.0)], dtype=tf.string)}, "rank"),
      "has requests for signatures ['rank'] the model does not have"),
 ])
 def test_a_failing_warm_up_request_fails_the_load_with_one_line(tmp_path, request_, fragment):

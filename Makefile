@@ -77,11 +77,16 @@ demo: venv
 	  $(PY) -m bench.quality_report --work $(WORK) --pipeline_name $(PIPELINE_NAME), \
 	  serving)
 
+# Two pytest-xdist workers, one per core; a file's tests stay on one worker (module fixtures such
+# as the e2e pipeline run are built once). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+PYTEST = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: venv
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not e2e" tests
+	$(PYTEST) -m "not e2e" tests
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -8,7 +8,8 @@ from setuptools import find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIRECT = ["tfx[kfp]", "apache-beam[gcp]", "tensorflow", "tf-keras", "tensorflow-recommenders",
           "tensorflow-serving-api", "absl-py", "grpcio", "matplotlib", "scikit-learn"]
-DEV = ["pytest", "ruff"]
+# pytest-xdist: `make test` runs the suite on two workers (one per core).
+DEV = ["pytest", "pytest-xdist", "ruff"]
 # deepctr: reference PLE for the training-throughput comparison; dask, distributed: the
 # DaskRunner engine of bench/beam_scaling.py.
 BENCH = ["deepctr", "dask", "distributed"]

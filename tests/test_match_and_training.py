@@ -26,6 +26,24 @@ def test_id_match_count_counts_occurrences_when_the_query_is_a_sequence():
   np.testing.assert_array_equal(out, [[2.0, 1.0, 0.0, 0.0]])
 
 
+@pytest.mark.parametrize("query_rows,key_rows,width", [(4, 4, 1), (4, 1, 3), (1, 4, 2)])
+def test_id_match_count_equals_every_pair_compared(query_rows, key_rows, width):
+  # The lookup table against the definition, with either side's batch broadcast (one user's
+  # sequence against N rooms, or one room against N sequences).
+  rng = np.random.default_rng(query_rows * 10 + width)
+  query = rng.integers(0, 7, size=(query_rows, 3))
+  keys = rng.integers(0, 7, size=(key_rows, 5 * width))
+  out = IdMatchCount(width=width)([tf.constant(query), tf.constant(keys)]).numpy()
+  rows = max(query_rows, key_rows)
+  expected = np.zeros((rows, 5))
+  for b in range(rows):
+    q, k = query[min(b, query_rows - 1)], keys[min(b, key_rows - 1)].reshape(5, width)
+    for pos in range(5):
+      expected[b, pos] = sum(int(a == c) for a in k[pos] if a > 0 for c in q)
+  np.testing.assert_array_equal(out, expected)
+  assert expected.sum() > 0
+
+
 def test_id_match_count_validation_and_config():
   with pytest.raises(ValueError, match="width must be >= 1, got 0"):
     IdMatchCount(width=0)

@@ -75,7 +75,7 @@ def target_room_query(emb: encoders.Embeddings, x: Dict[str, tf.Tensor]) -> tf.T
 
 
 def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
-                   num_categories: int) -> tf.Tensor:
+                   num_categories: int) -> Tuple[tf.Tensor, tf.Tensor]:
   """Every purchase's score in each channel of :data:`CHANNELS`.
 
   Args:
@@ -84,7 +84,9 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
     query: [B, D] the target room (:func:`target_room_query`).
     num_categories: rows of the category vocabulary (ids are < this).
   Returns:
-    [B, len(CHANNELS), L].
+    (room channels [B, 3, L]: category, shop_brand, similarity; user channels [B or 1, 2, L]:
+    interest, recent). The user channels do not depend on the room, so with one user ranked
+    against N rooms they stay at batch 1 and are extracted once.
   """
   cats = _ll(x, "category_ids")  # [B, L]
   length = tf.shape(cats)[1]
@@ -98,23 +100,22 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
   similarity = tf.matmul(tf.stop_gradient(tokens),
                          tf.stop_gradient(query)[:, :, tf.newaxis])[..., 0]  # [B, L]
   # How often the user bought each purchase's category (their own interest), from a histogram.
-  valid = valid_positions(x[xf(F.len_key(F.LL))], length)  # [B, L]
+  valid = valid_positions(x[xf(F.len_key(F.LL))], length)  # [B or 1, L]
   # A per-row bincount, O(L + V): a one-hot sum built [B, L, V] (1 GB at B = 128, L = 10,000).
   histogram = tf.math.bincount(tf.cast(cats, tf.int32), weights=valid, minlength=num_categories,
-                               maxlength=num_categories, axis=-1)  # [B, V]
-  interest = tf.gather(histogram, cats, batch_dims=1) * tf.cast(cats > 0, tf.float32)  # [B, L]
-  recent = -tf.cast(tf.range(length), tf.float32)[tf.newaxis, :] * tf.ones_like(category)
-  # interest is the user's alone (batch 1 when one user is ranked against N rooms): the product
-  # broadcasts it to the rooms.
-  interest = interest * tf.ones_like(category)  # [B, L]
-  return tf.stack([category, same_shop + same_brand, similarity, interest, recent], axis=1)
+                               maxlength=num_categories, axis=-1)  # [B or 1, V]
+  interest = tf.gather(histogram, cats, batch_dims=1) * tf.cast(cats > 0, tf.float32)
+  recent = -tf.cast(tf.range(length), tf.float32)[tf.newaxis, :] * tf.ones_like(interest)
+  return (tf.stack([category, same_shop + same_brand, similarity], axis=1),  # [B, 3, L]
+          tf.stack([interest, recent], axis=1))  # [B or 1, 2, L]
 
 
-def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, scores: tf.Tensor, top_k: int):
-  """Top-``top_k`` purchases per channel of ``scores`` [B, C, L]: (valid [B, C, K], items
-  [B, C, K, D])."""
+def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, scores: Tuple[tf.Tensor, tf.Tensor],
+            top_k: int):
+  """Top-``top_k`` purchases per channel of ``scores`` (:func:`channel_scores`): (valid [B, C, K],
+  items [B, C, K, D])."""
   indices, valid = TopKExtraction(top_k, RELEVANCE_CHANNELS, name=EXTRACTION_LAYER)(
-      [scores, x[xf(F.len_key(F.LL))]])
+      [scores[0], x[xf(F.len_key(F.LL))], scores[1]])
   items = BatchGather(name="extracted_items")([tokens, indices])  # [B, C, K, D]
   return valid, items
 
@@ -205,7 +206,7 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
   tokens = purchase_tokens(emb, inputs)  # [B, L, D]
   query = target_room_query(emb, inputs)  # [B, D]
   if extraction == "multi_channel":
-    scores = channel_scores(inputs, tokens, query, spec.vocab_sizes[P.CATEGORY_VOCAB])  # [B, C, L]
+    scores = channel_scores(inputs, tokens, query, spec.vocab_sizes[P.CATEGORY_VOCAB])
     valid, items = extract(inputs, tokens, scores, top_k)
     per_channel = ChannelDINAttention((4 * spec.embedding_dim,), channel_softmax=channel_softmax,
                                       name=ATTENTION_LAYER)([query, items, valid])  # [B, C, D]

@@ -31,6 +31,25 @@ def test_top_k_extraction_picks_best_never_padding_and_flags_short_sequences():
   np.testing.assert_array_equal(tie.numpy(), [[[0, 1]]])
 
 
+def test_top_k_extraction_of_user_channels_is_taken_once_and_broadcast():
+  # Three rooms' own channel and one user channel shared by them (batch 1): the same slots as
+  # extracting the user channel from every room's row.
+  rooms = tf.constant([[[0.0, 2.0, 5.0, 1.0]], [[4.0, 0.0, 0.0, 3.0]], [[0.0, 0.0, 0.0, 0.0]]])
+  user = tf.constant([[[1.0, 7.0, 0.0, 2.0]]])  # [1, C_u=1, L=4]
+  layer = TopKExtraction(2, [True, False])
+  indices, valid = layer([rooms, tf.constant([[3]]), user])
+  np.testing.assert_array_equal(indices.numpy(), [[[2, 1], [1, 0]], [[0, 1], [1, 0]],
+                                                  [[0, 1], [1, 0]]])
+  np.testing.assert_array_equal(valid.numpy(), [[[1, 1], [1, 1]], [[1, 0], [1, 1]],
+                                                [[0, 0], [1, 1]]])
+  merged = TopKExtraction(2, [True, False])(
+      [tf.concat([rooms, tf.broadcast_to(user, [3, 1, 4])], axis=1), tf.constant([[3]])])
+  np.testing.assert_array_equal(merged[0].numpy(), indices.numpy())
+  np.testing.assert_array_equal(merged[1].numpy(), valid.numpy())
+  with pytest.raises(ValueError, match="got 2 score channels but 3"):
+    TopKExtraction(2, [True, False, False])([rooms, tf.constant([[3]]), user])
+
+
 def test_top_k_extraction_validates_arguments_and_round_trips_config():
   with pytest.raises(ValueError, match="k must be >= 1, got 0"):
     TopKExtraction(0, [True])
@@ -128,8 +147,9 @@ def test_channel_scores_on_a_hand_built_history():
                 ll_brands=[9, 1, 1, 9, 1, 0], ll_len=5)
   tokens = tf.constant(np.eye(6, 3, dtype=np.float32)[np.newaxis])  # [1, L=6, D=3]
   query = tf.constant([[1.0, 2.0, 3.0]])
-  scores = lifelong.channel_scores(x, tokens, query, num_categories=8).numpy()[0]
-  assert scores.shape == (len(lifelong.CHANNELS), 6)
+  room_scores, user_scores = lifelong.channel_scores(x, tokens, query, num_categories=8)
+  scores = np.concatenate([room_scores.numpy()[0], user_scores.numpy()[0]])
+  assert room_scores.shape == (1, 3, 6) and user_scores.shape == (1, 2, 6)
   by_name = dict(zip(lifelong.CHANNELS, scores))
   np.testing.assert_array_equal(by_name["category"][:5], [1, 0, 1, 0, 1])
   np.testing.assert_array_equal(by_name["shop_brand"][:5], [1, 1, 0, 1, 1])

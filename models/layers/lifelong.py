@@ -24,12 +24,15 @@ _NEVER = -1e9
 class TopKExtraction(tf.keras.layers.Layer):
   """Each channel's top-``k`` positions of a padded, most-recent-first sequence.
 
-  Call with ``(scores [B, C, L], length [B] or [B, 1])``. Positions at or past ``length`` are never
-  extracted; ties go to the more recent (lower) position. Returns ``(indices [B, C, K] int32,
-  valid [B, C, K] float32)``: ``valid`` is 0 for a slot that holds padding (the sequence is
-  shorter than ``k``; its index is clipped into the sequence) and, for a channel in
-  ``relevance_channels``, for an item whose score is not > 0 (a category channel must not fill
-  its K with unrelated purchases).
+  Call with ``(scores [B, C, L], length [B] or [B, 1])``, or with
+  ``(scores, length, user_scores [B or 1, C_u, L])`` where ``user_scores`` are channels of the
+  user alone: with one user ranked against N rooms (batch 1 there) their top-K is taken once and
+  broadcast to the N rows, and they follow ``scores``' channels in the output. Positions at or
+  past ``length`` are never extracted; ties go to the more recent (lower) position. Returns
+  ``(indices [B, C (+ C_u), K] int32, valid [B, C (+ C_u), K] float32)``: ``valid`` is 0 for a
+  slot that holds padding (the sequence is shorter than ``k``; its index is clipped into the
+  sequence) and, for a channel in ``relevance_channels``, for an item whose score is not > 0 (a
+  category channel must not fill its K with unrelated purchases).
 
   Args:
     k: items per channel (>= 1; a sequence shorter than ``k`` leaves slots invalid).
@@ -46,16 +49,14 @@ class TopKExtraction(tf.keras.layers.Layer):
     self.relevance_channels = [bool(r) for r in relevance_channels]
 
   def build(self, input_shape):
-    scores_shape = tf.TensorShape(input_shape[0])
-    channels = scores_shape[1]
+    channels = sum(int(tf.TensorShape(shape)[1]) for i, shape in enumerate(input_shape) if i != 1)
     if channels != len(self.relevance_channels):
       raise ValueError(f"TopKExtraction got {channels} score channels but "
                        f"{len(self.relevance_channels)} relevance_channels")
     super().build(input_shape)
 
-  def call(self, inputs):
-    scores, length = inputs
-    length = tf.reshape(tf.cast(length, tf.int32), [-1])  # [B]
+  def _top_k(self, scores, length, relevance_channels):
+    """(indices, valid) [B, C, K] of ``scores`` [B, C, L] under ``relevance_channels`` [C]."""
     max_len = tf.shape(scores)[-1]
     in_sequence = tf.sequence_mask(length, maxlen=max_len)[:, tf.newaxis, :]  # [B, 1, L]
     masked = tf.where(in_sequence, scores, tf.fill(tf.shape(scores), _NEVER))  # [B, C, L]
@@ -64,10 +65,23 @@ class TopKExtraction(tf.keras.layers.Layer):
                     constant_values=_NEVER)  # [B, C, max(L, K)]
     top_scores, indices = tf.math.top_k(masked, k=self.k, sorted=True)  # [B, C, K]
     indices = tf.minimum(indices, max_len - 1)  # a padded column's slot is invalid anyway
-    relevance = tf.constant(self.relevance_channels)[tf.newaxis, :, tf.newaxis]  # [1, C, 1]
+    relevance = tf.constant(relevance_channels)[tf.newaxis, :, tf.newaxis]  # [1, C, 1]
     valid = tf.logical_and(top_scores > _NEVER / 2,
                            tf.logical_or(tf.logical_not(relevance), top_scores > 0.0))
     return indices, tf.cast(valid, tf.float32)
+
+  def call(self, inputs):
+    scores, length = inputs[0], inputs[1]
+    length = tf.reshape(tf.cast(length, tf.int32), [-1])  # [B]
+    channels = scores.shape[1]
+    indices, valid = self._top_k(scores, length, self.relevance_channels[:channels])
+    if len(inputs) > 2:
+      user_indices, user_valid = self._top_k(inputs[2], length,
+                                             self.relevance_channels[channels:])  # [1 or B, ...]
+      shape = tf.concat([tf.shape(indices)[:1], tf.shape(user_indices)[1:]], axis=0)
+      indices = tf.concat([indices, tf.broadcast_to(user_indices, shape)], axis=1)
+      valid = tf.concat([valid, tf.broadcast_to(user_valid, shape)], axis=1)
+    return indices, valid
 
   def get_config(self):
     return dict(super().get_config(), k=self.k, relevance_channels=self.relevance_channels)

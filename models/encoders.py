@@ -170,8 +170,8 @@ def lifelong_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
   s = lambda f: x[xf(F.seq_key(F.LL, f))]  # noqa: E731
   length, n_display = x[xf(F.len_key(F.LL))], x[xf(F.DISPLAY_LEN)]
   parts = []
-  # By lookup, not a [B, L] match matrix: one user's L purchases are sorted once however many
-  # rooms they meet (the context signature), so the cost per room does not grow with L.
+  # By lookup, not a [B, L] match matrix: one user's L purchases are summed by id once however
+  # many rooms they meet (the context signature), so the cost per room does not grow with L.
   for field, query in (("category_ids", x[xf(F.HOST_CATEGORY_IDS)]),
                        ("shop_ids", x[xf(F.HOST_SHOP_ID)])):
     parts.append(LookupMatchSummary(decay=0.98, num_buckets=LL_AGE_BUCKETS,

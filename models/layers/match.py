@@ -13,17 +13,15 @@ import tensorflow as tf
 
 from models.layers.blocks import PACKAGE
 
-# Row offset that keeps each row's ids apart in one sorted array (ids are vocabulary indices).
-_ROW_OFFSET = 1 << 32
-
 
 def weighted_match_sums(query: tf.Tensor, keys: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
   """For each query id, the sum of each weight column over the positions whose key equals it.
 
   ``out[b, q, k] = sum_l [keys[b, l] == query[b, q]] * weights[b, l, k]``, 0 where the query id
-  is <= 0 (padding). By sorting each row's keys once and two binary searches per query id, the
-  cost is O(L log L) per key row plus O(Q log L) per query row, not O(Q L): one user's history
-  of 10,000 purchases meets N rooms without an [N, L] match matrix.
+  is <= 0 (padding). Each key row's weights are summed by id into a [V, K] table once (a segment
+  sum, O(L K)) and every query id reads its row (O(Q K)), so one user's history of 10,000
+  purchases meets N rooms without an [N, L] match matrix, and a training batch needs no sort.
+  The ids are vocabulary indices (small, >= 0): the table has max id + 1 rows per key row.
 
   Args:
     query: [B, Q] integer ids.
@@ -34,19 +32,15 @@ def weighted_match_sums(query: tf.Tensor, keys: tf.Tensor, weights: tf.Tensor) -
   """
   rows_q, rows_k = tf.shape(query)[0], tf.shape(keys)[0]
   num_cols = tf.shape(weights)[-1]
-  key_row = tf.range(rows_k, dtype=tf.int64)[:, tf.newaxis] * _ROW_OFFSET
-  flat_keys = tf.reshape(tf.cast(keys, tf.int64) + key_row, [-1])  # [Bk * L], rows apart
-  order = tf.argsort(flat_keys, stable=True)
-  sorted_keys = tf.gather(flat_keys, order)[tf.newaxis, :]  # [1, Bk * L]
-  # float64 running sums: differences of large prefix sums stay exact for counts.
-  ordered = tf.gather(tf.reshape(tf.cast(weights, tf.float64), [-1, num_cols]), order)
-  prefix = tf.concat([tf.zeros([1, num_cols], tf.float64), tf.cumsum(ordered, axis=0)], 0)
+  query = tf.cast(query, tf.int64)
+  keys = tf.maximum(tf.cast(keys, tf.int64), 0)
+  size = tf.maximum(tf.maximum(tf.reduce_max(query), tf.reduce_max(keys)) + 1, 1)
+  key_row = tf.range(tf.cast(rows_k, tf.int64))[:, tf.newaxis] * size  # [Bk, 1]
+  table = tf.math.unsorted_segment_sum(
+      tf.reshape(tf.cast(weights, tf.float32), [-1, num_cols]),
+      tf.reshape(keys + key_row, [-1]), tf.cast(rows_k, tf.int64) * size)  # [Bk * V, K]
   query_row = tf.cast(tf.minimum(tf.range(rows_q), rows_k - 1), tf.int64)[:, tf.newaxis]
-  flat_query = tf.reshape(tf.cast(query, tf.int64) + query_row * _ROW_OFFSET, [1, -1])
-  lo = tf.searchsorted(sorted_keys, flat_query, side="left")[0]  # [Bq * Q]
-  hi = tf.searchsorted(sorted_keys, flat_query, side="right")[0]
-  sums = tf.cast(tf.gather(prefix, hi) - tf.gather(prefix, lo), tf.float32)  # [Bq * Q, K]
-  sums = tf.reshape(sums, [rows_q, -1, num_cols])  # [Bq, Q, K]
+  sums = tf.gather(table, query_row * size + tf.maximum(query, 0))  # [Bq, Q, K]
   return sums * tf.cast(query > 0, tf.float32)[..., tf.newaxis]
 
 
@@ -187,7 +181,7 @@ class LookupMatchSummary(MatchSummary):
   Call with ``(query [B, Q], keys [B or 1, L], length, [buckets [B or 1, L]])``: the same
   features as ``MatchSummary`` over the per-position match counts of ``query`` in ``keys``, but
   through :func:`weighted_match_sums`, so a long sequence shared by N candidates (the context
-  signature) is sorted once instead of compared with every candidate's ids.
+  signature) is summed into a per-id table once instead of compared with every candidate's ids.
   """
 
   def call(self, inputs):

@@ -42,6 +42,9 @@ def test_id_match_count_equals_every_pair_compared(query_rows, key_rows, width):
       expected[b, pos] = sum(int(a == c) for a in k[pos] if a > 0 for c in q)
   np.testing.assert_array_equal(out, expected)
   assert expected.sum() > 0
+  if key_rows == 1:  # no rooms against one user's sequence: no rows, not one
+    none = IdMatchCount(width=width)([tf.constant(query[:0]), tf.constant(keys)])
+    assert none.shape == (0, 5)
 
 
 def test_id_match_count_validation_and_config():

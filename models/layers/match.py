@@ -86,7 +86,8 @@ class IdMatchCount(tf.keras.layers.Layer):
     # Padding (0) gets no weight, so its column stays 0 and a padded key never matches.
     counts = tf.math.bincount(query, weights=tf.cast(query > 0, tf.float32), minlength=size,
                               maxlength=size, axis=-1)  # [Bq, V]
-    batch = tf.maximum(tf.shape(query)[0], tf.shape(keys)[0])
+    # Broadcast batch: a side with one row meets the other's rows (N rooms, or none).
+    batch = tf.broadcast_dynamic_shape(tf.shape(query)[:1], tf.shape(keys)[:1])[0]
     counts = tf.broadcast_to(counts, [batch, tf.shape(counts)[1]])  # [B, V]
     keys = tf.broadcast_to(keys, [batch, tf.shape(keys)[1]])  # [B, L * W]
     hits = tf.gather(counts, keys, batch_dims=1)  # [B, L * W]

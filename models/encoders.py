@@ -18,6 +18,7 @@ from models.layers import (
     IdMatchCount,
     MaskedMeanPooling,
     MatchSummary,
+    SequenceEmbedding,
 )
 from models.layers.match import LookupMatchSummary, match_counts
 from models.spec import ModelSpec
@@ -41,12 +42,16 @@ class Embeddings:
   def __init__(self, spec: ModelSpec):
     self.dim = spec.embedding_dim
     reg = tf.keras.regularizers.L2(spec.embedding_l2) if spec.embedding_l2 else None
-    self.tables = {name: tf.keras.layers.Embedding(n, spec.embedding_dim, name=f"emb_{name}",
-                                                   embeddings_regularizer=reg)
+    self.tables = {name: SequenceEmbedding(n, spec.embedding_dim, name=f"emb_{name}",
+                                           embeddings_regularizer=reg)
                    for name, n in table_sizes(spec).items()}
 
   def __call__(self, table: str, ids: tf.Tensor) -> tf.Tensor:
     return self.tables[table](ids)  # [B, L] -> [B, L, D]
+
+  def pooled(self, table: str, ids: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
+    """Mean of the first ``length`` positions' embeddings: [B, L] -> [B, D]."""
+    return self.tables[table](ids, length=length)
 
 
 def multi_id_tokens(emb: Embeddings, table: str, ids: tf.Tensor, width: int) -> tf.Tensor:
@@ -72,12 +77,25 @@ def sequence_tokens(emb: Embeddings, x: Dict[str, tf.Tensor], prefix: str) -> tf
           + emb("age", s("age_seconds")))  # [B, L, D]
 
 
+# (embedding table, lifelong field): a purchase's token is the sum of these embeddings.
+LIFELONG_TOKEN_FIELDS = (("item", "item_ids"), (P.CATEGORY_VOCAB, "category_ids"),
+                         (P.BRAND_VOCAB, "brand_ids"), (P.SHOP_VOCAB, "shop_ids"),
+                         ("ll_age", "age_days"))
+
+
 def lifelong_tokens(emb: Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
   """Per-position vectors of the lifelong purchase sequence with its side information."""
-  s = lambda f: x[xf(F.seq_key(F.LL, f))]  # noqa: E731
-  return (emb("item", s("item_ids")) + emb(P.CATEGORY_VOCAB, s("category_ids"))
-          + emb(P.BRAND_VOCAB, s("brand_ids")) + emb(P.SHOP_VOCAB, s("shop_ids"))
-          + emb("ll_age", s("age_days")))  # [B, L, D]
+  return tf.add_n([emb(table, x[xf(F.seq_key(F.LL, field))])
+                   for table, field in LIFELONG_TOKEN_FIELDS])  # [B, L, D]
+
+
+def pooled_lifelong(emb: Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
+  """Mean of :func:`lifelong_tokens` over the history: [B, D]. Pooled per table (the mean of a
+  sum is the sum of the means), so the small tables pool by histogram
+  (:class:`models.layers.SequenceEmbedding`) without building the [B, L, D] tokens."""
+  length = x[xf(F.len_key(F.LL))]
+  return tf.add_n([emb.pooled(table, x[xf(F.seq_key(F.LL, field))], length)
+                   for table, field in LIFELONG_TOKEN_FIELDS])  # [B, D]
 
 
 def candidate_tokens(emb: Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
@@ -201,7 +219,7 @@ def pooled_session_and_lifelong(emb: Embeddings, x: Dict[str, tf.Tensor]) -> Lis
   """Mean-pooled rooms already shown in this session and lifelong purchases."""
   return [
       pooled_session(emb, x),
-      MaskedMeanPooling(name="pool_lifelong")([lifelong_tokens(emb, x), x[xf(F.len_key(F.LL))]]),
+      pooled_lifelong(emb, x),
   ]
 
 

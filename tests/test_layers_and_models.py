@@ -6,7 +6,13 @@ import tensorflow as tf
 
 from models import features as F
 from models import trainer
-from models.layers import MLP, BroadcastConcatenate, MaskedMeanPooling, batch_gather
+from models.layers import (
+    MLP,
+    BroadcastConcatenate,
+    MaskedMeanPooling,
+    SequenceEmbedding,
+    batch_gather,
+)
 from models.spec import ModelSpec
 
 
@@ -16,6 +22,30 @@ def test_masked_mean_pooling_hand_computed_and_empty_sequence():
   out = MaskedMeanPooling()([seq, tf.constant([[2], [0]])]).numpy()
   np.testing.assert_allclose(out, [[2.0, 3.0], [0.0, 0.0]])  # padding ignored; empty -> zeros
   assert not np.isnan(out).any()
+
+
+@pytest.mark.parametrize("rows", [5, 50])  # by histogram (5 <= 4 L = 24), by gather (50 > 24)
+def test_sequence_embedding_pools_as_masked_mean_pooling_of_the_lookup(rows):
+  table = SequenceEmbedding(rows, 3)
+  ids = tf.constant([[1, 4, 1, 0, 2, 3], [2, 2, 0, 0, 0, 0], [4, 1, 3, 2, 0, 1]])
+  length = tf.constant([[3], [2], [0]])  # row 0: ids 1, 4, 1; row 2: empty
+  table(ids)  # builds the table outside the tape, as a model's first call does
+  weights = tf.constant([[1.0, -2.0, 0.5]])
+  with tf.GradientTape(persistent=True) as tape:
+    pooled = table(ids, length=length)  # [B, D]
+    reference = MaskedMeanPooling()([table(ids), length])
+    pooled_loss, reference_loss = pooled * weights, reference * weights
+  vectors = table.embeddings.numpy()
+  np.testing.assert_allclose(pooled.numpy()[0], (2 * vectors[1] + vectors[4]) / 3, atol=1e-7)
+  np.testing.assert_allclose(pooled.numpy()[1], vectors[2], atol=1e-7)
+  np.testing.assert_array_equal(pooled.numpy()[2], [0.0, 0.0, 0.0])  # empty -> zeros
+  np.testing.assert_allclose(pooled.numpy(), reference.numpy(), atol=1e-7)
+  grad = tf.convert_to_tensor(tape.gradient(pooled_loss, table.embeddings)).numpy()
+  expected = tf.convert_to_tensor(tape.gradient(reference_loss, table.embeddings)).numpy()
+  np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-7)
+  assert np.abs(grad[1]).sum() > 0 and np.abs(grad[3]).sum() == 0  # id 3 is only past a length
+  clone = SequenceEmbedding.from_config(table.get_config())
+  assert clone.get_config() == table.get_config()
 
 
 def test_mlp_weights_values_and_config_round_trip():

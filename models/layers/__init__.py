@@ -6,6 +6,7 @@ from models.layers.blocks import (
     BroadcastConcatenate,
     CrossNetwork,
     MaskedMeanPooling,
+    SequenceEmbedding,
     batch_gather,
 )
 from models.layers.experts import CGC, PLE, ExpertGate
@@ -13,4 +14,5 @@ from models.layers.match import DecayedMatchSum, IdMatchCount, MatchSummary
 
 __all__ = ["CGC", "MLP", "PLE", "BatchGather", "BroadcastConcatenate", "CrossNetwork",
            "DecayedMatchSum", "ExpertGate",
-           "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "TargetAttention", "batch_gather"]
+           "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "SequenceEmbedding", "TargetAttention",
+           "batch_gather"]

@@ -35,7 +35,10 @@ from models.multitask import NUM_TASKS, extractor, task_heads
 from models.spec import ModelSpec
 
 xf = F.transformed_name
-CHANNELS: Tuple[str, ...] = ("category", "shop_brand", "similarity", "interest", "recent")
+ROOM_CHANNELS: Tuple[str, ...] = ("category", "shop_brand", "similarity")
+# The user's alone (no room in their score): extracted once per user, not once per room.
+USER_CHANNELS: Tuple[str, ...] = ("interest", "recent")
+CHANNELS: Tuple[str, ...] = ROOM_CHANNELS + USER_CHANNELS
 # Channels whose extracted items must be relevant (score > 0); the others always fill their K.
 RELEVANCE_CHANNELS: Tuple[bool, ...] = (True, True, False, False, False)
 EXTRACTIONS = ("multi_channel", "mean_pool")
@@ -84,9 +87,9 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
     query: [B, D] the target room (:func:`target_room_query`).
     num_categories: rows of the category vocabulary (ids are < this).
   Returns:
-    (room channels [B, 3, L]: category, shop_brand, similarity; user channels [B or 1, 2, L]:
-    interest, recent). The user channels do not depend on the room, so with one user ranked
-    against N rooms they stay at batch 1 and are extracted once.
+    (:data:`ROOM_CHANNELS` [B, 3, L], :data:`USER_CHANNELS` [B or 1, 2, L]). The user channels
+    do not depend on the room, so with one user ranked against N rooms they stay at batch 1 and
+    are extracted once.
   """
   cats = _ll(x, "category_ids")  # [B, L]
   length = tf.shape(cats)[1]

@@ -78,9 +78,10 @@ demo: venv
 	  serving)
 
 # Two pytest-xdist workers, one per core; a file's tests stay on one worker (module fixtures such
-# as the e2e pipeline run are built once). TEST_WORKERS=0 runs in one process.
+# as the e2e pipeline run are built once), in collection order (tests/conftest.py puts the long
+# e2e file first; xdist would otherwise queue files by test count). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-PYTEST = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: venv
 	$(PYTEST) tests

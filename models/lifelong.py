@@ -104,7 +104,7 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
                          tf.stop_gradient(query)[:, :, tf.newaxis])[..., 0]  # [B, L]
   # How often the user bought each purchase's category (their own interest), from a histogram.
   valid = valid_positions(x[xf(F.len_key(F.LL))], length)  # [B or 1, L]
-  # A per-row bincount, O(L + V): a one-hot sum built [B, L, V] (1 GB at B = 128, L = 10,000).
+  # A per-row bincount, O(L + V); not a one-hot sum built [B, L, V] (1 GB at B = 128, L = 10k).
   histogram = tf.math.bincount(tf.cast(cats, tf.int32), weights=valid, minlength=num_categories,
                                maxlength=num_categories, axis=-1)  # [B or 1, V]
   interest = tf.gather(histogram, cats, batch_dims=1) * tf.cast(cats > 0, tf.float32)

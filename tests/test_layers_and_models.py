@@ -46,6 +46,8 @@ def test_sequence_embedding_pools_as_masked_mean_pooling_of_the_lookup(rows):
   assert np.abs(grad[1]).sum() > 0 and np.abs(grad[3]).sum() == 0  # id 3 is only past a length
   clone = SequenceEmbedding.from_config(table.get_config())
   assert clone.get_config() == table.get_config()
+  with pytest.raises(ValueError, match="mask_zero and sparse are not supported"):
+    SequenceEmbedding(rows, 3, mask_zero=True)
 
 
 def test_mlp_weights_values_and_config_round_trip():

@@ -47,6 +47,15 @@ def test_id_match_count_equals_every_pair_compared(query_rows, key_rows, width):
     assert none.shape == (0, 5)
 
 
+def test_ids_no_query_holds_never_match_and_do_not_size_the_tables():
+  # A key id far beyond every query id (or negative) reads the padding slot: no match, and the
+  # lookup tables stay the size of the query's ids (a 10**12-row table would not fit).
+  query = tf.constant([[3, 1]], tf.int64)
+  keys = tf.constant([[3, 10**12, -4, 1]], tf.int64)
+  np.testing.assert_array_equal(IdMatchCount()([query, keys]).numpy(), [[1.0, 0.0, 0.0, 1.0]])
+  np.testing.assert_array_equal(match_counts(query, keys).numpy(), [[1.0, 1.0]])
+
+
 def test_id_match_count_validation_and_config():
   with pytest.raises(ValueError, match="width must be >= 1, got 0"):
     IdMatchCount(width=0)

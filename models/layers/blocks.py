@@ -85,8 +85,15 @@ class SequenceEmbedding(tf.keras.layers.Embedding):
   position it is computed as each row's id histogram times the table: O(B L) counting and an
   O(B V D) product, and a dense [V, D] gradient, instead of gathering B L vectors and scattering
   B L gradients back (a 10,000-purchase history against a few hundred categories). Larger tables
-  (the hashed items of a short history) gather.
+  (the hashed items of a short history) gather. Pooling needs ids in [0, input_dim) and ``ids``
+  and ``length`` of one batch (the histogram path drops an out-of-range id where a lookup fails).
   """
+
+  def __init__(self, input_dim: int, output_dim: int, **kwargs):
+    if kwargs.get("mask_zero") or kwargs.get("sparse"):
+      raise ValueError("SequenceEmbedding pools to [B, D]: mask_zero and sparse are not supported, "
+                       f"got mask_zero={kwargs.get('mask_zero')}, sparse={kwargs.get('sparse')}")
+    super().__init__(input_dim, output_dim, **kwargs)
 
   def call(self, inputs, length=None):
     if length is None:

@@ -26,8 +26,9 @@ class TopKExtraction(tf.keras.layers.Layer):
 
   Call with ``(scores [B, C, L], length [B] or [B, 1])``, or with
   ``(scores, length, user_scores [B or 1, C_u, L])`` where ``user_scores`` are channels of the
-  user alone: with one user ranked against N rooms (batch 1 there) their top-K is taken once and
-  broadcast to the N rows, and they follow ``scores``' channels in the output. Positions at or
+  user alone: with one user ranked against N rooms (``user_scores`` and ``length`` of batch 1
+  there) their top-K is taken once and broadcast to the N rows, and they follow ``scores``'
+  channels in the output. Positions at or
   past ``length`` are never extracted; ties go to the more recent (lower) position. Returns
   ``(indices [B, C (+ C_u), K] int32, valid [B, C (+ C_u), K] float32)``: ``valid`` is 0 for a
   slot that holds padding (the sequence is shorter than ``k``; its index is clipped into the

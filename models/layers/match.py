@@ -19,9 +19,9 @@ def weighted_match_sums(query: tf.Tensor, keys: tf.Tensor, weights: tf.Tensor) -
 
   ``out[b, q, k] = sum_l [keys[b, l] == query[b, q]] * weights[b, l, k]``, 0 where the query id
   is <= 0 (padding). Each key row's weights are summed by id into a [V, K] table once (a segment
-  sum, O(L K)) and every query id reads its row (O(Q K)), so one user's history of 10,000
-  purchases meets N rooms without an [N, L] match matrix, and a training batch needs no sort.
-  The ids are vocabulary indices (small, >= 0): the table has max id + 1 rows per key row.
+  sum, O((L + V) K) per key row, V = the largest query id + 1) and every query id reads its row
+  (O(Q K)), so one user's history of 10,000 purchases meets N rooms without an [N, L] match
+  matrix, and a training batch needs no sort. The ids are vocabulary indices (>= 0).
 
   Args:
     query: [B, Q] integer ids.
@@ -33,8 +33,10 @@ def weighted_match_sums(query: tf.Tensor, keys: tf.Tensor, weights: tf.Tensor) -
   rows_q, rows_k = tf.shape(query)[0], tf.shape(keys)[0]
   num_cols = tf.shape(weights)[-1]
   query = tf.cast(query, tf.int64)
-  keys = tf.maximum(tf.cast(keys, tf.int64), 0)
-  size = tf.maximum(tf.maximum(tf.reduce_max(query), tf.reduce_max(keys)) + 1, 1)
+  size = tf.maximum(tf.reduce_max(query) + 1, 1)  # the table covers the query's ids only
+  keys = tf.cast(keys, tf.int64)
+  # A key no query can ask for (outside the table, or negative) is summed into the padding row.
+  keys = tf.where((keys > 0) & (keys < size), keys, tf.zeros_like(keys))
   key_row = tf.range(tf.cast(rows_k, tf.int64))[:, tf.newaxis] * size  # [Bk, 1]
   table = tf.math.unsorted_segment_sum(
       tf.reshape(tf.cast(weights, tf.float32), [-1, num_cols]),
@@ -59,10 +61,11 @@ class IdMatchCount(tf.keras.layers.Layer):
   position's ids occur in the query; with a sequence as the query (e.g. lifelong brands against
   displayed brands) it counts occurrences.
 
-  The ids are vocabulary indices (small, >= 0; negative ids never match): each row's query ids
-  are counted into a [B, max id + 1] table and every key looks its count up, so the cost is
-  O(B (Q + V + L W)), not the O(B L W Q) of comparing every pair (one user's 10,000 purchases
-  against the brands displayed in 200 rooms).
+  The ids are vocabulary indices (>= 0; negative ids never match): each row's query ids are
+  counted into a [B, V] table, V = the largest query id + 1, and every key looks its count up,
+  so the cost is O(B (Q + V + L W)), not the O(B L W Q) of comparing every pair (one user's
+  10,000 purchases against the brands displayed in 200 rooms). V grows with the query's ids, not
+  the keys': fine for this project's vocabularies (hundreds to thousands of ids).
 
   Args:
     width: ids per key position (>= 1).
@@ -81,8 +84,10 @@ class IdMatchCount(tf.keras.layers.Layer):
                        f"width {self.width}")
     positions = keys.shape[-1] // self.width if keys.shape[-1] is not None else -1
     query = tf.maximum(tf.cast(query, tf.int64), 0)  # [Bq, Q]
-    keys = tf.maximum(tf.cast(keys, tf.int64), 0)  # [Bk, L * W]
-    size = tf.maximum(tf.maximum(tf.reduce_max(query), tf.reduce_max(keys)) + 1, 1)
+    size = tf.maximum(tf.reduce_max(query) + 1, 1)  # the table covers the query's ids only
+    keys = tf.cast(keys, tf.int64)
+    # A key outside the table (or negative) cannot match: it reads the padding column.
+    keys = tf.where((keys > 0) & (keys < size), keys, tf.zeros_like(keys))  # [Bk, L * W]
     # Padding (0) gets no weight, so its column stays 0 and a padded key never matches.
     counts = tf.math.bincount(query, weights=tf.cast(query > 0, tf.float32), minlength=size,
                               maxlength=size, axis=-1)  # [Bq, V]

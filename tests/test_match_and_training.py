@@ -54,6 +54,10 @@ def test_ids_no_query_holds_never_match_and_do_not_size_the_tables():
   keys = tf.constant([[3, 10**12, -4, 1]], tf.int64)
   np.testing.assert_array_equal(IdMatchCount()([query, keys]).numpy(), [[1.0, 0.0, 0.0, 1.0]])
   np.testing.assert_array_equal(match_counts(query, keys).numpy(), [[1.0, 1.0]])
+  # A negative query id is padding on both paths: it matches nothing, not even a negative key.
+  query = tf.constant([[3, -4, 1]], tf.int64)
+  np.testing.assert_array_equal(IdMatchCount()([query, keys]).numpy(), [[1.0, 0.0, 0.0, 1.0]])
+  np.testing.assert_array_equal(match_counts(query, keys).numpy(), [[1.0, 0.0, 1.0]])
 
 
 def test_id_match_count_validation_and_config():

@@ -14,6 +14,22 @@ import tensorflow as tf
 from models.layers.blocks import PACKAGE
 
 
+def _ids_in_query_table(query: tf.Tensor, keys: tf.Tensor):
+  """The query's ids, the size of a table of them and the keys that can read it.
+
+  The table covers the query's ids only (V = the largest + 1), so its size does not grow with
+  a key no query holds; such a key (outside [1, V), or negative) is mapped to the padding id 0.
+
+  Returns:
+    (query int64 with negatives as 0, keys int64 in [0, V), V as an int64 scalar).
+  """
+  query = tf.maximum(tf.cast(query, tf.int64), 0)
+  size = tf.maximum(tf.reduce_max(query) + 1, 1)
+  keys = tf.cast(keys, tf.int64)
+  keys = tf.where((keys > 0) & (keys < size), keys, tf.zeros_like(keys))
+  return query, keys, size
+
+
 def weighted_match_sums(query: tf.Tensor, keys: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
   """For each query id, the sum of each weight column over the positions whose key equals it.
 
@@ -32,17 +48,14 @@ def weighted_match_sums(query: tf.Tensor, keys: tf.Tensor, weights: tf.Tensor) -
   """
   rows_q, rows_k = tf.shape(query)[0], tf.shape(keys)[0]
   num_cols = tf.shape(weights)[-1]
-  query = tf.cast(query, tf.int64)
-  size = tf.maximum(tf.reduce_max(query) + 1, 1)  # the table covers the query's ids only
-  keys = tf.cast(keys, tf.int64)
-  # A key no query can ask for (outside the table, or negative) is summed into the padding row.
-  keys = tf.where((keys > 0) & (keys < size), keys, tf.zeros_like(keys))
+  # A key no query can ask for is summed into the padding row.
+  query, keys, size = _ids_in_query_table(query, keys)
   key_row = tf.range(tf.cast(rows_k, tf.int64))[:, tf.newaxis] * size  # [Bk, 1]
   table = tf.math.unsorted_segment_sum(
       tf.reshape(tf.cast(weights, tf.float32), [-1, num_cols]),
       tf.reshape(keys + key_row, [-1]), tf.cast(rows_k, tf.int64) * size)  # [Bk * V, K]
   query_row = tf.cast(tf.minimum(tf.range(rows_q), rows_k - 1), tf.int64)[:, tf.newaxis]
-  sums = tf.gather(table, query_row * size + tf.maximum(query, 0))  # [Bq, Q, K]
+  sums = tf.gather(table, query_row * size + query)  # [Bq, Q, K]
   return sums * tf.cast(query > 0, tf.float32)[..., tf.newaxis]
 
 
@@ -83,11 +96,8 @@ class IdMatchCount(tf.keras.layers.Layer):
       raise ValueError(f"IdMatchCount keys length {keys.shape[-1]} is not a multiple of "
                        f"width {self.width}")
     positions = keys.shape[-1] // self.width if keys.shape[-1] is not None else -1
-    query = tf.maximum(tf.cast(query, tf.int64), 0)  # [Bq, Q]
-    size = tf.maximum(tf.reduce_max(query) + 1, 1)  # the table covers the query's ids only
-    keys = tf.cast(keys, tf.int64)
-    # A key outside the table (or negative) cannot match: it reads the padding column.
-    keys = tf.where((keys > 0) & (keys < size), keys, tf.zeros_like(keys))  # [Bk, L * W]
+    # A key outside the query's table cannot match: it reads the padding column.
+    query, keys, size = _ids_in_query_table(query, keys)  # [Bq, Q], [Bk, L * W]
     # Padding (0) gets no weight, so its column stays 0 and a padded key never matches.
     counts = tf.math.bincount(query, weights=tf.cast(query > 0, tf.float32), minlength=size,
                               maxlength=size, axis=-1)  # [Bq, V]

@@ -28,7 +28,7 @@ from models import encoders
 from models import features as F
 from models import preprocessing as P
 from models import tasks as tasks_lib
-from models.layers import MLP, BatchGather, BroadcastConcatenate, MaskedMeanPooling
+from models.layers import MLP, BatchGather, BroadcastConcatenate, MaskedMeanPooling, ScoringDense
 from models.layers.lifelong import ChannelDINAttention, TopKExtraction
 from models.layers.match import IdMatchCount, valid_positions
 from models.multitask import NUM_TASKS, extractor, task_heads
@@ -60,11 +60,52 @@ def _ll(x: Dict[str, tf.Tensor], field: str) -> tf.Tensor:
   return x[xf(F.seq_key(F.LL, field))]
 
 
-def purchase_tokens(emb: encoders.Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
-  """Every purchase with its side information: ids, age, and log price / stay / weight."""
-  side = tf.stack([_ll(x, f) for f in F.LL_FLOAT_FIELDS], axis=-1)  # [B, L, 3]
-  side = tf.keras.layers.Dense(emb.dim, use_bias=False, name="purchase_side")(side)  # [B, L, D]
-  return encoders.lifelong_tokens(emb, x) + side  # [B, L, D]
+class PurchaseTokens:
+  """Purchase tokens: each purchase's ids and side information (age, log price / stay / weight)
+  summed in the shared embedding space; one ``purchase_side`` projection for every call.
+
+  ``all(x)`` embeds the whole sequence [B, L, D]; ``at(x, indices)`` embeds only the positions
+  ``indices`` ([B, ...]) selects, the same vectors as gathering ``all(x)``; ``similarity(x, q)``
+  is ``all(x)`` dotted with the room ``q`` [B, L], summed per field from each table's scores
+  (``Embeddings.scores``), so the whole sequence is never embedded. The extracted items are built
+  with ``at``, so training's gradient reaches the embedding tables through B * C * K rows, not
+  through all L (at L = 10,000 the dense [B, L, D] gradient and its sparse table updates were
+  most of a step).
+  """
+
+  def __init__(self, emb: encoders.Embeddings):
+    self.emb = emb
+    self.side = ScoringDense(emb.dim, use_bias=False, name="purchase_side")
+
+  def _tokens(self, ids, side) -> tf.Tensor:
+    """ids: per field of ``encoders.LIFELONG_TOKEN_FIELDS`` [B, ...]; side: [B, ..., 3]."""
+    return tf.add_n([self.emb(table, field_ids) for (table, _), field_ids
+                     in zip(encoders.LIFELONG_TOKEN_FIELDS, ids)]) + self.side(side)
+
+  @staticmethod
+  def _side(x: Dict[str, tf.Tensor]) -> tf.Tensor:
+    return tf.stack([_ll(x, f) for f in F.LL_FLOAT_FIELDS], axis=-1)  # [B, L, 3]
+
+  def all(self, x: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """[B, L, D]: every purchase."""
+    return self._tokens([_ll(x, field) for _, field in encoders.LIFELONG_TOKEN_FIELDS],
+                        self._side(x))
+
+  def similarity(self, x: Dict[str, tf.Tensor], query: tf.Tensor) -> tf.Tensor:
+    """[B, L]: every purchase's token dotted with its row's ``query`` [B, D] (the sequence may
+    have batch 1: one user against N rooms)."""
+    return tf.add_n([self.emb.scores(table, _ll(x, field), query)
+                     for table, field in encoders.LIFELONG_TOKEN_FIELDS]
+                    + [self.side(self._side(x), query=query)])
+
+  def at(self, x: Dict[str, tf.Tensor], indices: tf.Tensor) -> tf.Tensor:
+    """[B, ..., D]: the purchases at ``indices`` [B, ...] (the sequence may have batch 1)."""
+    # Field by field: stacking the fields first would copy the whole sequence once more.
+    gather = lambda field: BatchGather(name=f"extracted_{field}")(  # noqa: E731
+        [_ll(x, field), indices])  # [B, ...]
+    ids = [gather(field) for _, field in encoders.LIFELONG_TOKEN_FIELDS]
+    side = tf.stack([gather(field) for field in F.LL_FLOAT_FIELDS], axis=-1)  # [B, ..., 3]
+    return self._tokens(ids, side)
 
 
 def target_room_query(emb: encoders.Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
@@ -77,14 +118,14 @@ def target_room_query(emb: encoders.Embeddings, x: Dict[str, tf.Tensor]) -> tf.T
   return display + cat + emb(P.SHOP_VOCAB, x[xf(F.HOST_SHOP_ID)])[:, 0]  # [B, D]
 
 
-def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
+def channel_scores(x: Dict[str, tf.Tensor], similarity: tf.Tensor,
                    num_categories: int) -> Tuple[tf.Tensor, tf.Tensor]:
   """Every purchase's score in each channel of :data:`CHANNELS`.
 
   Args:
     x: transformed features.
-    tokens: [B, L, D] purchase tokens.
-    query: [B, D] the target room (:func:`target_room_query`).
+    similarity: [B, L] each purchase's token dotted with the target room
+      (``PurchaseTokens.similarity`` of :func:`target_room_query`).
     num_categories: rows of the category vocabulary (ids are < this).
   Returns:
     (:data:`ROOM_CHANNELS` [B, 3, L], :data:`USER_CHANNELS` [B or 1, 2, L]). The user channels
@@ -98,10 +139,6 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
   same_shop = IdMatchCount(name="channel_shop_match")([x[xf(F.HOST_SHOP_ID)], _ll(x, "shop_ids")])
   same_brand = tf.minimum(IdMatchCount(name="channel_brand_match")(
       [x[xf(F.DISPLAY_BRAND_IDS)], _ll(x, "brand_ids")]), 1.0)  # [B, L]
-  # A batched matmul, not einsum (einsum does not survive a Keras SavedModel round trip), and it
-  # broadcasts one user's tokens [1, L, D] against N rooms without an [N, L, D] product.
-  similarity = tf.matmul(tf.stop_gradient(tokens),
-                         tf.stop_gradient(query)[:, :, tf.newaxis])[..., 0]  # [B, L]
   # How often the user bought each purchase's category (their own interest), from a histogram.
   valid = valid_positions(x[xf(F.len_key(F.LL))], length)  # [B or 1, L]
   # A per-row bincount, O(L + V); not a one-hot sum built [B, L, V] (1 GB at B = 128, L = 10k).
@@ -113,14 +150,13 @@ def channel_scores(x: Dict[str, tf.Tensor], tokens: tf.Tensor, query: tf.Tensor,
           tf.stack([interest, recent], axis=1))  # [B or 1, 2, L]
 
 
-def extract(x: Dict[str, tf.Tensor], tokens: tf.Tensor, scores: Tuple[tf.Tensor, tf.Tensor],
-            top_k: int):
+def extract(x: Dict[str, tf.Tensor], purchases: PurchaseTokens,
+            scores: Tuple[tf.Tensor, tf.Tensor], top_k: int):
   """Top-``top_k`` purchases per channel of ``scores`` (:func:`channel_scores`): (valid [B, C, K],
   items [B, C, K, D])."""
   indices, valid = TopKExtraction(top_k, RELEVANCE_CHANNELS, name=EXTRACTION_LAYER)(
       [scores[0], x[xf(F.len_key(F.LL))], scores[1]])
-  items = BatchGather(name="extracted_items")([tokens, indices])  # [B, C, K, D]
-  return valid, items
+  return valid, purchases.at(x, indices)  # [B, C, K, D]
 
 
 def in_room_categories(purchase_categories, room_categories) -> tf.Tensor:
@@ -206,11 +242,13 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
   inputs = spec.inputs()
   emb = encoders.Embeddings(spec)
   length = inputs[xf(F.len_key(F.LL))]
-  tokens = purchase_tokens(emb, inputs)  # [B, L, D]
+  purchases = PurchaseTokens(emb)
   query = target_room_query(emb, inputs)  # [B, D]
   if extraction == "multi_channel":
-    scores = channel_scores(inputs, tokens, query, spec.vocab_sizes[P.CATEGORY_VOCAB])
-    valid, items = extract(inputs, tokens, scores, top_k)
+    # Only ranks purchases for the top-K, so no gradient flows through it.
+    similarity = tf.stop_gradient(purchases.similarity(inputs, query))  # [B, L]
+    scores = channel_scores(inputs, similarity, spec.vocab_sizes[P.CATEGORY_VOCAB])
+    valid, items = extract(inputs, purchases, scores, top_k)
     per_channel = ChannelDINAttention((4 * spec.embedding_dim,), channel_softmax=channel_softmax,
                                       name=ATTENTION_LAYER)([query, items, valid])  # [B, C, D]
     counts = tf.reduce_sum(valid, axis=-1)  # [B, C]
@@ -223,7 +261,8 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
       # categories (the category and shop/brand channels' hits); O(1) in L per room.
       history += encoders.lifelong_match(inputs)  # [B, 22]
   else:
-    per_channel = MaskedMeanPooling(name="pool_lifelong")([tokens, length])[:, tf.newaxis, :]
+    per_channel = MaskedMeanPooling(name="pool_lifelong")(
+        [purchases.all(inputs), length])[:, tf.newaxis, :]  # [B, 1, D]
     history = []
   interest = tf.keras.layers.Flatten(name="lifelong_interest_vector")(per_channel)  # [B, C*D]
   affinity = tf.reduce_sum(per_channel * query[:, tf.newaxis, :], axis=-1)  # [B, C]: vs the room

@@ -10,6 +10,7 @@ from models.layers import (
     MLP,
     BroadcastConcatenate,
     MaskedMeanPooling,
+    ScoringDense,
     SequenceEmbedding,
     batch_gather,
 )
@@ -48,6 +49,38 @@ def test_sequence_embedding_pools_as_masked_mean_pooling_of_the_lookup(rows):
   assert clone.get_config() == table.get_config()
   with pytest.raises(ValueError, match="mask_zero and sparse are not supported"):
     SequenceEmbedding(rows, 3, mask_zero=True)
+
+
+@pytest.mark.parametrize("rows", [5, 50])  # by a score table (5 <= L = 6), by lookup (50 > 6)
+def test_sequence_embedding_scores_ids_against_a_query_per_row(rows):
+  table = SequenceEmbedding(rows, 3)
+  ids = tf.constant([[1, 4, 1, 0, 2, 3], [2, 2, 0, 0, 0, 0]])  # [B=2, L=6]
+  query = tf.constant([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]])  # [B, D]
+  vectors = table(ids).numpy()  # [B, L, D]
+  expected = np.einsum("bld,bd->bl", vectors, query.numpy())
+  np.testing.assert_allclose(table(ids, query=query).numpy(), expected, rtol=1e-6, atol=1e-7)
+  # One sequence (batch 1) against both queries: as if repeated per query row.
+  np.testing.assert_allclose(table(ids[:1], query=query).numpy(),
+                             np.einsum("ld,bd->bl", vectors[0], query.numpy()), rtol=1e-6,
+                             atol=1e-7)
+  assert table(ids[:1], query=query[:0]).shape == (0, 6)  # no rooms, no rows
+  with pytest.raises(ValueError, match="pools \\(length=\\) or scores \\(query=\\), not both"):
+    table(ids, length=tf.constant([[1], [1]]), query=query)
+
+
+def test_scoring_dense_scores_its_projection_against_a_query():
+  layer = ScoringDense(2, name="side")
+  x = tf.constant([[[1.0, 0.0, 2.0], [0.5, -1.0, 0.0]]])  # [1, L=2, In=3]: one shared sequence
+  layer(x)  # builds the kernel and bias
+  layer.bias.assign([0.25, -1.0])
+  projected = layer(x).numpy()[0]  # [L, 2]
+  query = tf.constant([[1.0, 2.0], [-1.0, 0.0], [0.0, 0.0]])  # [N=3, 2]
+  np.testing.assert_allclose(layer(x, query=query).numpy(), query.numpy() @ projected.T,
+                             rtol=1e-6)
+  assert len(layer.weights) == 2
+  assert ScoringDense.from_config(layer.get_config()).get_config() == layer.get_config()
+  with pytest.raises(ValueError, match="ScoringDense is linear: activation must be None, got 'relu'"):
+    ScoringDense(2, activation="relu")
 
 
 def test_mlp_weights_values_and_config_round_trip():

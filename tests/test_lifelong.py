@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from models import encoders, lifelong, trainer
 from models import features as F
-from models import lifelong, trainer
 from models.layers.lifelong import ChannelDINAttention, MixoutDense, TopKExtraction
 from models.spec import ModelSpec
 
@@ -145,9 +145,8 @@ def test_channel_scores_on_a_hand_built_history():
   x = _features(host_cats=[2, 4, 0], shop=7, brands=[9, 0],
                 ll_cats=[2, 5, 2, 3, 2, 0], ll_shops=[1, 7, 1, 1, 7, 0],
                 ll_brands=[9, 1, 1, 9, 1, 0], ll_len=5)
-  tokens = tf.constant(np.eye(6, 3, dtype=np.float32)[np.newaxis])  # [1, L=6, D=3]
-  query = tf.constant([[1.0, 2.0, 3.0]])
-  room_scores, user_scores = lifelong.channel_scores(x, tokens, query, num_categories=8)
+  similarity = tf.constant([[1.0, 2.0, 3.0, 0.0, 0.0, 0.0]])  # passed through as given
+  room_scores, user_scores = lifelong.channel_scores(x, similarity, num_categories=8)
   scores = np.concatenate([room_scores.numpy()[0], user_scores.numpy()[0]])
   assert room_scores.shape == (1, len(lifelong.ROOM_CHANNELS), 6)
   assert user_scores.shape == (1, len(lifelong.USER_CHANNELS), 6)
@@ -157,6 +156,30 @@ def test_channel_scores_on_a_hand_built_history():
   np.testing.assert_array_equal(by_name["similarity"][:3], [1, 2, 3])
   np.testing.assert_array_equal(by_name["interest"][:5], [3, 1, 3, 1, 3])  # category 2 bought 3x
   np.testing.assert_array_equal(by_name["recent"], [0, -1, -2, -3, -4, -5])
+
+
+def test_purchase_tokens_at_indices_and_similarity_equal_the_whole_sequence_s():
+  spec = _spec()
+  purchases = lifelong.PurchaseTokens(encoders.Embeddings(spec))
+  rng = np.random.default_rng(3)
+  # ids < 11: inside every table of this spec (the age buckets have the fewest rows)
+  x = {xf(F.seq_key(F.LL, field)): tf.constant(rng.integers(0, 11, size=(1, 30)), tf.int64)
+       for _, field in encoders.LIFELONG_TOKEN_FIELDS}
+  x.update({xf(F.seq_key(F.LL, field)): tf.constant(rng.normal(size=(1, 30)), tf.float32)
+            for field in F.LL_FLOAT_FIELDS})
+  indices = tf.constant([[[0, 7], [29, 7]], [[3, 3], [1, 2]]])  # [B=2, C=2, K=2]; shared user
+  with tf.GradientTape() as tape:
+    items = purchases.at(x, indices)  # [2, 2, 2, D]
+    loss = tf.reduce_sum(items)
+  every = purchases.all(x).numpy()[0]  # [30, D]
+  np.testing.assert_allclose(items.numpy(), every[indices.numpy()], rtol=1e-6)
+  query = tf.constant(rng.normal(size=(3, spec.embedding_dim)), tf.float32)  # 3 rooms, 1 user
+  np.testing.assert_allclose(purchases.similarity(x, query).numpy(), query.numpy() @ every.T,
+                             rtol=1e-5, atol=1e-6)
+  table = purchases.emb.tables["item"]
+  grad = tape.gradient(loss, table.embeddings)
+  # The item table's gradient has one row per extracted slot, not one per purchase.
+  assert isinstance(grad, tf.IndexedSlices) and grad.indices.shape[0] == indices.shape.num_elements()
 
 
 def test_extraction_relevance_counts_only_valid_room_category_hits():

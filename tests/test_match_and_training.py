@@ -93,40 +93,49 @@ def test_match_summary_learned_bucket_weights_and_config():
 
 def test_weighted_match_sums_hand_computed_shared_and_per_row_keys():
   keys = tf.constant([[3, 5, 3, 0]])  # one user's sequence; 0 is padding
-  weights = tf.constant([[[1.0, 10.0], [1.0, 20.0], [1.0, 30.0], [1.0, 40.0]]])  # [1, 4, 2]
+  weights = [tf.constant([[1.0, 1.0, 1.0, 1.0]]), tf.constant([[10.0, 20.0, 30.0, 40.0]])]
   query = tf.constant([[3, 7], [5, 0], [0, 3]])  # three rooms against the shared keys
   out = weighted_match_sums(query, keys, weights).numpy()  # [3, 2, 2]
   np.testing.assert_allclose(out[0], [[2.0, 40.0], [0.0, 0.0]])  # 3 at positions 0 and 2
   np.testing.assert_allclose(out[1], [[1.0, 20.0], [0.0, 0.0]])  # a 0 query id matches nothing
   np.testing.assert_allclose(out[2], [[0.0, 0.0], [2.0, 40.0]])
   per_row = weighted_match_sums(tf.constant([[3], [3]]), tf.constant([[3, 3, 1], [1, 1, 3]]),
-                                tf.ones([2, 3, 1])).numpy()[..., 0]
+                                [tf.ones([2, 3])]).numpy()[..., 0]
   np.testing.assert_allclose(per_row, [[2.0], [1.0]])  # rows do not see each other's ids
   np.testing.assert_allclose(match_counts(tf.constant([[5, 3, 9]]), keys).numpy(), [[1, 2, 0]])
 
 
 def test_lookup_match_summary_equals_the_match_matrix_path_and_learns_buckets():
   rng = np.random.default_rng(0)
-  keys = rng.integers(0, 6, size=(4, 30))
+  keys = rng.integers(-1, 6, size=(4, 30))  # -1: an id that never matches
   query = rng.integers(0, 6, size=(4, 3))
   length = np.array([[30], [12], [0], [5]])
-  buckets = rng.integers(0, 5, size=(4, 30))
+  buckets = rng.integers(-1, 7, size=(4, 30))  # outside [0, 5): clipped to the end buckets
   pairwise = MatchSummary(decay=0.9, num_buckets=5)
   lookup = LookupMatchSummary(decay=0.9, num_buckets=5)
-  expected = pairwise([IdMatchCount()([query, keys]), length, buckets]).numpy()
+  matches = IdMatchCount()([query, keys])
+  pairwise([matches, length, buckets])
   lookup([query, keys, length, buckets])
-  lookup.bucket_weights.assign(pairwise.bucket_weights)
-  np.testing.assert_allclose(lookup([query, keys, length, buckets]).numpy(), expected,
-                             rtol=1e-5, atol=1e-6)
+  for layer in (pairwise, lookup):  # distinct weights, so a bucket mix-up cannot pass
+    layer.bucket_weights.assign([0.5, -1.0, 2.0, 0.25, 3.0])
+  with tf.GradientTape(persistent=True) as tape:
+    expected = pairwise([matches, length, buckets])
+    got = lookup([query, keys, length, buckets])
+    expected_bucketed, got_bucketed = expected[:, 5], got[:, 5]
+  np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+  # The bucket weights train through the per-bucket counts exactly as through every position.
+  grad = tf.convert_to_tensor(tape.gradient(got_bucketed, lookup.bucket_weights)).numpy()
+  np.testing.assert_allclose(grad, tf.convert_to_tensor(
+      tape.gradient(expected_bucketed, pairwise.bucket_weights)).numpy(), rtol=1e-5)
+  assert np.abs(grad).sum() > 0
   # One user's keys against several rooms: the same as repeating the user per room.
   shared = lookup([query, keys[:1], length[:1], buckets[:1]]).numpy()
   tiled = lookup([query, np.repeat(keys[:1], 4, 0), np.repeat(length[:1], 4, 0),
                   np.repeat(buckets[:1], 4, 0)]).numpy()
   np.testing.assert_allclose(shared, tiled, rtol=1e-6)
-  with tf.GradientTape() as tape:
-    bucketed = tf.reduce_sum(lookup([query, keys, length, buckets])[:, 5])
-  grad = tf.convert_to_tensor(tape.gradient(bucketed, lookup.bucket_weights)).numpy()
-  assert np.abs(grad).sum() > 0  # the learned recency weights train through the lookup
+  # Without buckets: the five unweighted columns, the same on both paths.
+  np.testing.assert_allclose(LookupMatchSummary(decay=0.9)([query, keys, length]).numpy(),
+                             MatchSummary(decay=0.9)([matches, length]).numpy(), rtol=1e-5)
   with pytest.raises(ValueError, match="LookupMatchSummary \\(num_buckets=5\\) expects 4"):
     lookup([query, keys, length])
 

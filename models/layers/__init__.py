@@ -6,6 +6,7 @@ from models.layers.blocks import (
     BroadcastConcatenate,
     CrossNetwork,
     MaskedMeanPooling,
+    ScoringDense,
     SequenceEmbedding,
     batch_gather,
 )
@@ -14,5 +15,6 @@ from models.layers.match import DecayedMatchSum, IdMatchCount, MatchSummary
 
 __all__ = ["CGC", "MLP", "PLE", "BatchGather", "BroadcastConcatenate", "CrossNetwork",
            "DecayedMatchSum", "ExpertGate",
-           "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "SequenceEmbedding", "TargetAttention",
+           "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "ScoringDense", "SequenceEmbedding",
+           "TargetAttention",
            "batch_gather"]

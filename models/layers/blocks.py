@@ -9,6 +9,10 @@ import tensorflow as tf
 PACKAGE = "livestream"
 # SequenceEmbedding pools by histogram while its table has at most this many rows per position.
 HISTOGRAM_ROWS_PER_POSITION = 4
+# It scores ids against a query through a [B, V] table of scores while V <= this times L: per
+# row, V D multiply-adds and L scalar gathers, against L D gathered and multiplied (and one
+# user's sequence shared by N rooms gathers once either way, so the table must also beat N L D).
+SCORE_TABLE_ROWS_PER_POSITION = 1
 
 
 @tf.keras.utils.register_keras_serializable(package=PACKAGE)
@@ -87,6 +91,11 @@ class SequenceEmbedding(tf.keras.layers.Embedding):
   B L gradients back (a 10,000-purchase history against a few hundred categories). Larger tables
   (the hashed items of a short history) gather. Pooling needs ids in [0, input_dim) and ``ids``
   and ``length`` of one batch (the histogram path drops an out-of-range id where a lookup fails).
+
+  ``layer(ids, query=q)`` (ids [B or 1, L], q [B, D]) returns each id's embedding dotted with
+  its row's query, [B, L] (ids of batch 1: one user's sequence against every query row). While
+  the table has at most :data:`SCORE_TABLE_ROWS_PER_POSITION` rows per position this is the
+  table's scores against each query ([B, V]) read at the ids, so no [B, L, D] lookup is built.
   """
 
   def __init__(self, input_dim: int, output_dim: int, **kwargs):
@@ -95,7 +104,11 @@ class SequenceEmbedding(tf.keras.layers.Embedding):
                        f"got mask_zero={kwargs.get('mask_zero')}, sparse={kwargs.get('sparse')}")
     super().__init__(input_dim, output_dim, **kwargs)
 
-  def call(self, inputs, length=None):
+  def call(self, inputs, length=None, query=None):
+    if length is not None and query is not None:
+      raise ValueError("SequenceEmbedding pools (length=) or scores (query=), not both")
+    if query is not None:
+      return self._scores(inputs, query)
     if length is None:
       return super().call(inputs)
     ids = tf.cast(inputs, tf.int32)  # [B, L]
@@ -112,6 +125,43 @@ class SequenceEmbedding(tf.keras.layers.Embedding):
     histogram = tf.math.bincount(ids, weights=mask, minlength=self.input_dim,
                                  maxlength=self.input_dim, axis=-1)  # [B, V]
     return tf.matmul(histogram / count, self.embeddings)  # [B, D]
+
+  def _scores(self, ids, query):
+    """[B, L]: <embedding(ids[b, l]), query[b]>; ids [B or 1, L], query [B, D]."""
+    positions = ids.shape[-1]
+    if positions is None or self.input_dim > SCORE_TABLE_ROWS_PER_POSITION * positions:
+      # A batched matmul broadcasts one user's [1, L, D] against N queries.
+      return tf.matmul(super().call(ids), query[:, :, tf.newaxis])[..., 0]  # [B, L]
+    table = tf.matmul(query, self.embeddings, transpose_b=True)  # [Bq, V]
+    batch = tf.broadcast_dynamic_shape(tf.shape(query)[:1], tf.shape(ids)[:1])[0]
+    table = tf.broadcast_to(table, [batch, self.input_dim])  # [B, V]
+    ids = tf.broadcast_to(tf.cast(ids, tf.int32), [batch, tf.shape(ids)[1]])  # [B, L]
+    return tf.gather(table, ids, batch_dims=1)  # [B, L]
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class ScoringDense(tf.keras.layers.Dense):
+  """A linear ``Dense`` that can also score its rows against a query in its output space.
+
+  ``layer(x)`` is ``Dense``. ``layer(x, query=q)`` (x [B or 1, L, In], q [B, Units]) returns
+  ``<layer(x)[b, l], q[b]>`` as [B, L], computed as x . (W q) (+ b . q): the L rows are never
+  projected to the output space (a 10,000-purchase history scored against N rooms).
+  """
+
+  def __init__(self, units: int, **kwargs):
+    super().__init__(units, **kwargs)
+    if self.activation not in (None, tf.keras.activations.linear):
+      raise ValueError(f"ScoringDense is linear: activation must be None, got "
+                       f"{kwargs.get('activation')!r}")
+
+  def call(self, inputs, query=None):
+    if query is None:
+      return super().call(inputs)
+    projected_query = tf.matmul(query, self.kernel, transpose_b=True)  # [Bq, In]
+    scores = tf.matmul(inputs, projected_query[:, :, tf.newaxis])[..., 0]  # [B, L]
+    if self.use_bias:
+      scores += tf.reduce_sum(query * self.bias, axis=-1, keepdims=True)  # [Bq, 1]
+    return scores
 
 
 @tf.keras.utils.register_keras_serializable(package=PACKAGE)

@@ -61,9 +61,11 @@ class TopKExtraction(tf.keras.layers.Layer):
     max_len = tf.shape(scores)[-1]
     in_sequence = tf.sequence_mask(length, maxlen=max_len)[:, tf.newaxis, :]  # [B, 1, L]
     masked = tf.where(in_sequence, scores, tf.fill(tf.shape(scores), _NEVER))  # [B, C, L]
-    # Fewer stored positions than k: never-picked columns fill the rest.
-    masked = tf.pad(masked, [[0, 0], [0, 0], [0, tf.maximum(self.k - max_len, 0)]],
-                    constant_values=_NEVER)  # [B, C, max(L, K)]
+    if scores.shape[-1] is None or scores.shape[-1] < self.k:
+      # Fewer stored positions than k: never-picked columns fill the rest (a copy of the
+      # scores, so skipped when the length is known to be enough).
+      masked = tf.pad(masked, [[0, 0], [0, 0], [0, tf.maximum(self.k - max_len, 0)]],
+                      constant_values=_NEVER)  # [B, C, max(L, K)]
     top_scores, indices = tf.math.top_k(masked, k=self.k, sorted=True)  # [B, C, K]
     indices = tf.minimum(indices, max_len - 1)  # a padded column's slot is invalid anyway
     relevance = tf.constant(relevance_channels)[tf.newaxis, :, tf.newaxis]  # [1, C, 1]

@@ -17,19 +17,19 @@ from models.layers.blocks import PACKAGE
 
 
 def _ids_in_query_table(query: tf.Tensor, keys: tf.Tensor):
-  """The query's ids, the size of a table of them and the keys that can read it.
+  """The query's ids, the rows of a table of them and the keys that can read it.
 
-  The table covers the query's ids only (V = the largest + 1), so its size does not grow with
-  a key no query holds; such a key (outside [1, V), or negative) is mapped to the padding id 0.
+  The table covers the query's ids only (V = the largest + 1) and one more row that no query id
+  reads, so its size does not grow with a key no query holds: such a key is clipped into that
+  row, and a negative key into the padding row 0 (one clip, not a compare-and-select per key).
 
   Returns:
-    (query int64 with negatives as 0, keys int64 in [0, V), V as an int64 scalar).
+    (query int64 with negatives as 0, keys int64 in [0, V], V + 1 as an int64 scalar).
   """
   query = tf.maximum(tf.cast(query, tf.int64), 0)
-  size = tf.maximum(tf.reduce_max(query) + 1, 1)
-  keys = tf.cast(keys, tf.int64)
-  keys = tf.where((keys > 0) & (keys < size), keys, tf.zeros_like(keys))
-  return query, keys, size
+  rows = tf.maximum(tf.reduce_max(query), 0) + 2  # ids 0..max, then the row no query reads
+  keys = tf.clip_by_value(tf.cast(keys, tf.int64), 0, rows - 1)
+  return query, keys, rows
 
 
 def weighted_match_sums(query: tf.Tensor, keys: tf.Tensor,
@@ -52,7 +52,7 @@ def weighted_match_sums(query: tf.Tensor, keys: tf.Tensor,
     [B, Q, K] float32.
   """
   rows_q, rows_k = tf.shape(query)[0], tf.shape(keys)[0]
-  # A key no query can ask for is counted into the padding row.
+  # A key no query can ask for is counted into a row no query reads.
   query, keys, size = _ids_in_query_table(query, keys)
   table = tf.stack([tf.math.bincount(keys, weights=tf.cast(column, tf.float32), minlength=size,
                                      maxlength=size, axis=-1)
@@ -99,7 +99,7 @@ class IdMatchCount(tf.keras.layers.Layer):
       raise ValueError(f"IdMatchCount keys length {keys.shape[-1]} is not a multiple of "
                        f"width {self.width}")
     positions = keys.shape[-1] // self.width if keys.shape[-1] is not None else -1
-    # A key outside the query's table cannot match: it reads the padding column.
+    # A key outside the query's ids cannot match: it reads a column no query id counts into.
     query, keys, size = _ids_in_query_table(query, keys)  # [Bq, Q], [Bk, L * W]
     # Padding (0) gets no weight, so its column stays 0 and a padded key never matches.
     counts = tf.math.bincount(query, weights=tf.cast(query > 0, tf.float32), minlength=size,

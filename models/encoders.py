@@ -87,14 +87,9 @@ LIFELONG_TOKEN_FIELDS = (("item", "item_ids"), (P.CATEGORY_VOCAB, "category_ids"
                          ("ll_age", "age_days"))
 
 
-def lifelong_tokens(emb: Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
-  """Per-position vectors of the lifelong purchase sequence with its side information."""
-  return tf.add_n([emb(table, x[xf(F.seq_key(F.LL, field))])
-                   for table, field in LIFELONG_TOKEN_FIELDS])  # [B, L, D]
-
-
 def pooled_lifelong(emb: Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
-  """Mean of :func:`lifelong_tokens` over the history: [B, D]. Pooled per table (the mean of a
+  """Mean over the history of the summed :data:`LIFELONG_TOKEN_FIELDS` embeddings: [B, D]
+  (``lifelong.PurchaseTokens`` without the side projection). Pooled per table (the mean of a
   sum is the sum of the means), so the small tables pool by histogram
   (:class:`models.layers.SequenceEmbedding`) without building the [B, L, D] tokens."""
   length = x[xf(F.len_key(F.LL))]

@@ -10,8 +10,9 @@ PACKAGE = "livestream"
 # SequenceEmbedding pools by histogram while its table has at most this many rows per position.
 HISTOGRAM_ROWS_PER_POSITION = 4
 # It scores ids against a query through a [B, V] table of scores while V <= this times L: per
-# row, V D multiply-adds and L scalar gathers, against L D gathered and multiplied (and one
-# user's sequence shared by N rooms gathers once either way, so the table must also beat N L D).
+# row, V D multiply-adds and L scalar gathers, against L D gathered and multiplied. That wins in
+# training (every row its own sequence); one user's sequence shared by N rooms pays N L gathers
+# per table instead of one lookup (see BUILD_NOTES: the context request at L = 10k got slower).
 SCORE_TABLE_ROWS_PER_POSITION = 1
 
 

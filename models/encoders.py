@@ -53,10 +53,6 @@ class Embeddings:
     """Mean of the first ``length`` positions' embeddings: [B, L] -> [B, D]."""
     return self.tables[table](ids, length=length)
 
-  def scores(self, table: str, ids: tf.Tensor, query: tf.Tensor) -> tf.Tensor:
-    """Each id's embedding dotted with its row's query: [B or 1, L], [B, D] -> [B, L]."""
-    return self.tables[table](ids, query=query)
-
 
 def multi_id_tokens(emb: Embeddings, table: str, ids: tf.Tensor, width: int) -> tf.Tensor:
   """Sum of the embeddings of ``width`` ids per position (0 = padding, contributes nothing).

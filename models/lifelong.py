@@ -28,7 +28,14 @@ from models import encoders
 from models import features as F
 from models import preprocessing as P
 from models import tasks as tasks_lib
-from models.layers import MLP, BatchGather, BroadcastConcatenate, MaskedMeanPooling, ScoringDense
+from models.layers import (
+  MLP,
+  BatchGather,
+  BroadcastConcatenate,
+  MaskedMeanPooling,
+  ScoringDense,
+  TokenScores,
+)
 from models.layers.lifelong import ChannelDINAttention, TopKExtraction
 from models.layers.match import IdMatchCount, valid_positions
 from models.multitask import NUM_TASKS, extractor, task_heads
@@ -66,8 +73,9 @@ class PurchaseTokens:
 
   ``all(x)`` embeds the whole sequence [B, L, D]; ``at(x, indices)`` embeds only the positions
   ``indices`` ([B, ...]) selects, the same vectors as gathering ``all(x)``; ``similarity(x, q)``
-  is ``all(x)`` dotted with the room ``q`` [B, L], summed per field from each table's scores
-  (``Embeddings.scores``), so the whole sequence is never embedded. The extracted items are built
+  is ``all(x)`` dotted with the room ``q`` [B, L] (:class:`TokenScores`: table by table in
+  training, so the whole batch is never embedded; one user's sequence embedded once in the context
+  request). The extracted items are built
   with ``at``, so training's gradient reaches the embedding tables through B * C * K rows, not
   through all L (at L = 10,000 the dense [B, L, D] gradient and its sparse table updates were
   most of a step).
@@ -76,6 +84,8 @@ class PurchaseTokens:
   def __init__(self, emb: encoders.Embeddings):
     self.emb = emb
     self.side = ScoringDense(emb.dim, use_bias=False, name="purchase_side")
+    self.scores = TokenScores([emb.tables[table] for table, _ in encoders.LIFELONG_TOKEN_FIELDS],
+                              self.side, name="purchase_scores")
 
   def _tokens(self, ids, side) -> tf.Tensor:
     """ids: per field of ``encoders.LIFELONG_TOKEN_FIELDS`` [B, ...]; side: [B, ..., 3]."""
@@ -94,9 +104,8 @@ class PurchaseTokens:
   def similarity(self, x: Dict[str, tf.Tensor], query: tf.Tensor) -> tf.Tensor:
     """[B, L]: every purchase's token dotted with its row's ``query`` [B, D] (the sequence may
     have batch 1: one user against N rooms)."""
-    return tf.add_n([self.emb.scores(table, _ll(x, field), query)
-                     for table, field in encoders.LIFELONG_TOKEN_FIELDS]
-                    + [self.side(self._side(x), query=query)])
+    return self.scores([_ll(x, field) for _, field in encoders.LIFELONG_TOKEN_FIELDS]
+                       + [self._side(x), query])
 
   def at(self, x: Dict[str, tf.Tensor], indices: tf.Tensor) -> tf.Tensor:
     """[B, ..., D]: the purchases at ``indices`` [B, ...] (the sequence may have batch 1)."""

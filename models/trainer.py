@@ -363,6 +363,7 @@ class ServingModule(tf.Module):
                             if k in F.HOST_SIDE_FEATURES}
     self._context_spec = {k: v for k, v in self._serving_spec.items()
                           if k not in F.HOST_SIDE_FEATURES}
+    self._user_keys = {F.transformed_name(k) for k in self._context_spec}
     self._declared = request_checks.raw_features_for(tf_transform_output)
     self._raw_spec = raw_spec
     self._input_keys = sorted(model.network.input.keys())
@@ -411,7 +412,12 @@ class ServingModule(tf.Module):
     # One Transform call with both sides (every output depends on one side only). Two calls
     # would not do: Transform fills the inputs a call lacks with zeros of that call's batch, so
     # the rooms' call would transform N empty copies of the user's sequences.
-    return self._score(self.tft_layer(dict(user, **rooms)))
+    transformed = self.tft_layer(dict(user, **rooms))
+    # Transform's outputs lose the user side's static batch of 1; given back, the layers that
+    # meet one sequence with N rooms take their shared path (chosen when this is traced).
+    return self._score({k: tf.ensure_shape(v, [1] + v.shape[1:])
+                        if k in self._user_keys and isinstance(v, tf.Tensor) else v
+                        for k, v in transformed.items()})
 
   def _rank(self, context, examples):
     """One user's context and N candidate rooms -> the look-ahead's slate (``models/msc.py``).

@@ -5,13 +5,14 @@ import pytest
 import tensorflow as tf
 
 from models import features as F
-from models import trainer
+from models import lifelong, trainer
 from models.layers import (
     MLP,
     BroadcastConcatenate,
     MaskedMeanPooling,
     ScoringDense,
     SequenceEmbedding,
+    TokenScores,
     batch_gather,
 )
 from models.spec import ModelSpec
@@ -81,6 +82,43 @@ def test_scoring_dense_scores_its_projection_against_a_query():
   assert ScoringDense.from_config(layer.get_config()).get_config() == layer.get_config()
   with pytest.raises(ValueError, match="ScoringDense is linear: activation must be None, got 'relu'"):
     ScoringDense(2, activation="relu")
+
+
+@pytest.mark.parametrize("rows", [5, 50])  # tables scored by score table or by lookup (L = 6)
+def test_token_scores_equal_the_summed_tokens_dotted_with_the_query(rows):
+  tables = [SequenceEmbedding(rows, 3, name="a"), SequenceEmbedding(7, 3, name="b")]
+  side = ScoringDense(3, use_bias=False, name="side")
+  layer = TokenScores(tables, side, name="scores")
+  rng = np.random.default_rng(rows)
+  ids_a = tf.constant(rng.integers(0, rows, size=(2, 6)))  # [B=2, L=6]
+  ids_b = tf.constant(rng.integers(0, 7, size=(2, 6)))
+  extra = tf.constant(rng.normal(size=(2, 6, 2)), tf.float32)  # [B, L, S=2]
+  query = tf.constant(rng.normal(size=(4, 3)), tf.float32)  # [N=4, D]
+  tokens = (tables[0](ids_a) + tables[1](ids_b) + side(extra)).numpy()  # [B, L, D]
+  # A batch of sequences, one query row each (the first two queries).
+  np.testing.assert_allclose(layer([ids_a, ids_b, extra, query[:2]]).numpy(),
+                             np.einsum("bld,bd->bl", tokens, query.numpy()[:2]), rtol=1e-5,
+                             atol=1e-6)
+  # One sequence of static batch 1 against four queries: embedded once.
+  shared = layer([ids_a[:1], ids_b[:1], extra[:1], query]).numpy()
+  np.testing.assert_allclose(shared, query.numpy() @ tokens[0].T, rtol=1e-5, atol=1e-6)
+  # The same sequence when its batch is only known at run time: broadcast table by table.
+  dynamic = tf.function(layer, input_signature=[[
+      tf.TensorSpec([None, 6], tf.int64), tf.TensorSpec([None, 6], tf.int64),
+      tf.TensorSpec([None, 6, 2], tf.float32), tf.TensorSpec([None, 3], tf.float32)]])
+  np.testing.assert_allclose(dynamic([ids_a[:1], ids_b[:1], extra[:1], query]).numpy(), shared,
+                             rtol=1e-5, atol=1e-6)
+  assert layer([ids_a[:1], ids_b[:1], extra[:1], query[:0]]).shape == (0, 6)  # no rooms
+  assert len(layer.weights) == 3  # the injected tables' and projection's, nothing of its own
+  clone = TokenScores.from_config(layer.get_config())  # rebuilt tables (unbuilt: no weights yet)
+  assert [t.get_config() for t in clone.tables] == [t.get_config() for t in tables]
+  assert clone.side_projection.get_config() == side.get_config() and clone.name == "scores"
+  with pytest.raises(ValueError, match="TokenScores takes 2 id tensors"):
+    layer([ids_a, extra, query])
+  with pytest.raises(ValueError, match="side_projection must be a ScoringDense, got <"):
+    TokenScores(tables, tf.keras.layers.Dense(3))
+  with pytest.raises(ValueError, match="needs at least one table"):
+    TokenScores([], side)
 
 
 def test_mlp_weights_values_and_config_round_trip():
@@ -168,6 +206,30 @@ def test_savedmodel_round_trip(tmp_path, name):
   again = loaded(feats, training=False)
   for h in F.HEADS:
     np.testing.assert_allclose(again[h].numpy(), preds[h].numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["feedback", "lifelong"])
+def test_one_user_at_batch_one_scores_as_the_user_repeated_per_room(name):
+  # The context signature passes the user's side with a static batch of 1 (the shared paths of
+  # IdMatchCount, TokenScores and the extraction); the scores must equal full rows per room.
+  spec = _spec()
+  # Top-2 of 6 purchases, so what the channels extract depends on their scores.
+  network = (lifelong.build_lifelong(spec, top_k=2) if name == "lifelong"
+             else _build(name, spec).network)
+  batch = _batch(spec, n=5, seed=3)
+  batch[F.transformed_name(F.len_key(F.LL))][:] = 6  # every purchase can be extracted
+  room_keys = {F.transformed_name(k) for k in F.HOST_SIDE_FEATURES}
+  names = sorted(network.input)
+  assert room_keys & set(names) and set(names) - room_keys
+  full = {k: v if k in room_keys else np.repeat(v[:1], 5, axis=0) for k, v in batch.items()
+          if k in names}
+  context = {k: v if k in room_keys else v[:1] for k, v in full.items()}
+  expected = network(full, training=False)
+  got = network(context, training=False)
+  for h in F.HEADS:
+    assert got[h].shape == (5, 1)
+    np.testing.assert_allclose(got[h].numpy(), expected[h].numpy(), rtol=1e-5, atol=1e-6)
+  assert np.ptp(expected[F.HEAD_EFFECTIVE_VIEW].numpy()) > 0  # the rooms are told apart
 
 
 def test_feedback_ablation_switches():

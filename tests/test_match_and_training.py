@@ -42,7 +42,13 @@ def test_id_match_count_equals_every_pair_compared(query_rows, key_rows, width):
       expected[b, pos] = sum(int(a == c) for a in k[pos] if a > 0 for c in q)
   np.testing.assert_array_equal(out, expected)
   assert expected.sum() > 0
-  if key_rows == 1:  # no rooms against one user's sequence: no rows, not one
+  if key_rows == 1:
+    # The batch known only at run time (a signature's None): broadcast, not the shared path.
+    dynamic = tf.function(IdMatchCount(width=width), input_signature=[[
+        tf.TensorSpec([None, 3], tf.int64), tf.TensorSpec([None, 5 * width], tf.int64)]])
+    np.testing.assert_array_equal(dynamic([tf.constant(query), tf.constant(keys)]).numpy(),
+                                  expected)
+    # No rooms against one user's sequence: no rows, not one.
     none = IdMatchCount(width=width)([tf.constant(query[:0]), tf.constant(keys)])
     assert none.shape == (0, 5)
 

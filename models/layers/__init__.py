@@ -8,6 +8,7 @@ from models.layers.blocks import (
     MaskedMeanPooling,
     ScoringDense,
     SequenceEmbedding,
+    TokenScores,
     batch_gather,
 )
 from models.layers.experts import CGC, PLE, ExpertGate
@@ -16,5 +17,5 @@ from models.layers.match import DecayedMatchSum, IdMatchCount, MatchSummary
 __all__ = ["CGC", "MLP", "PLE", "BatchGather", "BroadcastConcatenate", "CrossNetwork",
            "DecayedMatchSum", "ExpertGate",
            "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "ScoringDense", "SequenceEmbedding",
-           "TargetAttention",
+           "TargetAttention", "TokenScores",
            "batch_gather"]

@@ -11,8 +11,8 @@ PACKAGE = "livestream"
 HISTOGRAM_ROWS_PER_POSITION = 4
 # It scores ids against a query through a [B, V] table of scores while V <= this times L: per
 # row, V D multiply-adds and L scalar gathers, against L D gathered and multiplied. That wins in
-# training (every row its own sequence); one user's sequence shared by N rooms pays N L gathers
-# per table instead of one lookup (see BUILD_NOTES: the context request at L = 10k got slower).
+# training (every row its own sequence); one user's sequence shared by N rooms would pay N L
+# gathers per table, so TokenScores looks it up once instead.
 SCORE_TABLE_ROWS_PER_POSITION = 1
 
 
@@ -163,6 +163,68 @@ class ScoringDense(tf.keras.layers.Dense):
     if self.use_bias:
       scores += tf.reduce_sum(query * self.bias, axis=-1, keepdims=True)  # [Bq, 1]
     return scores
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class TokenScores(tf.keras.layers.Layer):
+  """Scores of sequence tokens against a query, where a token is the sum of several id fields'
+  embeddings and a linear projection of its dense side features.
+
+  Call with ``[ids_1, ..., ids_T, side, query]``: ``ids_t`` [B or 1, L] for ``tables[t]``,
+  ``side`` [B or 1, L, S] for ``side_projection``, ``query`` [B, D]. Returns [B, L]:
+  ``<sum_t tables[t](ids_t)[b, l] + side_projection(side)[b, l], query[b]>``.
+
+  A sequence of static batch 1 (one user's history against N rooms, as the context signature
+  passes it) is embedded once, [L, D], and meets the N queries in one [N, D] x [D, L] product. A
+  batch of sequences (training) is scored table by table (``SequenceEmbedding(ids, query=)``,
+  ``ScoringDense(x, query=)``), so no [B, L, D] tokens are built.
+
+  The tables and the projection are injected (shared with the rest of the model). A config
+  round trip rebuilds them from their configs, as ``tf.keras.layers.Bidirectional`` does its
+  layer, so the copy has its own weights.
+
+  Args:
+    tables: one ``SequenceEmbedding`` per id field.
+    side_projection: a ``ScoringDense`` of the side features (output size D).
+  """
+
+  def __init__(self, tables: Sequence[SequenceEmbedding], side_projection: ScoringDense,
+               **kwargs):
+    super().__init__(**kwargs)
+    if not tables:
+      raise ValueError("TokenScores needs at least one table, got none")
+    bad = [t for t in tables if not isinstance(t, SequenceEmbedding)]
+    if bad:
+      raise ValueError(f"TokenScores tables must be SequenceEmbedding layers, got {bad}")
+    if not isinstance(side_projection, ScoringDense):
+      raise ValueError(f"TokenScores side_projection must be a ScoringDense, got "
+                       f"{side_projection!r}")
+    self.tables = list(tables)
+    self.side_projection = side_projection
+
+  def call(self, inputs):
+    if len(inputs) != len(self.tables) + 2:
+      raise ValueError(f"TokenScores takes {len(self.tables)} id tensors, the side features and "
+                       f"the query; got {len(inputs)} inputs")
+    *ids, side, query = inputs
+    if all(i.shape[0] == 1 for i in ids) and side.shape[0] == 1:
+      tokens = tf.add_n([table(i[0]) for table, i in zip(self.tables, ids)]
+                        + [self.side_projection(side[0])])  # [L, D]
+      return tf.matmul(query, tokens, transpose_b=True)  # [B, L]
+    return tf.add_n([table(i, query=query) for table, i in zip(self.tables, ids)]
+                    + [self.side_projection(side, query=query)])  # [B, L]
+
+  def get_config(self):
+    return dict(super().get_config(),
+                tables=[tf.keras.layers.serialize(t) for t in self.tables],
+                side_projection=tf.keras.layers.serialize(self.side_projection))
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    config["tables"] = [tf.keras.layers.deserialize(t) for t in config["tables"]]
+    config["side_projection"] = tf.keras.layers.deserialize(config["side_projection"])
+    return cls(**config)
 
 
 @tf.keras.utils.register_keras_serializable(package=PACKAGE)

@@ -59,8 +59,10 @@ class TopKExtraction(tf.keras.layers.Layer):
   def _top_k(self, scores, length, relevance_channels):
     """(indices, valid) [B, C, K] of ``scores`` [B, C, L] under ``relevance_channels`` [C]."""
     max_len = tf.shape(scores)[-1]
-    in_sequence = tf.sequence_mask(length, maxlen=max_len)[:, tf.newaxis, :]  # [B, 1, L]
-    masked = tf.where(in_sequence, scores, tf.fill(tf.shape(scores), _NEVER))  # [B, C, L]
+    # Added, not selected: the [B or 1, 1, L] penalty broadcasts, so no [B, C, L] fill is built
+    # (scores are far smaller than 1e9, so a padded position stays below _NEVER / 2).
+    penalty = tf.sequence_mask(length, maxlen=max_len, dtype=tf.float32) - 1.0  # [B, L]: 0 or -1
+    masked = scores + (-_NEVER) * penalty[:, tf.newaxis, :]  # [B, C, L]
     if scores.shape[-1] is None or scores.shape[-1] < self.k:
       # Fewer stored positions than k: never-picked columns fill the rest (a copy of the
       # scores, so skipped when the length is known to be enough).

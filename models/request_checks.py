@@ -46,6 +46,12 @@ def _assert(condition: tf.Tensor, data: list, name: str) -> tf.Operation:
   return tf.raw_ops.Assert(condition=condition, data=data, summarize=3, name=name)
 
 
+def _first(x: tf.Tensor, where: tf.Tensor) -> tf.Tensor:
+  """[0 or 1]: the first value of ``x`` (row-major) where ``where`` holds; a gather of one index,
+  where ``tf.boolean_mask`` added ~27 nodes per check to every signature's first-run cost."""
+  return tf.gather_nd(x, tf.where(where)[:1])
+
+
 def check_raw_features(parsed: Dict[str, tf.Tensor],
                        declared: Sequence[F.RawFeature]) -> List[tf.Operation]:
   """Assert ops: every numeric feature finite and inside its declared range, and every
@@ -62,7 +68,7 @@ def check_raw_features(parsed: Dict[str, tf.Tensor],
       checks.append(_assert(
           tf.reduce_all(finite),
           [f"{FAILED_PREFIX} {feature.name}: expected finite values, got",
-           tf.boolean_mask(x, tf.logical_not(finite))[:1]], name=f"check_finite_{feature.name}"))
+           _first(x, tf.logical_not(finite))], name=f"check_finite_{feature.name}"))
     if feature.min_value is not None:
       checks.append(_assert(
           tf.reduce_all(x >= tf.cast(feature.min_value, x.dtype)),
@@ -87,7 +93,7 @@ def check_raw_features(parsed: Dict[str, tf.Tensor],
     count_checks.append(_assert(
         tf.logical_not(tf.reduce_any(wrong)),
         [f"{FAILED_PREFIX} {feature.name}: expected as many values as {feature.length_key} "
-         f"says (at most {feature.length}), got", tf.boolean_mask(counts, wrong)[:1],
-         f"values where {feature.length_key} is", tf.boolean_mask(said, wrong)[:1]],
+         f"says (at most {feature.length}), got", _first(counts, wrong),
+         f"values where {feature.length_key} is", _first(said, wrong)],
         name=f"check_count_{feature.name}"))
   return checks + count_checks

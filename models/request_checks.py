@@ -47,8 +47,8 @@ def _assert(condition: tf.Tensor, data: list, name: str) -> tf.Operation:
 
 
 def _first(x: tf.Tensor, where: tf.Tensor) -> tf.Tensor:
-  """[0 or 1]: the first value of ``x`` (row-major) where ``where`` holds; a gather of one index,
-  where ``tf.boolean_mask`` added ~27 nodes per check to every signature's first-run cost."""
+  """[0 or 1]: the first value of ``x`` (row-major) where ``where`` holds: a gather of one index
+  (``tf.boolean_mask`` built ~27 nodes per check into every signature)."""
   return tf.gather_nd(x, tf.where(where)[:1])
 
 

@@ -107,7 +107,7 @@ class IdMatchCount(tf.keras.layers.Layer):
     batch = tf.broadcast_dynamic_shape(tf.shape(query)[:1], tf.shape(keys)[:1])[0]
     if keys.shape[0] == 1:
       # One sequence (static batch) against N rooms: whole rows of the [V, N] table gathered by
-      # key, 3-4x faster than a batched gather of N L single counts (the context request).
+      # key, ~2x faster than a batched gather of N L single counts (the context request).
       hits = tf.transpose(tf.gather(tf.transpose(counts), keys[0]))  # [Bq, L * W]
     else:
       # Broadcast batch: a side with one row meets the other's rows (N rooms, or none).

@@ -87,18 +87,13 @@ class PurchaseTokens:
     self.scores = TokenScores([emb.tables[table] for table, _ in encoders.LIFELONG_TOKEN_FIELDS],
                               self.side, name="purchase_scores")
 
-  def _tokens(self, ids, side) -> tf.Tensor:
-    """ids: per field of ``encoders.LIFELONG_TOKEN_FIELDS`` [B, ...]; side: [B, ..., 3]."""
-    return tf.add_n([self.emb(table, field_ids) for (table, _), field_ids
-                     in zip(encoders.LIFELONG_TOKEN_FIELDS, ids)]) + self.side(side)
-
   @staticmethod
   def _side(x: Dict[str, tf.Tensor]) -> tf.Tensor:
     return tf.stack([_ll(x, f) for f in F.LL_FLOAT_FIELDS], axis=-1)  # [B, L, 3]
 
   def all(self, x: Dict[str, tf.Tensor]) -> tf.Tensor:
     """[B, L, D]: every purchase."""
-    return self._tokens([_ll(x, field) for _, field in encoders.LIFELONG_TOKEN_FIELDS],
+    return self.scores.tokens([_ll(x, field) for _, field in encoders.LIFELONG_TOKEN_FIELDS],
                         self._side(x))
 
   def similarity(self, x: Dict[str, tf.Tensor], query: tf.Tensor) -> tf.Tensor:
@@ -114,7 +109,7 @@ class PurchaseTokens:
         [_ll(x, field), indices])  # [B, ...]
     ids = [gather(field) for _, field in encoders.LIFELONG_TOKEN_FIELDS]
     side = tf.stack([gather(field) for field in F.LL_FLOAT_FIELDS], axis=-1)  # [B, ..., 3]
-    return self._tokens(ids, side)
+    return self.scores.tokens(ids, side)
 
 
 def target_room_query(emb: encoders.Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:

@@ -208,11 +208,14 @@ class TokenScores(tf.keras.layers.Layer):
                        f"the query; got {len(inputs)} inputs")
     *ids, side, query = inputs
     if all(i.shape[0] == 1 for i in ids) and side.shape[0] == 1:
-      tokens = tf.add_n([table(i[0]) for table, i in zip(self.tables, ids)]
-                        + [self.side_projection(side[0])])  # [L, D]
+      tokens = self.tokens([i[0] for i in ids], side[0])  # [L, D]
       return tf.matmul(query, tokens, transpose_b=True)  # [B, L]
     return tf.add_n([table(i, query=query) for table, i in zip(self.tables, ids)]
                     + [self.side_projection(side, query=query)])  # [B, L]
+
+  def tokens(self, ids: Sequence[tf.Tensor], side: tf.Tensor) -> tf.Tensor:
+    """The tokens themselves, [..., D]: ``ids`` one [...] tensor per table, ``side`` [..., S]."""
+    return tf.add_n([table(i) for table, i in zip(self.tables, ids)] + [self.side_projection(side)])
 
   def get_config(self):
     return dict(super().get_config(),

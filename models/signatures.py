@@ -28,6 +28,10 @@ SERVING_SIGNATURE = "serving_default"
 CONTEXT_SIGNATURE = "rank_with_context"
 RANK_SIGNATURE = "rank"
 TRANSFORM_SIGNATURE = "transform_features"
+# The signatures live traffic calls (one user, N rooms). A new version warms up these before it
+# serves (models.warmup); serving_default and transform_features (TFMA, batch scoring) are left
+# to their first call, which on a busy 2-core machine would otherwise triple a version change.
+ONLINE_SIGNATURES = (CONTEXT_SIGNATURE, RANK_SIGNATURE)
 
 EXAMPLES_INPUT = "examples"  # per-candidate tf.Examples (both ranking signatures)
 CONTEXT_INPUT = "context"  # the user-side tf.Example (the context signature)

@@ -456,10 +456,11 @@ def export_serving_model(model, tf_transform_output, export_dir: str,
   if msc_config is not None:
     signatures[S.RANK_SIGNATURE] = module.rank
   tf.saved_model.save(module, export_dir, signatures=signatures)
-  # TF Serving's warm-up file: a new version runs each signature on a valid request before it
-  # serves (here and in a real tensorflow/serving).
+  # TF Serving's warm-up file: a new version runs each online signature on a valid request
+  # before it serves (here and in a real tensorflow/serving).
   warmup.write_warmup_requests(export_dir, warmup.warmup_requests(
-      signatures, *request_checks.sequence_lengths(tf_transform_output)))
+      [name for name in signatures if name in S.ONLINE_SIGNATURES],
+      *request_checks.sequence_lengths(tf_transform_output)))
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:

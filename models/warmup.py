@@ -2,11 +2,12 @@
 
 TF Serving replays the PredictionLogs in ``<version>/assets.extra/tf_serving_warmup_requests``
 when it loads a version, before the version serves, and fails the load if one of them fails
-(TF Serving's "SavedModel Warmup" guide). The Trainer writes one request per exported signature,
-built from :func:`models.features.raw_features` with every value inside its declared range, so
-both a real ``tensorflow/serving`` and ``serving.model_server`` run every function of a new
-version (nested branches included, which a rejected dummy input never reaches) before the
-version answers its first request.
+(TF Serving's "SavedModel Warmup" guide: the records should be representative of the live
+traffic). The Trainer writes one request per exported online signature
+(:data:`models.signatures.ONLINE_SIGNATURES`), built from :func:`models.features.raw_features`
+with every value inside its declared range, so both a real ``tensorflow/serving`` and
+``serving.model_server`` run every function of those signatures (nested branches included, which
+a rejected dummy input never reaches) before the version answers its first request.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from tensorflow_serving.apis import (
 
 from models import request_checks, warmup
 from pipeline.configs import PIPELINE_NAME
+from serving import priority
 
 SIGNATURE_DEF_FIELD = "signature_def"
 # Request limits: larger requests are refused with a message saying so (the byte limit by gRPC,
@@ -43,6 +44,10 @@ SIGNATURE_DEF_FIELD = "signature_def"
 MAX_BATCH_SIZE = 10_000
 MAX_REQUEST_BYTES = 64 << 20
 DEFAULT_SIGNATURE = "serving_default"
+POLL_SECONDS = 1.0  # TF Serving's --file_system_poll_wait_seconds default
+# How far below a loading version's thread the request threads run (serving.priority); the
+# command line's default, measured in BUILD_NOTES (issue 7). Library use defaults to 0 (no change).
+LOAD_NICE = 10
 
 
 class RequestError(Exception):
@@ -109,7 +114,9 @@ class LoadedModel:
     self.signature_defs = {name: sig for name, sig in meta_graph.signature_def.items()
                            if not name.startswith("__")}
     loaded = time.perf_counter()
-    # TF Serving's warm-up file first; a signature it does not cover gets a dummy run.
+    # TF Serving's warm-up file, as TF Serving replays it: only the signatures it holds requests
+    # for are warmed (the online ones, models.warmup); the others' first request pays the
+    # executor's creation. A version without the file gets a dummy run of every signature.
     replays: Dict[str, List[predict_pb2.PredictRequest]] = {}
     for request in warmup.read_warmup_requests(path):
       replays.setdefault(request.model_spec.signature_name or DEFAULT_SIGNATURE, []).append(request)
@@ -119,11 +126,15 @@ class LoadedModel:
                        f"does not have; it has {sorted(self.signature_defs)}")
 
     def warm_up(name: str) -> str:
-      return self._replay(name, replays[name]) if name in replays else self._warm_up(name)
+      return self._replay(name, replays[name]) if replays else self._warm_up(name)
 
-    with futures.ThreadPoolExecutor(max(1, len(self.signature_defs))) as pool:
-      for name, outcome in zip(self.signature_defs, pool.map(warm_up, self.signature_defs)):
+    warmed = sorted(replays) if replays else sorted(self.signature_defs)
+    with futures.ThreadPoolExecutor(max(1, len(warmed))) as pool:
+      for name, outcome in zip(warmed, pool.map(warm_up, warmed)):
         logging.info("version %d signature %r warmed up: %s", version, name, outcome)
+    for name in sorted(set(self.signature_defs) - set(warmed)):
+      logging.info("version %d signature %r not warmed up: %s has no request for it", version,
+                   name, warmup.WARMUP_FILE)
     logging.info("version %d loaded in %.1f s, warmed up in %.1f s", version, loaded - start,
                  time.perf_counter() - loaded)
 
@@ -328,6 +339,10 @@ class ModelManager:
   reported once, with a one-line reason (also in GetModelStatus), and retried with exponential
   back-off from ``retry_seconds`` up to ``max_retry_seconds``.
 
+  With ``load_nice`` > 0 a load first lowers the process's other threads (the ones answering
+  requests) that far below the loading thread (:mod:`serving.priority`), so a new version on a
+  busy machine is ready in about its idle time while the served one keeps answering, slower.
+
   Unlike TF Serving, the last ``standby_versions`` unloaded versions whose directories are still
   there stay in memory, unserved and not reported: a rollback to one of them (its directory
   unchanged) goes live at the next poll instead of loading again, which on a busy 2-core
@@ -338,9 +353,12 @@ class ModelManager:
                retry_seconds: float = 2.0, max_retry_seconds: float = 300.0,
                clock: Callable[[], float] = time.monotonic,
                loader: Callable[[str, int], LoadedModel] = LoadedModel,
-               standby_versions: int = 1):
+               standby_versions: int = 1, load_nice: int = 0):
     if standby_versions < 0:
       raise ValueError(f"standby_versions must be >= 0, got {standby_versions}")
+    if not 0 <= load_nice <= priority.MAX_NICE:
+      raise ValueError(f"load_nice must be in [0, {priority.MAX_NICE}], got {load_nice}")
+    self._load_nice = load_nice
     self.model_name, self.base_path = model_name, base_path
     self.policy = policy or VersionPolicy()
     self._retry, self._max_retry, self._clock, self._loader = (
@@ -366,6 +384,7 @@ class ModelManager:
     failure = self.failures.get(version)
     if failure and self._clock() < failure.next_try:
       return None
+    priority.deprioritize_other_threads(self._load_nice)
     try:
       model = self._loader(path, version)
     except Exception as e:  # noqa: BLE001 - any broken SavedModel is reported, never fatal
@@ -556,12 +575,14 @@ class ModelServer:
   """
 
   def __init__(self, model_name: str, model_base_path: str, port: int = 8500,
-               host: str = "127.0.0.1", poll_seconds: float = 2.0, max_workers: int = 4,
-               policy: VersionPolicy | None = None, manager: ModelManager | None = None,
-               max_batch_size: int = MAX_BATCH_SIZE, max_request_bytes: int = MAX_REQUEST_BYTES,
-               standby_versions: int = 1):
+               host: str = "127.0.0.1", poll_seconds: float = POLL_SECONDS,
+               max_workers: int = 4, policy: VersionPolicy | None = None,
+               manager: ModelManager | None = None, max_batch_size: int = MAX_BATCH_SIZE,
+               max_request_bytes: int = MAX_REQUEST_BYTES, standby_versions: int = 1,
+               load_nice: int = 0):
     self.manager = manager or ModelManager(model_name, model_base_path, policy,
-                                           standby_versions=standby_versions)
+                                           standby_versions=standby_versions,
+                                           load_nice=load_nice)
     self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                                options=[("grpc.max_receive_message_length", max_request_bytes),
                                         ("grpc.so_reuseport", 0)])
@@ -612,8 +633,11 @@ def main(argv=None) -> None:
                       help="Directory holding <version>/ SavedModels.")
   parser.add_argument("--port", type=int, default=8500, help="gRPC port (0 picks a free one).")
   parser.add_argument("--host", default="127.0.0.1", help="Bind address; loopback by default.")
-  parser.add_argument("--poll_seconds", type=float, default=2.0,
+  parser.add_argument("--poll_seconds", type=float, default=POLL_SECONDS,
                       help="How often to look for new versions.")
+  parser.add_argument("--load_nice", type=int, default=LOAD_NICE,
+                      help="While a version loads, the request threads run this much lower "
+                           "(Linux nice, 0-19; 0: no change). They stay there afterwards.")
   parser.add_argument("--version_policy", default="latest:1",
                       help="Versions to serve: latest:N, all, or specific:V1,V2.")
   parser.add_argument("--version_labels", default="",
@@ -628,7 +652,8 @@ def main(argv=None) -> None:
   policy = VersionPolicy.parse(args.version_policy, args.version_labels)
   server = ModelServer(args.model_name, args.model_base_path, args.port, args.host,
                        args.poll_seconds, policy=policy,
-                       standby_versions=args.standby_versions).start()
+                       standby_versions=args.standby_versions,
+                       load_nice=args.load_nice).start()
   print(f"serving {args.model_name} versions {server.manager.served_versions()} on "
         f"{args.host}:{server.port}", flush=True)
   stop = threading.Event()

@@ -394,6 +394,37 @@ def test_a_version_replays_its_warm_up_file_before_it_serves(tmp_path, serve, ca
              for m in replayed), replayed
 
 
+def test_only_the_signatures_the_warm_up_file_holds_are_warmed_up_as_in_tf_serving(tmp_path,
+                                                                                     caplog):
+  """With a warm-up file a version replays it and nothing else (the other signatures are left
+  to their first call); without one every signature gets a dummy run. Both answer either way."""
+  from models import warmup
+  from serving.model_server import LoadedModel
+  for version in (1, 2):
+    m = _Toy(2.0)
+    tf.saved_model.save(m, str(tmp_path / str(version)),
+                        signatures={"serving_default": m.serve, "batch": m.serve})
+  good = _predict_request({"examples": tf.make_tensor_proto([_ex(1.0)], dtype=tf.string)})
+  warmup.write_warmup_requests(str(tmp_path / "1"), [good])
+  caplog.set_level("INFO", logger="absl")
+  inputs = {"examples": tf.make_tensor_proto([_ex(1.5)], dtype=tf.string)}
+  for version in (1, 2):
+    caplog.clear()
+    model = LoadedModel(str(tmp_path / str(version)), version)
+    lines = sorted(m for m in (r.getMessage() for r in caplog.records)
+                   if "signature" in m and "warmed up" in m)
+    if version == 1:
+      assert lines == [
+          f"version 1 signature 'batch' not warmed up: {warmup.WARMUP_FILE} has no request for it",
+          f"version 1 signature 'serving_default' warmed up: 1 request(s) from "
+          f"{warmup.WARMUP_FILE}"]
+    else:
+      assert lines == ["version 2 signature 'batch' warmed up: ran",
+                       "version 2 signature 'serving_default' warmed up: ran"]
+    for name in ("serving_default", "batch"):
+      np.testing.assert_allclose(model.predict(name, inputs, (), 10)["score"], [3.0])
+
+
 @pytest.mark.parametrize("request_,fragment", [
     (_predict_request({"x": tf.make_tensor_proto([b""])}),
      "warm-up request 0 of signature 'serving_default'"),

@@ -208,22 +208,38 @@ def test_request_checks_are_assert_ops_without_branch_functions(exported):
   assert [n.name for _, n in nodes if n.op in ("If", "StatelessIf") and "check_" in n.name] == []
 
 
-def test_the_export_carries_a_valid_warm_up_request_for_every_signature(exported, target):
-  """TF Serving's warm-up file (models.warmup): one request per exported signature, each of
-  which the served model answers through the official stubs."""
+def test_the_export_carries_a_valid_warm_up_request_for_every_online_signature(exported, target):
+  """TF Serving's warm-up file (models.warmup): one request per exported online signature
+  (this baseline export: rank_with_context), which the served model answers through the
+  official stubs; the batch signatures are left to their first call."""
   from models import warmup
   requests = warmup.read_warmup_requests(str(exported / "1"))
   metadata = client.signature_names(target, MODEL)
-  assert sorted(r.model_spec.signature_name for r in requests) == sorted(metadata)
+  assert S.SERVING_SIGNATURE in metadata and S.TRANSFORM_SIGNATURE in metadata
+  assert [r.model_spec.signature_name for r in requests] == [S.CONTEXT_SIGNATURE]
   stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
   for request in requests:
     request.model_spec.name = MODEL
     response = stub.Predict(request, timeout=60)
     n = warmup.WARMUP_CANDIDATES
     shapes = {k: [d.size for d in v.tensor_shape.dim] for k, v in response.outputs.items()}
+    assert {head: shapes[head] for head in F.HEADS} == {head: [n] for head in F.HEADS}, shapes
+
+
+def test_warm_up_requests_for_the_batch_signatures_are_valid_too(target):
+  """models.warmup still builds a valid request for serving_default and transform_features
+  (for a deployment whose live traffic calls them), answered through the official stubs."""
+  from models import warmup
+  names = [S.SERVING_SIGNATURE, S.TRANSFORM_SIGNATURE]
+  stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(target))
+  n = warmup.WARMUP_CANDIDATES
+  for request in warmup.warmup_requests(names, RT, LL):
+    request.model_spec.name = MODEL
+    response = stub.Predict(request, timeout=60)
+    shapes = {k: [d.size for d in v.tensor_shape.dim] for k, v in response.outputs.items()}
     if request.model_spec.signature_name == S.TRANSFORM_SIGNATURE:
-      assert all(shape[0] == n for shape in shapes.values()), shapes
-    else:  # the ranking signatures of this (baseline) export: a score per candidate and head
+      assert shapes and all(shape[0] == n for shape in shapes.values()), shapes
+    else:
       assert {head: shapes[head] for head in F.HEADS} == {head: [n] for head in F.HEADS}, shapes
 
 

@@ -356,9 +356,7 @@ class ModelManager:
                standby_versions: int = 1, load_nice: int = 0):
     if standby_versions < 0:
       raise ValueError(f"standby_versions must be >= 0, got {standby_versions}")
-    if not 0 <= load_nice <= priority.MAX_NICE:
-      raise ValueError(f"load_nice must be in [0, {priority.MAX_NICE}], got {load_nice}")
-    self._load_nice = load_nice
+    self._load_nice = priority.check_nice(load_nice, "load_nice")
     self.model_name, self.base_path = model_name, base_path
     self.policy = policy or VersionPolicy()
     self._retry, self._max_retry, self._clock, self._loader = (

@@ -23,6 +23,17 @@ TASK_DIR = "/proc/self/task"  # one entry per thread of this process (Linux)
 MAX_NICE = 19
 
 
+def check_nice(nice: int, name: str = "nice") -> int:
+  """``nice`` if it is a nice-value offset this module accepts (0 to 19).
+
+  Raises:
+    ValueError: naming ``name`` and the value.
+  """
+  if not 0 <= nice <= MAX_NICE:
+    raise ValueError(f"{name} must be in [0, {MAX_NICE}], got {nice}")
+  return nice
+
+
 def deprioritize_other_threads(nice: int) -> int:
   """Raises every other thread of this process to at least the caller's nice value + ``nice``.
 
@@ -36,9 +47,7 @@ def deprioritize_other_threads(nice: int) -> int:
   Raises:
     ValueError: ``nice`` outside [0, 19].
   """
-  if not 0 <= nice <= MAX_NICE:
-    raise ValueError(f"nice must be in [0, {MAX_NICE}], got {nice}")
-  if nice == 0 or not os.path.isdir(TASK_DIR):
+  if check_nice(nice) == 0 or not os.path.isdir(TASK_DIR):
     return 0
   me = threading.get_native_id()
   target = min(MAX_NICE, os.getpriority(os.PRIO_PROCESS, me) + nice)

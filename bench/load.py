@@ -90,8 +90,12 @@ def summarize(outcomes: List[Outcome], swap_at: float, rollback_at: float, secon
   during = [o.latency_ms for o in outcomes if o.code == "OK" and any(
       at <= o.start < at + (answered or 0.0) + window
       for at, answered in ((swap_at, swap_answer), (rollback_at, rollback_answer)))]
+  # The strictest reading: only the requests sent while version 2 was loading.
+  loading_end = swap_at + (swap_answer if swap_answer is not None else seconds)
+  loading = [o.latency_ms for o in outcomes if o.code == "OK" and swap_at <= o.start < loading_end]
   steady_p99 = float(np.percentile(steady, 99)) if steady else None
   during_p99 = float(np.percentile(during, 99)) if during else None
+  loading_p99 = float(np.percentile(loading, 99)) if loading else None
   return {
       "requests": len(outcomes),
       "errors_by_code": dict(collections.Counter(o.code for o in outcomes if o.code != "OK")),
@@ -100,6 +104,8 @@ def summarize(outcomes: List[Outcome], swap_at: float, rollback_at: float, secon
       "version_2_after_rollback": len(removed_answers),  # answered after its removal
       "steady_p99_ms": steady_p99, "change_p99_ms": during_p99,
       "change_to_steady_p99": during_p99 / steady_p99 if steady_p99 and during_p99 else None,
+      "loading_p99_ms": loading_p99,
+      "loading_to_steady_p99": loading_p99 / steady_p99 if steady_p99 and loading_p99 else None,
       "windows": windows,
   }
 
@@ -147,6 +153,10 @@ def _sleep_until(deadline: float) -> None:
   time.sleep(max(0.0, deadline - time.perf_counter()))
 
 
+def _num(value: float | None, unit: str, digits: int = 1) -> str:
+  return "-" if value is None else f"{value:.{digits}f}{unit}"
+
+
 def format_report(report: Dict) -> str:
   lines = [f"{'window':>8} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  versions"]
   for w in report["windows"]:
@@ -156,8 +166,11 @@ def format_report(report: Dict) -> str:
   lines.append(f"requests {report['requests']}, errors {report['errors_by_code'] or 0}; "
                f"version 2 answered {report['swap_answered_after_s']} s after the push, "
                f"version 1 {report['rollback_answered_after_s']} s after the rollback; "
-               f"p99 steady {report['steady_p99_ms']:.1f} ms, during changes "
-               f"{report['change_p99_ms']:.1f} ms ({report['change_to_steady_p99']:.2f}x)")
+               f"p99 steady {_num(report['steady_p99_ms'], ' ms')}, during changes "
+               f"{_num(report['change_p99_ms'], ' ms')} "
+               f"({_num(report['change_to_steady_p99'], 'x', 2)}), while version 2 loaded "
+               f"{_num(report['loading_p99_ms'], ' ms')} "
+               f"({_num(report['loading_to_steady_p99'], 'x', 2)})")
   return "\n".join(lines)
 
 

@@ -33,6 +33,11 @@ def test_load_summary_counts_errors_change_times_and_windows():
   # The 40 ms request sent during the swap is in the change window, not the steady state.
   assert report["change_p99_ms"] > 30.0
   assert report["change_to_steady_p99"] == pytest.approx(report["change_p99_ms"] / 10.0)
+  # While version 2 loaded (9 to 11 s) one request answered: the 40 ms one (the failure is not a
+  # latency).
+  assert report["loading_p99_ms"] == pytest.approx(40.0)
+  assert report["loading_to_steady_p99"] == pytest.approx(4.0)
+  assert "while version 2 loaded 40.0 ms (4.00x)" in load.format_report(report)
   first, second, third = report["windows"]
   assert first["requests"] == 31 and first["errors"] == 0 and first["versions"] == {"1": 31}
   assert second["errors"] == 1 and second["versions"] == {"2": 10, "1": 3}
@@ -57,6 +62,7 @@ def test_load_summary_reports_a_change_that_never_answered():
   steady = [load.Outcome(start=i * 0.5, latency_ms=10.0, code="OK", version=1) for i in range(40)]
   report = load.summarize(steady, swap_at=5.0, rollback_at=15.0, seconds=20.0, window=10.0)
   assert report["swap_answered_after_s"] is None  # version 2 never served a request
+  assert "version 2 answered None s after the push" in load.format_report(report)
 
 
 def test_synthetic_rows_respect_every_declared_range_and_fill_the_sequences():

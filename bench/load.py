@@ -30,7 +30,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from bench import synthetic_model
 from bench.common import define_output_flags, pyplot, save_figure, write_json
 from models import features as F
-from serving import client
+from serving import client, model_server
 
 FLAGS = flags.FLAGS
 
@@ -214,7 +214,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("lifelong_len", F.LIFELONG_SEQ_LEN, "Lifelong history length L.")
   flags.DEFINE_string("model", "baseline", "Trainer model name to serve.")
   flags.DEFINE_float("window_seconds", 10.0, "Width of the latency windows.")
-  flags.DEFINE_float("poll_seconds", 1.0, "The server's version-polling interval.")
+  flags.DEFINE_float("poll_seconds", model_server.POLL_SECONDS,
+                     "The server's version-polling interval.")
   define_output_flags("load")
 
 

@@ -339,9 +339,10 @@ class ModelManager:
   reported once, with a one-line reason (also in GetModelStatus), and retried with exponential
   back-off from ``retry_seconds`` up to ``max_retry_seconds``.
 
-  With ``load_nice`` > 0 a load first lowers the process's other threads (the ones answering
-  requests) that far below the loading thread (:mod:`serving.priority`), so a new version on a
-  busy machine is ready in about its idle time while the served one keeps answering, slower.
+  With ``load_nice`` > 0, while a version loads beside served ones, the process's other threads
+  (the request threads, gRPC's and TensorFlow's pools) run that far below the loading thread
+  (:mod:`serving.priority`), so a new version on a busy machine is ready sooner while the served
+  one keeps answering, slower; afterwards they are put back where the system permits.
 
   Unlike TF Serving, the last ``standby_versions`` unloaded versions whose directories are still
   there stay in memory, unserved and not reported: a rollback to one of them (its directory
@@ -356,7 +357,7 @@ class ModelManager:
                standby_versions: int = 1, load_nice: int = 0):
     if standby_versions < 0:
       raise ValueError(f"standby_versions must be >= 0, got {standby_versions}")
-    self._load_nice = priority.check_nice(load_nice, "load_nice")
+    self.load_nice = priority.check_nice(load_nice, "load_nice")
     self.model_name, self.base_path = model_name, base_path
     self.policy = policy or VersionPolicy()
     self._retry, self._max_retry, self._clock, self._loader = (
@@ -382,9 +383,10 @@ class ModelManager:
     failure = self.failures.get(version)
     if failure and self._clock() < failure.next_try:
       return None
-    priority.deprioritize_other_threads(self._load_nice)
     try:
-      model = self._loader(path, version)
+      # Nothing is served during the first load: no request threads to get ahead of.
+      with priority.ahead_of_other_threads(self.load_nice if self._served else 0):
+        model = self._loader(path, version)
     except Exception as e:  # noqa: BLE001 - any broken SavedModel is reported, never fatal
       attempts = failure.attempts + 1 if failure else 1
       wait = min(self._retry * 2 ** (attempts - 1), self._max_retry)
@@ -635,7 +637,7 @@ def main(argv=None) -> None:
                       help="How often to look for new versions.")
   parser.add_argument("--load_nice", type=int, default=LOAD_NICE,
                       help="While a version loads, the request threads run this much lower "
-                           "(Linux nice, 0-19; 0: no change). They stay there afterwards.")
+                           f"(Linux nice, 0-{priority.MAX_NICE}; 0: no change).")
   parser.add_argument("--version_policy", default="latest:1",
                       help="Versions to serve: latest:N, all, or specific:V1,V2.")
   parser.add_argument("--version_labels", default="",

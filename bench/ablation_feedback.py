@@ -30,7 +30,6 @@ from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
 from models import features as F
 from models import trainer
-from models.spec import ModelSpec
 from serving.examples_io import latest_examples_dir, read_examples
 
 VARIANTS = ["dnn", "shared_bottom", "dcn", "mmoe", "ple", "feedback_no_realtime",
@@ -77,8 +76,8 @@ def latest_transform_dirs(work: str, pipeline_name: str) -> Dict[str, str]:
 def train_variant(name: str, tft_output, examples_dir: str, seed: int, cfg: trainer.TrainConfig):
   """Trains one variant as the Trainer does; returns (model, per-epoch history, seconds)."""
   tf.keras.utils.set_random_seed(seed)
-  spec = ModelSpec.from_transform_output(tft_output, cfg.embedding_dim, cfg.embedding_l2)
-  model = trainer.build_model(spec, dataclasses.replace(cfg, model_name=name))
+  cfg = dataclasses.replace(cfg, model_name=name)
+  model = trainer.build_model(cfg.model_spec(tft_output), cfg)
   data = lambda split, shuffle: trainer.transformed_dataset(  # noqa: E731
       os.path.join(examples_dir, f"Split-{split}", "*.gz"), tft_output, cfg.batch_size,
       model.tasks, shuffle_seed=seed if shuffle else None, repeat=False)

@@ -24,7 +24,6 @@ from bench.ablation_feedback import latest_transform_dirs
 from bench.common import define_run_flags, write_json
 from models import features as F
 from models import trainer
-from models.spec import ModelSpec
 
 
 class EpochLog(tf.keras.callbacks.Callback):
@@ -49,8 +48,7 @@ def run(work: str, pipeline_name: str, variant: str, overrides: Dict[str, object
   dirs = latest_transform_dirs(work, pipeline_name)
   tft_output = tft.TFTransformOutput(dirs["graph"])
   tf.keras.utils.set_random_seed(seed)
-  model = trainer.build_model(
-      ModelSpec.from_transform_output(tft_output, cfg.embedding_dim, cfg.embedding_l2), cfg)
+  model = trainer.build_model(cfg.model_spec(tft_output), cfg)
   data = lambda split, shuffle: trainer.transformed_dataset(  # noqa: E731
       os.path.join(dirs["examples"], f"Split-{split}", "*.gz"), tft_output, cfg.batch_size,
       model.tasks, shuffle_seed=seed if shuffle else None, repeat=False)

@@ -139,6 +139,11 @@ class TrainConfig:
                          horizon=self.msc_horizon, beam_width=self.msc_beam_width,
                          top_m=self.msc_top_m)
 
+  def model_spec(self, tf_transform_output) -> ModelSpec:
+    """The model's input spec from a Transform output, with this config's modelling settings."""
+    return ModelSpec.from_transform_output(tf_transform_output, self.embedding_dim,
+                                           self.embedding_l2)
+
   @classmethod
   def from_custom_config(cls, custom: Dict) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -181,7 +186,10 @@ def parse_overrides(pairs: List[str]) -> Dict[str, object]:
     if not sep or key not in types:
       raise ValueError(f"--set {pair!r}: expected key=value with key one of {sorted(types)}")
     kind = {"int": int, "float": float, "str": str}[str(types[key]).split(".")[-1]]
-    out[key] = kind(value)
+    try:
+      out[key] = kind(value)
+    except ValueError as e:
+      raise ValueError(f"--set {pair!r}: {e}") from e
   return out
 
 
@@ -470,8 +478,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   strategy = distribution.make_strategy(cfg.distribution)
   tf.keras.utils.set_random_seed(cfg.seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  spec = ModelSpec.from_transform_output(tf_transform_output, cfg.embedding_dim,
-                                         cfg.embedding_l2)
+  spec = cfg.model_spec(tf_transform_output)
   with strategy.scope():  # variables (model and optimizer) are made as the strategy's
     model = build_model(spec, cfg)
     if fn_args.base_model:

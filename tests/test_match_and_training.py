@@ -360,6 +360,8 @@ def test_train_curve_overrides_are_typed_and_checked():
     trainer.parse_overrides(["lr=1"])
   with pytest.raises(ValueError, match="'patience'"):
     trainer.parse_overrides(["patience"])
+  with pytest.raises(ValueError, match="'patience=two'"):
+    trainer.parse_overrides(["patience=two"])
 
 
 def test_every_layer_class_is_registered_for_keras_serialization():

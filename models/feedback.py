@@ -21,7 +21,7 @@ from models.layers import MLP, BroadcastConcatenate
 from models.layers.attention import TargetAttention
 from models.layers.experts import PLE
 from models.losses import LabelAwareTripletLoss
-from models.multitask import task_heads
+from models.multitask import room_offsets, task_heads
 from models.spec import ModelSpec
 
 xf = F.transformed_name
@@ -87,7 +87,8 @@ def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool
   x = BroadcastConcatenate(name="features")(parts)
   tasks = PLE(len(heads), num_levels=2, task_experts=2, shared_experts=2,
               expert_units=(128, 64), name="ple")(x)
-  outputs = task_heads(tasks, heads=heads)
+  outputs = task_heads(tasks, heads=heads,
+                       bias_logits=room_offsets(spec, inputs, num_heads=len(heads)))
   if use_triplet:
     gap = _cosine_distance(cand, u_neg) - _cosine_distance(cand, u_pos)  # [B, 1]
     outputs[TRIPLET_OUTPUT] = tf.keras.layers.Activation("linear", name=TRIPLET_OUTPUT)(gap)

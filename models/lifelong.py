@@ -38,7 +38,7 @@ from models.layers import (
 )
 from models.layers.lifelong import ChannelDINAttention, TopKExtraction
 from models.layers.match import IdMatchCount, valid_positions
-from models.multitask import NUM_TASKS, extractor, task_heads
+from models.multitask import NUM_TASKS, extractor, room_offsets, task_heads
 from models.spec import ModelSpec
 
 xf = F.transformed_name
@@ -283,6 +283,9 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
         [emb("activity", inputs[xf(F.ACTIVITY_LEVEL)])[:, 0],
          emb(P.HOST_VOCAB, inputs[xf(F.HOST_ID)])[:, 0], affinity] + history)
     bias = MLP([32, NUM_TASKS], final_activation=None, name="bias_net")(user_bias)  # [B, T]
+  offsets = room_offsets(spec, inputs)
+  if offsets is not None:
+    bias = offsets if bias is None else tf.keras.layers.Add(name="bias_logits")([bias, offsets])
   outputs = task_heads(extractor("shared_bottom")(main), bias_logits=bias)
   if use_aux:
     outputs[AUX_OUTPUT] = MLP([32, 1], final_activation="sigmoid", name=AUX_OUTPUT)(

@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from models import encoders
 from models import features as F
-from models.layers import MLP, BroadcastConcatenate, CrossNetwork
+from models import preprocessing as P
+from models.layers import MLP, BroadcastConcatenate, CrossNetwork, IdLogitOffset
 from models.layers.experts import PLE, mmoe, shared_bottom
 from models.spec import ModelSpec
 
@@ -49,6 +50,14 @@ def task_heads(task_inputs: List[tf.Tensor], tower_units: Sequence[int] = (32,),
   return outputs
 
 
+def room_offsets(spec: ModelSpec, inputs: dict, num_heads: int = NUM_TASKS) -> tf.Tensor | None:
+  """The candidate room's logit offset per head, [B, num_heads]; None when the spec has none."""
+  if not spec.room_offset_rate:
+    return None
+  return IdLogitOffset(spec.vocab_sizes[P.HOST_VOCAB], num_heads, spec.room_offset_rate,
+                       name="room_offset")(inputs[F.transformed_name(F.HOST_ID)])
+
+
 def extractor(kind: str, expert_units: Sequence[int] = (128, 64)) -> tf.keras.layers.Layer:
   """The expert block by name: 'shared_bottom' | 'mmoe' | 'ple'."""
   if kind == "shared_bottom":
@@ -82,7 +91,8 @@ def build_multitask(spec: ModelSpec, kind: str, use_sequences: bool = True,
   if cross_layers:
     x = CrossNetwork(cross_layers, name="cross")(x)  # [B, D]
   wide_x = BroadcastConcatenate(name="wide")(matches) if wide else None
-  return tf.keras.Model(inputs, task_heads(extractor(kind)(x), wide=wide_x), name=name or kind)
+  outputs = task_heads(extractor(kind)(x), wide=wide_x, bias_logits=room_offsets(spec, inputs))
+  return tf.keras.Model(inputs, outputs, name=name or kind)
 
 
 def build_dcn(spec: ModelSpec) -> tf.keras.Model:

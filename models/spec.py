@@ -29,6 +29,9 @@ class ModelSpec:
   # L2 penalty on every embedding table, added to the batch's mean loss (0: none): keeps rare ids
   # (hashed items, small rooms) from memorising the training days.
   embedding_l2: float = 0.0
+  # Rate multiplier of the per-room logit offsets (layers.IdLogitOffset) models add to their
+  # heads (0: none).
+  room_offset_rate: float = 0.0
 
   def __post_init__(self):
     if set(self.feature_shapes) != set(self.feature_dtypes):
@@ -37,7 +40,8 @@ class ModelSpec:
 
   @classmethod
   def from_transform_output(cls, tf_transform_output, embedding_dim: int = 16,
-                            embedding_l2: float = 0.0) -> ModelSpec:
+                            embedding_l2: float = 0.0,
+                            room_offset_rate: float = 0.0) -> ModelSpec:
     """Vocabulary sizes, input shapes and dtypes as this Transform output produces them."""
     spec = {k: s for k, s in tf_transform_output.transformed_feature_spec().items()
             if k not in NON_INPUT_KEYS}
@@ -45,7 +49,8 @@ class ModelSpec:
     return cls(vocab_sizes=vocab,
                feature_shapes={k: int(s.shape[-1]) if s.shape else 1 for k, s in spec.items()},
                feature_dtypes={k: s.dtype for k, s in spec.items()},
-               embedding_dim=embedding_dim, embedding_l2=embedding_l2)
+               embedding_dim=embedding_dim, embedding_l2=embedding_l2,
+               room_offset_rate=room_offset_rate)
 
   @classmethod
   def without_transform(cls, vocab_size: int, realtime_len: int = F.REALTIME_SEQ_LEN,

@@ -1,5 +1,7 @@
 """Shared layers and the baseline model: hand-computed values, weights, round trips, one fit step."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,6 +11,7 @@ from models import lifelong, trainer
 from models.layers import (
     MLP,
     BroadcastConcatenate,
+    IdLogitOffset,
     MaskedMeanPooling,
     ScoringDense,
     SequenceEmbedding,
@@ -142,6 +145,41 @@ def test_mlp_rejects_bad_arguments(kwargs, fragment):
     MLP(**kwargs)
 
 
+def test_id_logit_offset_reads_its_row_times_the_rate_and_starts_at_zero():
+  layer = IdLogitOffset(4, 3, rate_multiplier=10.0)
+  ids = tf.constant([[2], [0], [2]])
+  np.testing.assert_array_equal(layer(ids).numpy(), np.zeros((3, 3)))  # no change at start
+  assert layer.count_params() == 4 * 3
+  layer.table.assign(np.arange(12, dtype=np.float32).reshape(4, 3) / 100)
+  np.testing.assert_allclose(layer(ids).numpy(), [[0.6, 0.7, 0.8], [0.0, 0.1, 0.2],
+                                                  [0.6, 0.7, 0.8]], rtol=1e-6)
+  clone = IdLogitOffset.from_config(layer.get_config())
+  assert clone.get_config() == layer.get_config() and clone.rate_multiplier == 10.0
+
+
+def test_id_logit_offset_moves_rate_times_faster_under_adam():
+  # Adam's first step moves each weight by the learning rate whatever its gradient's scale, so
+  # the offset the model reads moves by rate x learning rate: what the layer is for.
+  for rate, step in [(1.0, 0.01), (10.0, 0.1)]:
+    layer = IdLogitOffset(3, 2, rate_multiplier=rate)
+    ids = tf.constant([[1]])
+    optimizer = tf.keras.optimizers.Adam(0.01)
+    with tf.GradientTape() as tape:
+      loss = -tf.reduce_sum(layer(ids))
+    optimizer.apply_gradients(zip(tape.gradient(loss, layer.trainable_weights),
+                                  layer.trainable_weights))
+    np.testing.assert_allclose(layer(tf.constant([[1], [0]])).numpy(), [[step, step], [0, 0]],
+                               rtol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs,fragment", [({"num_ids": 0}, "num_ids must be positive, got 0"),
+                                             ({"num_outputs": -1}, "num_outputs"),
+                                             ({"rate_multiplier": 0.0}, "rate_multiplier")])
+def test_id_logit_offset_rejects_bad_arguments(kwargs, fragment):
+  with pytest.raises(ValueError, match=fragment):
+    IdLogitOffset(**dict({"num_ids": 3, "num_outputs": 2}, **kwargs))
+
+
 def _spec():
   return ModelSpec.without_transform(12, realtime_len=4, lifelong_len=6, embedding_dim=4)
 
@@ -212,10 +250,12 @@ def test_savedmodel_round_trip(tmp_path, name):
 def test_one_user_at_batch_one_scores_as_the_user_repeated_per_room(name):
   # The context signature passes the user's side with a static batch of 1 (the shared paths of
   # IdMatchCount, TokenScores and the extraction); the scores must equal full rows per room.
-  spec = _spec()
+  spec = dataclasses.replace(_spec(), room_offset_rate=3.0)
   # Top-2 of 6 purchases, so what the channels extract depends on their scores.
   network = (lifelong.build_lifelong(spec, top_k=2) if name == "lifelong"
              else _build(name, spec).network)
+  offsets = network.get_layer("room_offset").table  # per room, so it must not be broadcast
+  offsets.assign(np.random.default_rng(0).normal(size=offsets.shape).astype(np.float32))
   batch = _batch(spec, n=5, seed=3)
   batch[F.transformed_name(F.len_key(F.LL))][:] = 6  # every purchase can be extracted
   room_keys = {F.transformed_name(k) for k in F.HOST_SIDE_FEATURES}
@@ -230,6 +270,29 @@ def test_one_user_at_batch_one_scores_as_the_user_repeated_per_room(name):
     assert got[h].shape == (5, 1)
     np.testing.assert_allclose(got[h].numpy(), expected[h].numpy(), rtol=1e-5, atol=1e-6)
   assert np.ptp(expected[F.HEAD_EFFECTIVE_VIEW].numpy()) > 0  # the rooms are told apart
+
+
+@pytest.mark.parametrize("name", ["baseline", "feedback", "lifelong"])
+def test_room_offset_moves_only_its_rooms_logit_on_its_head(name):
+  spec = dataclasses.replace(_spec(), room_offset_rate=3.0)
+  network = _build(name, spec).network
+  assert network.get_layer("room_offset").rate_multiplier == 3.0
+  batch = _batch(spec, n=6, seed=5)
+  room = batch[F.transformed_name(F.HOST_ID)][:, 0]
+  feats = {k: batch[k] for k in network.input}
+  before = network(feats, training=False)
+  offsets = network.get_layer("room_offset").table
+  offsets.assign(tf.tensor_scatter_nd_update(offsets, [[2, 0]], [0.5]))  # room 2, first head
+  after = network(feats, training=False)
+  def logit(outputs, head):
+    p = outputs[head].numpy()[:, 0]
+    return np.log(p / (1 - p))
+  for i, head in enumerate(F.HEADS):
+    moved = logit(after, head) - logit(before, head)
+    np.testing.assert_allclose(moved, np.where(room == 2, 1.5, 0.0) if i == 0 else 0.0,
+                               atol=2e-4)
+  assert (room == 2).any() and (room != 2).any()
+  assert "room_offset" not in [layer.name for layer in _build(name, _spec()).network.layers]
 
 
 def test_feedback_ablation_switches():

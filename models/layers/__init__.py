@@ -5,6 +5,7 @@ from models.layers.blocks import (
     BatchGather,
     BroadcastConcatenate,
     CrossNetwork,
+    IdLogitOffset,
     MaskedMeanPooling,
     ScoringDense,
     SequenceEmbedding,
@@ -16,6 +17,7 @@ from models.layers.match import DecayedMatchSum, IdMatchCount, MatchSummary
 
 __all__ = ["CGC", "MLP", "PLE", "BatchGather", "BroadcastConcatenate", "CrossNetwork",
            "DecayedMatchSum", "ExpertGate",
-           "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "ScoringDense", "SequenceEmbedding",
+           "IdLogitOffset", "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "ScoringDense",
+           "SequenceEmbedding",
            "TargetAttention", "TokenScores",
            "batch_gather"]

@@ -319,3 +319,45 @@ class BatchGather(tf.keras.layers.Layer):
   def call(self, inputs):
     sequence, indices = inputs
     return batch_gather(sequence, indices)
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class IdLogitOffset(tf.keras.layers.Layer):
+  """A learned logit intercept per id and output, to add to the outputs' logits.
+
+  The table starts at zero (no change to the logits) and is read as ``rate_multiplier`` times its
+  stored values. Adam's step on a weight does not depend on its gradient's scale, so the offsets
+  move ``rate_multiplier`` times faster than the network's other weights: a per-room intercept
+  that an id embedding read through an MLP does not reach in the few epochs early stopping allows
+  (BUILD_NOTES, "per-room constants").
+
+  Args:
+    num_ids: rows of the table (the id vocabulary, padding and OOV included); positive.
+    num_outputs: one offset per output (head); positive.
+    rate_multiplier: the scale the stored table is read with; positive.
+  """
+
+  def __init__(self, num_ids: int, num_outputs: int, rate_multiplier: float = 1.0, **kwargs):
+    super().__init__(**kwargs)
+    if int(num_ids) <= 0:
+      raise ValueError(f"IdLogitOffset num_ids must be positive, got {num_ids}")
+    if int(num_outputs) <= 0:
+      raise ValueError(f"IdLogitOffset num_outputs must be positive, got {num_outputs}")
+    if not float(rate_multiplier) > 0.0:
+      raise ValueError(f"IdLogitOffset rate_multiplier must be > 0, got {rate_multiplier}")
+    self.num_ids = int(num_ids)
+    self.num_outputs = int(num_outputs)
+    self.rate_multiplier = float(rate_multiplier)
+
+  def build(self, input_shape):
+    self.table = self.add_weight(name="table", shape=(self.num_ids, self.num_outputs),
+                                 initializer="zeros")  # [V, H]
+    super().build(input_shape)
+
+  def call(self, ids):  # ids: [B, 1] or [B] -> [B, H]
+    ids = tf.reshape(ids, [-1])  # [B]
+    return self.rate_multiplier * tf.gather(self.table, ids)  # [B, H]
+
+  def get_config(self):
+    return dict(super().get_config(), num_ids=self.num_ids, num_outputs=self.num_outputs,
+                rate_multiplier=self.rate_multiplier)

@@ -338,19 +338,74 @@ def test_join_needs_one_part_of_each():
     bt._join_parts((9, {bt.USER_PART: [("train", b"")], bt.HOST_PART: []}))
 
 
-def test_to_example_names_a_missing_unexpected_or_wrongly_sized_feature():
+def _one_by_one(rows, specs):
+  return [bt.to_example(row, specs).SerializeToString() for row in rows]
+
+
+# The two encoders of a part: one row in Python, many rows through Arrow and tfx_bsl.
+ENCODERS = pytest.mark.parametrize("encode", [_one_by_one, bt.to_examples],
+                                   ids=["to_example", "to_examples"])
+
+
+@ENCODERS
+def test_an_encoder_names_a_missing_unexpected_or_wrongly_sized_feature(encode):
   specs = bt.part_specs(F.raw_features(RT_LEN, LL_LEN))[bt.HOST_PART]
-  feats = _values_for(specs)
+  good = _values_for(specs)
+
+  def bad(**change):  # a good row, then the bad one
+    return encode([good, dict(good, **change)], specs)
+
   with pytest.raises(ValueError, match=f"feature '{F.HOST_SHOP_ID}' is missing"):
-    bt.to_example({k: v for k, v in feats.items() if k != F.HOST_SHOP_ID}, specs)
+    encode([good, {k: v for k, v in good.items() if k != F.HOST_SHOP_ID}], specs)
   with pytest.raises(ValueError, match=rf"features \['{F.USER_ID}'\] are not among"):
-    bt.to_example(dict(feats, **{F.USER_ID: [1]}), specs)
+    bad(**{F.USER_ID: [1]})
   with pytest.raises(ValueError, match=f"feature '{F.HOST_CATEGORY_IDS}' has 1 values, "
                                        f"expected {F.HOST_MAX_CATEGORIES}"):
-    bt.to_example(dict(feats, **{F.HOST_CATEGORY_IDS: [1]}), specs)
+    bad(**{F.HOST_CATEGORY_IDS: [1]})
   with pytest.raises(TypeError, match=f"feature '{F.HOST_ID}' \\(int\\) has a value of the "
                                       "wrong type"):
-    bt.to_example(dict(feats, **{F.HOST_ID: ["x"]}), specs)
+    bad(**{F.HOST_ID: ["x"]})
+  with pytest.raises(TypeError, match=f"feature '{F.HOST_ID}' \\(int\\) has a value of the "
+                                      "wrong type"):
+    bad(**{F.HOST_ID: [1.5]})  # no silent truncation to 1
+  with pytest.raises(TypeError, match=f"feature '{F.DISPLAY_PRICES}' \\(float\\) has a value "
+                                      "of the wrong type"):
+    bad(**{F.DISPLAY_PRICES: ["x"] * F.DISPLAY_TOP_N})
+  user_specs = bt.part_specs(F.raw_features(RT_LEN, LL_LEN))[bt.USER_PART]
+  user = _values_for(user_specs)
+  with pytest.raises(TypeError, match=f"feature '{F.ACTIVITY_LEVEL}' \\(bytes\\) has a value "
+                                      "of the wrong type"):
+    encode([user, dict(user, **{F.ACTIVITY_LEVEL: ["new"]})], user_specs)  # str, not bytes
+
+
+@ENCODERS
+def test_an_encoder_checks_a_variable_length_against_its_length_feature(encode):
+  specs = bt.part_specs(F.raw_features(RT_LEN, LL_LEN))[bt.USER_PART]
+  good = _values_for(specs)
+  items = F.seq_key(F.LL, "item_ids")
+  with pytest.raises(ValueError, match=f"feature '{items}' has 1 values, expected 2"):
+    encode([good, dict(good, **{items: [5]})], specs)
+  too_long = {k: [1] * (LL_LEN + 1) for k in good if k.startswith(F.seq_key(F.LL, ""))}
+  too_long[F.len_key(F.LL)] = [LL_LEN + 1]
+  with pytest.raises(ValueError, match=f"expected {LL_LEN + 1} \\(at most {LL_LEN}\\)"):
+    encode([dict(good, **too_long)], specs)
+
+
+def test_the_batch_encoder_writes_what_the_row_encoder_writes():
+  specs = F.raw_features(RT_LEN, LL_LEN)
+  full = _values_for(specs)
+  # Empty variable-length lists (present with no values), ints in a float feature, a float that float32 rounds, and an int beyond 32 bits.
+  empty = dict(full, **{k: [] for k in full if k.startswith(F.seq_key(F.LL, ""))})
+  empty[F.len_key(F.LL)] = [0]
+  odd = dict(full, **{F.DISPLAY_PRICES: [1] * F.DISPLAY_TOP_N, F.PROPENSITY: [0.1],
+                      F.USER_ID: [1 << 40]})
+  rows = [full, empty, odd]
+  batch = bt.to_examples(rows, specs)
+  assert len(batch) == 3 and bt.to_examples([], specs) == []
+  for got, want in zip(batch, _one_by_one(rows, specs)):
+    assert tf.train.Example.FromString(got) == tf.train.Example.FromString(want)
+  ll_items = tf.train.Example.FromString(batch[1]).features.feature[F.seq_key(F.LL, "item_ids")]
+  assert ll_items.WhichOneof("kind") == "int64_list" and not ll_items.int64_list.value
 
 
 def test_a_variable_length_feature_must_share_its_length_part():

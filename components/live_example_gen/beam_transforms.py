@@ -20,7 +20,10 @@ import math
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 import tensorflow as tf
+from tfx_bsl.coders import example_coder
 
 from components.live_example_gen import point_in_time as pit
 from components.live_example_gen import records as r
@@ -267,13 +270,15 @@ def user_parts(user_id: int, grouped: Dict[str, list], users: dict, items: dict,
   split = {s: split_of(t, eval_start) for s, t in starts.items()}
   train_history = [h for h in history if split[h.session_id] == TRAIN_SPLIT]
   level = users[user_id]["activity_level"]
+  rows = []
   for imp in history:
-    imp_split = split[imp.session_id]
-    seen = train_history if imp_split == TRAIN_SPLIT else history
+    seen = train_history if split[imp.session_id] == TRAIN_SPLIT else history
     feats = pit.user_side_features(imp, level, history, seen, purchases_desc, items, hosts,
                                    realtime_len, lifelong_len)
     feats.update({k: [v] for k, v in pit.labels(imp).items()})
-    yield imp.impression_id, (imp_split, to_example(feats, specs).SerializeToString())
+    rows.append(feats)
+  for imp, example in zip(history, to_examples(rows, specs)):
+    yield imp.impression_id, (split[imp.session_id], example)
 
 
 def host_parts(host_id: int, grouped: Dict[str, list], hosts: dict, items: dict,
@@ -291,9 +296,10 @@ def host_parts(host_id: int, grouped: Dict[str, list], hosts: dict, items: dict,
   if not impressions:
     return
   timeline = pit.HostTimeline(impressions, [p.rec for p in displays])
-  for imp in impressions:
-    feats = pit.host_side_features(host_id, hosts[host_id], timeline, imp.ts, items)
-    yield imp.impression_id, to_example(feats, specs).SerializeToString()
+  rows = [pit.host_side_features(host_id, hosts[host_id], timeline, imp.ts, items)
+          for imp in impressions]
+  for imp, example in zip(impressions, to_examples(rows, specs)):
+    yield imp.impression_id, example
 
 
 def part_specs(specs: Sequence[F.RawFeature]) -> Dict[str, List[F.RawFeature]]:
@@ -311,8 +317,75 @@ def part_specs(specs: Sequence[F.RawFeature]) -> Dict[str, List[F.RawFeature]]:
   return parts
 
 
+# Arrow value types a feature's values may arrive as (inferred from the Python values), by dtype;
+# empty lists infer as null. Anything else (a float in an int feature, a str in a float one) is
+# refused, as tf.train.Example's own setters refuse it (a str in a bytes feature too).
+_ACCEPTED_ARROW_TYPES = {
+    "int": (pa.int64(), pa.null()),
+    "float": (pa.float64(), pa.int64(), pa.null()),
+    "bytes": (pa.binary(), pa.null()),
+}
+_ARROW_TYPE = {"int": pa.int64(), "float": pa.float32(), "bytes": pa.large_binary()}
+
+
+def _feature_column(spec: F.RawFeature, values: List[list]) -> pa.Array:
+  """One feature's values of every row as a large_list Arrow array of its dtype."""
+  try:
+    inferred = pa.array(values)
+  except (pa.ArrowException, OverflowError) as e:
+    raise TypeError(f"feature {spec.name!r} ({spec.dtype}) has a value of the wrong type: "
+                    f"{e}") from e
+  value_type = getattr(inferred.type, "value_type", None)
+  # Arrow infers str mixed with bytes as binary; bytes features are few and short.
+  mixed_str = spec.dtype == "bytes" and any(isinstance(v, str) for row in values for v in row)
+  if value_type not in _ACCEPTED_ARROW_TYPES[spec.dtype] or mixed_str:
+    raise TypeError(f"feature {spec.name!r} ({spec.dtype}) has a value of the wrong type: "
+                    f"{inferred.type}")
+  # int64 -> float32 rounds as tf.train.FloatList does; nothing else is converted.
+  return inferred.cast(pa.large_list(_ARROW_TYPE[spec.dtype]), safe=spec.dtype != "float")
+
+
+def to_examples(rows: Sequence[Dict[str, list]], specs: Sequence[F.RawFeature]) -> List[bytes]:
+  """Serialized tf.Examples, one per row, of exactly ``specs``' features, every length checked.
+
+  The rows are encoded together: each feature's values become one Arrow column and tfx_bsl's C++
+  encoder writes the examples (building the protos value by value in Python was a quarter of
+  the ExampleGen's time). An empty variable-length feature is present with zero values.
+
+  Raises:
+    ValueError: a row misses a feature of ``specs`` or has one not in ``specs``, or a feature has
+      the wrong number of values (the message names the feature and the row).
+    TypeError: a value has the wrong type for its feature.
+  """
+  declared = {spec.name for spec in specs}
+  for row in rows:
+    if row.keys() != declared:
+      unexpected = sorted(set(row) - declared)
+      if unexpected:
+        raise ValueError(f"features {unexpected} are not among the declared ones")
+      missing = next(spec.name for spec in specs if spec.name not in row)
+      raise ValueError(f"feature {missing!r} is missing")
+  if not rows:
+    return []
+  columns = {spec.name: _feature_column(spec, [row[spec.name] for row in rows]) for spec in specs}
+  # Fixed lengths first: a length feature is read only after its own length is checked.
+  for spec in sorted(specs, key=lambda s: s.variable_length):
+    lengths = columns[spec.name].value_lengths().to_numpy(zero_copy_only=False)  # [rows]
+    expected = (columns[spec.length_key].flatten().to_numpy(zero_copy_only=False)
+                if spec.variable_length else np.full(len(rows), spec.length))
+    bad = np.flatnonzero((lengths != expected) | (lengths > spec.length))
+    if bad.size:
+      i = int(bad[0])
+      raise ValueError(f"feature {spec.name!r} has {lengths[i]} values, expected {expected[i]} "
+                       f"(at most {spec.length}) in row {i}")
+  return example_coder.RecordBatchToExamples(pa.RecordBatch.from_pydict(columns))
+
+
 def to_example(feats: Dict[str, list], specs: Sequence[F.RawFeature]) -> tf.train.Example:
   """A tf.Example of exactly ``specs``' features, checking every feature's length.
+
+  One row, built in Python (for a single example this is ~10x faster than ``to_examples``'
+  Arrow encoder, whose cost is per column); ``to_examples`` checks and encodes many rows alike.
 
   Raises:
     ValueError: a feature of ``specs`` is missing, one not in ``specs`` is present, or a

@@ -394,7 +394,8 @@ def test_an_encoder_checks_a_variable_length_against_its_length_feature(encode):
 def test_the_batch_encoder_writes_what_the_row_encoder_writes():
   specs = F.raw_features(RT_LEN, LL_LEN)
   full = _values_for(specs)
-  # Empty variable-length lists (present with no values), ints in a float feature, a float that float32 rounds, and an int beyond 32 bits.
+  # Empty variable-length lists (present with no values), ints in a float feature, a float
+  # that float32 rounds, and an int beyond 32 bits.
   empty = dict(full, **{k: [] for k in full if k.startswith(F.seq_key(F.LL, ""))})
   empty[F.len_key(F.LL)] = [0]
   odd = dict(full, **{F.DISPLAY_PRICES: [1] * F.DISPLAY_TOP_N, F.PROPENSITY: [0.1],

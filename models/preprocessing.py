@@ -57,7 +57,11 @@ def _shared_vocab_ids(inputs: Dict[str, tf.Tensor], keys: Sequence[str], vocab: 
   """One vocabulary over all ``keys``; returns {key: ids in [0, V+1]} with 0 kept for padding."""
   flat = tf.concat([tf.reshape(inputs[k], [-1]) for k in keys], axis=0)
   flat = tf.boolean_mask(flat, flat > 0)
-  deferred = tft.vocabulary(tf.strings.as_string(flat), vocab_filename=vocab)
+  # Unit weights make TFT count each batch's ids in the graph (unique + segment sum) and hand
+  # Beam one (id, count) per distinct id; unweighted, it hands Beam every occurrence (~20 M at
+  # the default scale, counted one by one in Python). The same counts, so the same vocabulary.
+  deferred = tft.vocabulary(tf.strings.as_string(flat), vocab_filename=vocab,
+                            weights=tf.ones_like(flat, tf.float32))
   out = {}
   for k in keys:
     x = inputs[k]

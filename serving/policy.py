@@ -67,10 +67,10 @@ class RequestBuilder:
     rooms and the feedback finished before ``imp.ts``.
     """
     level = self.tables.users[imp.user_id]["activity_level"]
-    feats = pit.user_side_features(imp, level, history, history,
-                                   self.tables.purchases_desc.get(imp.user_id, []),
-                                   self.tables.items, self.tables.hosts, self.realtime_len,
-                                   self.lifelong_len)
+    feats = pit.user_side_features(
+        imp, level, history, pit.FeedbackIndex(history, self.tables.hosts),
+        pit.PurchaseIndex(self.tables.purchases_desc.get(imp.user_id, [])), self.tables.items,
+        self.tables.hosts, self.realtime_len, self.lifelong_len)
     return bt.to_example(feats, self._user_specs)
 
   def candidate(self, host_id: int, ts: float) -> tf.train.Example:

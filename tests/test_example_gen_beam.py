@@ -414,3 +414,58 @@ def test_a_variable_length_feature_must_share_its_length_part():
   with pytest.raises(ValueError, match=f"feature '{F.HOST_ID}' is in the host part but its "
                                        f"length '{F.len_key(F.LL)}' is not"):
     bt.part_specs([stray] + [s for s in F.raw_features(RT_LEN, LL_LEN) if s.name != F.HOST_ID])
+
+
+# --- Per-user indexes ------------------------------------------------------------------------------
+def _record(iid, leave_ts, stay, host=1, actions=()):
+  return pit.ImpressionRecord(
+      impression_id=iid, session_id=1, user_id=1, host_id=host, ts=leave_ts - stay, slot=0,
+      trigger_item_id=1, propensity=1.0, leave_ts=leave_ts, stay_seconds=stay, swipe_down=True,
+      actions=list(actions))
+
+
+def test_feedback_index_reads_what_sorting_the_whole_history_gives_at_every_time():
+  hosts = {1: {"shop_id": 51, "category_ids": [21, 30]}, 2: {"shop_id": 52, "category_ids": [22]}}
+  # Long stays (positive), quick swipes (negative), an interaction and a middling stay (neither);
+  # three stays end at the same time (T0 + 20), so the impression id orders them.
+  history = [_record(1, T0 + 10, 40.0), _record(2, T0 + 20, 1.0, host=2),
+             _record(3, T0 + 20, 50.0, host=2), _record(4, T0 + 20, 2.0),
+             _record(5, T0 + 30, 3.0, actions=[(r.LIKE, T0 + 29)]), _record(6, T0 + 40, 5.0),
+             _record(7, T0 + 50, 60.0)]
+  index = pit.FeedbackIndex(list(reversed(history)), hosts)
+  for ts in (T0, T0 + 10, T0 + 15, T0 + 20, T0 + 20.5, T0 + 45, T0 + 99):
+    done = sorted((h for h in history if h.leave_ts < ts),
+                  key=lambda h: (h.leave_ts, h.impression_id), reverse=True)
+    got = index.sequences(ts, 2)
+    for prefix, keep in ((F.RT_POS, pit.is_positive), (F.RT_NEG, pit.is_negative)):
+      want = [h for h in done if keep(h)][:2]
+      assert got[F.len_key(prefix)] == [len(want)], (ts, prefix)
+      assert got[F.seq_key(prefix, "host_ids")] == [h.host_id for h in want] + [0] * (
+          2 - len(want)), (ts, prefix)
+      assert got[F.seq_key(prefix, "age_seconds")][:len(want)] == [
+          int(ts - h.leave_ts) for h in want], (ts, prefix)
+  # Hand-checked at T0 + 20.5: positives 3 (50 s) then 1 (40 s); negatives 4 then 2 (the same
+  # end, the larger id first); each room's categories padded to its own slot.
+  at = index.sequences(T0 + 20.5, 2)
+  assert at[F.seq_key(F.RT_NEG, "host_ids")] == [1, 2]
+  pad = F.HOST_MAX_CATEGORIES
+  assert at[F.seq_key(F.RT_NEG, "category_ids")] == [21, 30] + [0] * (pad - 2) + [22] + [0] * (
+      pad - 1)
+  assert at[F.seq_key(F.RT_POS, "host_ids")] == [2, 1]
+  assert at[F.seq_key(F.RT_POS, "shop_ids")] == [52, 51]
+
+
+def test_purchase_index_reads_purchases_strictly_before_a_time_most_recent_first():
+  purchases_desc = [{"ts": T0 - d * 86400.0, "item_id": 10 + d, "category_id": 1, "brand_id": 2,
+                     "shop_id": 3, "price": 9, "stay_seconds": 5, "weight": 1}
+                    for d in (0, 1, 1, 3)]  # two on the same day-old time
+  index = pit.PurchaseIndex(purchases_desc)
+  at = index.sequence(T0, 2)  # the purchase at exactly T0 is not before T0
+  assert at[F.len_key(F.LL)] == [2]
+  assert at[F.seq_key(F.LL, "item_ids")] == [11, 11]
+  assert at[F.seq_key(F.LL, "age_days")] == [1, 1]
+  assert at[F.seq_key(F.LL, "prices")] == [9.0, 9.0]
+  assert index.sequence(T0 + 1, 10)[F.seq_key(F.LL, "item_ids")] == [10, 11, 11, 13]
+  assert index.sequence(T0 + 1, 10)[F.seq_key(F.LL, "age_days")] == [0, 1, 1, 3]
+  empty = index.sequence(T0 - 3 * 86400.0, 10)
+  assert empty[F.len_key(F.LL)] == [0] and empty[F.seq_key(F.LL, "weights")] == []

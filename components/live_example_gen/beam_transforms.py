@@ -265,16 +265,17 @@ def user_parts(user_id: int, grouped: Dict[str, list], users: dict, items: dict,
   if not history:
     return
   # Most recent first; ties broken by content so shuffled input gives identical sequences.
-  purchases_desc = [p.rec for p in sorted_facts(purchases, reverse=True)]
+  purchase_index = pit.PurchaseIndex([p.rec for p in sorted_facts(purchases, reverse=True)])
   starts = session_starts(history)
   split = {s: split_of(t, eval_start) for s, t in starts.items()}
-  train_history = [h for h in history if split[h.session_id] == TRAIN_SPLIT]
+  feedback = {TRAIN_SPLIT: pit.FeedbackIndex(
+                  [h for h in history if split[h.session_id] == TRAIN_SPLIT], hosts),
+              EVAL_SPLIT: pit.FeedbackIndex(history, hosts)}
   level = users[user_id]["activity_level"]
   rows = []
   for imp in history:
-    seen = train_history if split[imp.session_id] == TRAIN_SPLIT else history
-    feats = pit.user_side_features(imp, level, history, seen, purchases_desc, items, hosts,
-                                   realtime_len, lifelong_len)
+    feats = pit.user_side_features(imp, level, history, feedback[split[imp.session_id]],
+                                   purchase_index, items, hosts, realtime_len, lifelong_len)
     feats.update({k: [v] for k, v in pit.labels(imp).items()})
     rows.append(feats)
   for imp, example in zip(history, to_examples(rows, specs)):

@@ -74,6 +74,51 @@ def _pad(values: Sequence, length: int, pad=0) -> list:
   return values + [pad] * (length - len(values))
 
 
+class FeedbackIndex:
+  """One user's positive and negative feedback, ordered by the end of its stay.
+
+  Built once per user; ``sequences`` then reads the sequences as of any time with a bisection,
+  instead of sorting and filtering the user's whole history for every impression.
+
+  Args:
+    history: the impressions whose feedback may enter the sequences, any order.
+    host_info: host_id -> {"shop_id", "category_ids"}.
+  """
+
+  def __init__(self, history: Sequence[ImpressionRecord], host_info: Dict[int, dict]):
+    done = sorted(history, key=lambda h: (h.leave_ts, h.impression_id))
+    self._leave_ts: Dict[str, List[float]] = {}
+    self._records: Dict[str, List[ImpressionRecord]] = {}
+    self._categories: Dict[int, list] = {}
+    for prefix, keep in ((F.RT_POS, is_positive), (F.RT_NEG, is_negative)):
+      kept = [h for h in done if keep(h)]
+      self._leave_ts[prefix] = [h.leave_ts for h in kept]
+      self._records[prefix] = kept
+      for h in kept:
+        if h.host_id not in self._categories:
+          self._categories[h.host_id] = _all_categories([h.host_id], host_info)
+    self._host_info = host_info
+
+  def sequences(self, ts: float, seq_len: int) -> Dict[str, list]:
+    """Positive and negative sequences of feedback completed strictly before ``ts``, most recent
+    first (ties: the larger impression id first), each padded to ``seq_len``."""
+    out: Dict[str, list] = {}
+    for prefix in (F.RT_POS, F.RT_NEG):
+      end = bisect.bisect_left(self._leave_ts[prefix], ts)  # the stays that ended before ts
+      seq = self._records[prefix][max(0, end - seq_len):end][::-1]
+      cols = {
+          "host_ids": [h.host_id for h in seq],
+          "category_ids": [c for h in seq for c in self._categories[h.host_id]],
+          "shop_ids": [self._host_info[h.host_id]["shop_id"] for h in seq],
+          "stay_buckets": [stay_bucket(h.stay_seconds) for h in seq],
+          "age_seconds": [int(ts - h.leave_ts) for h in seq],
+      }
+      for field in F.RT_FIELDS:
+        out[F.seq_key(prefix, field)] = _pad(cols[field], F.rt_field_length(field, seq_len))
+      out[F.len_key(prefix)] = [len(seq)]
+    return out
+
+
 def realtime_sequences(history: Sequence[ImpressionRecord], ts: float, seq_len: int,
                        host_info: Dict[int, dict]) -> Dict[str, list]:
   """Positive and negative feedback sequences as of ``ts``, most recent first.
@@ -84,22 +129,7 @@ def realtime_sequences(history: Sequence[ImpressionRecord], ts: float, seq_len: 
     seq_len: maximum (and padded) length of each sequence.
     host_info: host_id -> {"shop_id", "category_ids"}.
   """
-  done = sorted((h for h in history if h.leave_ts < ts),
-                key=lambda h: (h.leave_ts, h.impression_id), reverse=True)
-  out: Dict[str, list] = {}
-  for prefix, keep in ((F.RT_POS, is_positive), (F.RT_NEG, is_negative)):
-    seq = [h for h in done if keep(h)][:seq_len]
-    cols = {
-        "host_ids": [h.host_id for h in seq],
-        "category_ids": _all_categories([h.host_id for h in seq], host_info),
-        "shop_ids": [host_info[h.host_id]["shop_id"] for h in seq],
-        "stay_buckets": [stay_bucket(h.stay_seconds) for h in seq],
-        "age_seconds": [int(ts - h.leave_ts) for h in seq],
-    }
-    for field in F.RT_FIELDS:
-      out[F.seq_key(prefix, field)] = _pad(cols[field], F.rt_field_length(field, seq_len))
-    out[F.len_key(prefix)] = [len(seq)]
-  return out
+  return FeedbackIndex(history, host_info).sequences(ts, seq_len)
 
 
 def _all_categories(host_ids: Sequence[int], host_info: Dict[int, dict]) -> list:
@@ -119,30 +149,48 @@ def session_hosts(history: Sequence[ImpressionRecord], session_id: int, ts: floa
           F.SESSION_HOSTS_LEN_KEY: [len(shown)]}
 
 
-def lifelong_sequence(purchases_desc: Sequence[dict], ts: float, seq_len: int) -> Dict[str, list]:
-  """Main-site purchases strictly before ``ts``, most recent first, at most ``seq_len``.
-
-  Variable-length (``RawFeature.length_key``): each field holds exactly ``ll_len`` values, no
-  padding; Transform pads to the length the model reads.
+class PurchaseIndex:
+  """One user's lifelong purchases, most recent first, as columns: ``sequence`` reads the
+  purchases before any time with a bisection and slices.
 
   Args:
     purchases_desc: the user's purchases sorted by ``ts`` descending (ties in a stable order).
   """
-  # First purchase with p.ts < ts in a descending list.
-  keys = [-p["ts"] for p in purchases_desc]
-  start = bisect.bisect_right(keys, -ts)
-  seq = purchases_desc[start:start + seq_len]
-  return {
-      F.seq_key(F.LL, "item_ids"): [p["item_id"] for p in seq],
-      F.seq_key(F.LL, "category_ids"): [p["category_id"] for p in seq],
-      F.seq_key(F.LL, "brand_ids"): [p["brand_id"] for p in seq],
-      F.seq_key(F.LL, "shop_ids"): [p["shop_id"] for p in seq],
-      F.seq_key(F.LL, "age_days"): [int((ts - p["ts"]) // 86400) for p in seq],
-      F.seq_key(F.LL, "prices"): [float(p["price"]) for p in seq],
-      F.seq_key(F.LL, "stay_seconds"): [float(p["stay_seconds"]) for p in seq],
-      F.seq_key(F.LL, "weights"): [float(p["weight"]) for p in seq],
-      F.len_key(F.LL): [len(seq)],
-  }
+
+  def __init__(self, purchases_desc: Sequence[dict]):
+    self._neg_ts = [-p["ts"] for p in purchases_desc]  # ascending, for the bisection
+    self._columns = {
+        "item_ids": [p["item_id"] for p in purchases_desc],
+        "category_ids": [p["category_id"] for p in purchases_desc],
+        "brand_ids": [p["brand_id"] for p in purchases_desc],
+        "shop_ids": [p["shop_id"] for p in purchases_desc],
+        "prices": [float(p["price"]) for p in purchases_desc],
+        "stay_seconds": [float(p["stay_seconds"]) for p in purchases_desc],
+        "weights": [float(p["weight"]) for p in purchases_desc],
+    }
+
+  def sequence(self, ts: float, seq_len: int) -> Dict[str, list]:
+    """Purchases strictly before ``ts``, most recent first, at most ``seq_len``.
+
+    Variable-length (``RawFeature.length_key``): each field holds exactly ``ll_len`` values, no
+    padding; Transform pads to the length the model reads.
+    """
+    start = bisect.bisect_right(self._neg_ts, -ts)  # the first purchase with p.ts < ts
+    end = start + seq_len
+    out = {F.seq_key(F.LL, field): values[start:end] for field, values in self._columns.items()}
+    out[F.seq_key(F.LL, "age_days")] = [int((ts + t) // 86400) for t in self._neg_ts[start:end]]
+    out[F.len_key(F.LL)] = [min(end, len(self._neg_ts)) - start]
+    return out
+
+
+def lifelong_sequence(purchases_desc: Sequence[dict], ts: float, seq_len: int) -> Dict[str, list]:
+  """Main-site purchases strictly before ``ts``, most recent first, at most ``seq_len``
+  (``PurchaseIndex.sequence``).
+
+  Args:
+    purchases_desc: the user's purchases sorted by ``ts`` descending (ties in a stable order).
+  """
+  return PurchaseIndex(purchases_desc).sequence(ts, seq_len)
 
 
 # Host action kinds counted per window, by statistic.
@@ -196,7 +244,7 @@ class HostTimeline:
 
 
 def user_side_features(imp, activity_level: str, history: Sequence[ImpressionRecord],
-                       seen: Sequence[ImpressionRecord], purchases_desc: Sequence[dict],
+                       feedback: FeedbackIndex, purchases: PurchaseIndex,
                        items: Dict[int, dict], hosts: Dict[int, dict], realtime_len: int,
                        lifelong_len: int) -> Dict[str, list]:
   """Every user-side feature of one impression (no labels): context and sequences as of its time.
@@ -209,8 +257,8 @@ def user_side_features(imp, activity_level: str, history: Sequence[ImpressionRec
       (its id, session, time, slot, trigger item and propensity are read).
     activity_level: the user's activity level.
     history: the user's impressions, any order (the session's earlier rooms come from it).
-    seen: the impressions whose feedback may enter the real-time sequences.
-    purchases_desc: the user's lifelong purchases, most recent first.
+    feedback: the impressions whose feedback may enter the real-time sequences, indexed.
+    purchases: the user's lifelong purchases, indexed.
     items: item_id -> item record.
     hosts: host_id -> {"shop_id", "category_ids"}.
     realtime_len: padded length of each real-time sequence.
@@ -224,8 +272,8 @@ def user_side_features(imp, activity_level: str, history: Sequence[ImpressionRec
       F.TRIGGER_CATEGORY_ID: [items[imp.trigger_item_id]["category_id"]],
   }
   feats.update(session_hosts(history, imp.session_id, imp.ts, hosts))
-  feats.update(realtime_sequences(seen, imp.ts, realtime_len, hosts))
-  feats.update(lifelong_sequence(purchases_desc, imp.ts, lifelong_len))
+  feats.update(feedback.sequences(imp.ts, realtime_len))
+  feats.update(purchases.sequence(imp.ts, lifelong_len))
   return feats
 
 

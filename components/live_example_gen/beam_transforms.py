@@ -318,6 +318,18 @@ def part_specs(specs: Sequence[F.RawFeature]) -> Dict[str, List[F.RawFeature]]:
   return parts
 
 
+def _check_names(feats: Dict[str, list], specs: Sequence[F.RawFeature], declared: set) -> None:
+  """Raises ValueError unless ``feats`` has exactly the features ``declared`` (``specs``' names):
+  an unexpected one is named first, then the first missing one in ``specs``' order."""
+  if feats.keys() == declared:
+    return
+  unexpected = sorted(set(feats) - declared)
+  if unexpected:
+    raise ValueError(f"features {unexpected} are not among the declared ones")
+  missing = next(spec.name for spec in specs if spec.name not in feats)
+  raise ValueError(f"feature {missing!r} is missing")
+
+
 # Arrow value types a feature's values may arrive as (inferred from the Python values), by dtype;
 # empty lists infer as null. Anything else (a float in an int feature, a str in a float one) is
 # refused, as tf.train.Example's own setters refuse it (a str in a bytes feature too).
@@ -360,12 +372,7 @@ def to_examples(rows: Sequence[Dict[str, list]], specs: Sequence[F.RawFeature]) 
   """
   declared = {spec.name for spec in specs}
   for row in rows:
-    if row.keys() != declared:
-      unexpected = sorted(set(row) - declared)
-      if unexpected:
-        raise ValueError(f"features {unexpected} are not among the declared ones")
-      missing = next(spec.name for spec in specs if spec.name not in row)
-      raise ValueError(f"feature {missing!r} is missing")
+    _check_names(row, specs, declared)
   if not rows:
     return []
   columns = {spec.name: _feature_column(spec, [row[spec.name] for row in rows]) for spec in specs}
@@ -393,13 +400,9 @@ def to_example(feats: Dict[str, list], specs: Sequence[F.RawFeature]) -> tf.trai
       feature has the wrong number of values.
     TypeError: a value has the wrong type for its feature.
   """
-  unexpected = set(feats) - {spec.name for spec in specs}
-  if unexpected:
-    raise ValueError(f"features {sorted(unexpected)} are not among the declared ones")
+  _check_names(feats, specs, {spec.name for spec in specs})
   ex = tf.train.Example()
   for spec in specs:
-    if spec.name not in feats:
-      raise ValueError(f"feature {spec.name!r} is missing")
     values = feats[spec.name]
     expected = feats[spec.length_key][0] if spec.variable_length else spec.length
     if len(values) != expected or len(values) > spec.length:

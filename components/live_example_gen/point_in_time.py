@@ -119,19 +119,6 @@ class FeedbackIndex:
     return out
 
 
-def realtime_sequences(history: Sequence[ImpressionRecord], ts: float, seq_len: int,
-                       host_info: Dict[int, dict]) -> Dict[str, list]:
-  """Positive and negative feedback sequences as of ``ts``, most recent first.
-
-  Args:
-    history: the user's impressions, any order.
-    ts: the impression time; only feedback completed strictly before it is used.
-    seq_len: maximum (and padded) length of each sequence.
-    host_info: host_id -> {"shop_id", "category_ids"}.
-  """
-  return FeedbackIndex(history, host_info).sequences(ts, seq_len)
-
-
 def _all_categories(host_ids: Sequence[int], host_info: Dict[int, dict]) -> list:
   """Every category of each room, HOST_MAX_CATEGORIES per room (0-padded), position-major."""
   return [c for h in host_ids for c in _pad(host_info[h]["category_ids"], F.HOST_MAX_CATEGORIES)]
@@ -181,16 +168,6 @@ class PurchaseIndex:
     out[F.seq_key(F.LL, "age_days")] = [int((ts + t) // 86400) for t in self._neg_ts[start:end]]
     out[F.len_key(F.LL)] = [min(end, len(self._neg_ts)) - start]
     return out
-
-
-def lifelong_sequence(purchases_desc: Sequence[dict], ts: float, seq_len: int) -> Dict[str, list]:
-  """Main-site purchases strictly before ``ts``, most recent first, at most ``seq_len``
-  (``PurchaseIndex.sequence``).
-
-  Args:
-    purchases_desc: the user's purchases sorted by ``ts`` descending (ties in a stable order).
-  """
-  return PurchaseIndex(purchases_desc).sequence(ts, seq_len)
 
 
 # Host action kinds counted per window, by statistic.

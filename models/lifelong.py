@@ -30,10 +30,10 @@ from models import preprocessing as P
 from models import tasks as tasks_lib
 from models.layers import (
   MLP,
-  BatchGather,
   BroadcastConcatenate,
   MaskedMeanPooling,
   ScoringDense,
+  TokenLookup,
   TokenScores,
 )
 from models.layers.lifelong import ChannelDINAttention, TopKExtraction
@@ -84,8 +84,9 @@ class PurchaseTokens:
   def __init__(self, emb: encoders.Embeddings):
     self.emb = emb
     self.side = ScoringDense(emb.dim, use_bias=False, name="purchase_side")
-    self.scores = TokenScores([emb.tables[table] for table, _ in encoders.LIFELONG_TOKEN_FIELDS],
-                              self.side, name="purchase_scores")
+    tables = [emb.tables[table] for table, _ in encoders.LIFELONG_TOKEN_FIELDS]
+    self.scores = TokenScores(tables, self.side, name="purchase_scores")
+    self.lookup = TokenLookup(tables, self.side, name="purchase_lookup")
 
   @staticmethod
   def _side(x: Dict[str, tf.Tensor]) -> tf.Tensor:
@@ -104,12 +105,8 @@ class PurchaseTokens:
 
   def at(self, x: Dict[str, tf.Tensor], indices: tf.Tensor) -> tf.Tensor:
     """[B, ..., D]: the purchases at ``indices`` [B, ...] (the sequence may have batch 1)."""
-    # Field by field: stacking the fields first would copy the whole sequence once more.
-    gather = lambda field: BatchGather(name=f"extracted_{field}")(  # noqa: E731
-        [_ll(x, field), indices])  # [B, ...]
-    ids = [gather(field) for _, field in encoders.LIFELONG_TOKEN_FIELDS]
-    side = tf.stack([gather(field) for field in F.LL_FLOAT_FIELDS], axis=-1)  # [B, ..., 3]
-    return self.scores.tokens(ids, side)
+    return self.lookup([_ll(x, field) for _, field in encoders.LIFELONG_TOKEN_FIELDS]
+                       + [_ll(x, field) for field in F.LL_FLOAT_FIELDS] + [indices])
 
 
 def target_room_query(emb: encoders.Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:

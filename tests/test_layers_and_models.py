@@ -15,6 +15,7 @@ from models.layers import (
     MaskedMeanPooling,
     ScoringDense,
     SequenceEmbedding,
+    TokenLookup,
     TokenScores,
     batch_gather,
 )
@@ -122,6 +123,40 @@ def test_token_scores_equal_the_summed_tokens_dotted_with_the_query(rows):
     TokenScores(tables, tf.keras.layers.Dense(3))
   with pytest.raises(ValueError, match="needs at least one table"):
     TokenScores([], side)
+
+
+def test_token_lookup_equals_the_summed_tokens_at_the_picked_positions():
+  tables = [SequenceEmbedding(50, 3, name="a"), SequenceEmbedding(7, 3, name="b")]
+  side = ScoringDense(3, use_bias=False, name="side")
+  layer = TokenLookup(tables, side, name="lookup")
+  rng = np.random.default_rng(0)
+  ids_a = tf.constant(rng.integers(0, 50, size=(2, 6)))  # [B=2, L=6]
+  ids_b = tf.constant(rng.integers(0, 7, size=(2, 6)))
+  price, stay = (tf.constant(rng.normal(size=(2, 6)), tf.float32) for _ in range(2))  # [B, L]
+  tokens = (tables[0](ids_a) + tables[1](ids_b)
+            + side(tf.stack([price, stay], -1))).numpy()  # [B, L, D]
+  picks = np.array([[[5, 0], [2, 2]], [[1, 4], [3, 0]]])  # [B, C=2, K=2]
+  # A batch of sequences: each row's own positions.
+  np.testing.assert_allclose(layer([ids_a, ids_b, price, stay, tf.constant(picks)]).numpy(),
+                             tokens[np.arange(2)[:, None, None], picks], rtol=1e-5, atol=1e-6)
+  # One sequence of static batch 1, three rows of picks (one user against three rooms).
+  rooms = np.array([[[5, 0]], [[1, 1]], [[3, 2]]])  # [N=3, C=1, K=2]
+  shared = layer([ids_a[:1], ids_b[:1], price[:1], stay[:1], tf.constant(rooms)]).numpy()
+  np.testing.assert_allclose(shared, tokens[0][rooms], rtol=1e-5, atol=1e-6)
+  # The same when the batch is known only at run time: gathered field by field.
+  dynamic = tf.function(layer, input_signature=[[
+      tf.TensorSpec([None, 6], tf.int64), tf.TensorSpec([None, 6], tf.int64),
+      tf.TensorSpec([None, 6], tf.float32), tf.TensorSpec([None, 6], tf.float32),
+      tf.TensorSpec([None, 1, 2], tf.int64)]])
+  np.testing.assert_allclose(dynamic([ids_a[:1], ids_b[:1], price[:1], stay[:1], rooms]).numpy(),
+                             shared, rtol=1e-5, atol=1e-6)
+  assert len(layer.weights) == 3  # the injected tables' and projection's
+  clone = TokenLookup.from_config(layer.get_config())
+  assert [t.get_config() for t in clone.tables] == [t.get_config() for t in tables]
+  with pytest.raises(ValueError, match="TokenLookup takes 2 id tensors, at least one side"):
+    layer([ids_a, ids_b, tf.constant(picks)])
+  with pytest.raises(ValueError, match="TokenLookup side_projection must be a ScoringDense"):
+    TokenLookup(tables, tf.keras.layers.Dense(3))
 
 
 def test_mlp_weights_values_and_config_round_trip():

@@ -168,16 +168,19 @@ def test_purchase_tokens_at_indices_and_similarity_equal_the_whole_sequence_s():
   x.update({xf(F.seq_key(F.LL, field)): tf.constant(rng.normal(size=(1, 30)), tf.float32)
             for field in F.LL_FLOAT_FIELDS})
   indices = tf.constant([[[0, 7], [29, 7]], [[3, 3], [1, 2]]])  # [B=2, C=2, K=2]; shared user
-  with tf.GradientTape() as tape:
-    items = purchases.at(x, indices)  # [2, 2, 2, D]
-    loss = tf.reduce_sum(items)
   every = purchases.all(x).numpy()[0]  # [30, D]
-  np.testing.assert_allclose(items.numpy(), every[indices.numpy()], rtol=1e-6)
+  np.testing.assert_allclose(purchases.at(x, indices).numpy(), every[indices.numpy()], rtol=1e-6)
   query = tf.constant(rng.normal(size=(3, spec.embedding_dim)), tf.float32)  # 3 rooms, 1 user
   np.testing.assert_allclose(purchases.similarity(x, query).numpy(), query.numpy() @ every.T,
                              rtol=1e-5, atol=1e-6)
-  table = purchases.emb.tables["item"]
-  grad = tape.gradient(loss, table.embeddings)
+  # A batch of two users' sequences (training): the same tokens, row by row.
+  batch = {key: tf.concat([value, value[:, ::-1]], 0) for key, value in x.items()}  # [2, 30]
+  with tf.GradientTape() as tape:
+    items = purchases.at(batch, indices)  # [2, 2, 2, D]
+    loss = tf.reduce_sum(items)
+  np.testing.assert_allclose(items.numpy()[0], every[indices.numpy()[0]], rtol=1e-6)
+  np.testing.assert_allclose(items.numpy()[1], every[::-1][indices.numpy()[1]], rtol=1e-6)
+  grad = tape.gradient(loss, purchases.emb.tables["item"].embeddings)
   # The item table's gradient has one row per extracted slot, not one per purchase.
   assert isinstance(grad, tf.IndexedSlices) and grad.indices.shape[0] == indices.shape.num_elements()
 

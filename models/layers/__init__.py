@@ -2,22 +2,22 @@
 from models.layers.attention import TargetAttention
 from models.layers.blocks import (
     MLP,
-    BatchGather,
     BroadcastConcatenate,
     CrossNetwork,
     IdLogitOffset,
     MaskedMeanPooling,
     ScoringDense,
     SequenceEmbedding,
+    TokenLookup,
     TokenScores,
     batch_gather,
 )
 from models.layers.experts import CGC, PLE, ExpertGate
 from models.layers.match import DecayedMatchSum, IdMatchCount, MatchSummary
 
-__all__ = ["CGC", "MLP", "PLE", "BatchGather", "BroadcastConcatenate", "CrossNetwork",
+__all__ = ["CGC", "MLP", "PLE", "BroadcastConcatenate", "CrossNetwork",
            "DecayedMatchSum", "ExpertGate",
            "IdLogitOffset", "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "ScoringDense",
            "SequenceEmbedding",
-           "TargetAttention", "TokenScores",
+           "TargetAttention", "TokenLookup", "TokenScores",
            "batch_gather"]

@@ -165,19 +165,9 @@ class ScoringDense(tf.keras.layers.Dense):
     return scores
 
 
-@tf.keras.utils.register_keras_serializable(package=PACKAGE)
-class TokenScores(tf.keras.layers.Layer):
-  """Scores of sequence tokens against a query, where a token is the sum of several id fields'
+class _TokenLayer(tf.keras.layers.Layer):
+  """Base of the layers over sequence tokens, where a token is the sum of several id fields'
   embeddings and a linear projection of its dense side features.
-
-  Call with ``[ids_1, ..., ids_T, side, query]``: ``ids_t`` [B or 1, L] for ``tables[t]``,
-  ``side`` [B or 1, L, S] for ``side_projection``, ``query`` [B, D]. Returns [B, L]:
-  ``<sum_t tables[t](ids_t)[b, l] + side_projection(side)[b, l], query[b]>``.
-
-  A sequence of static batch 1 (one user's history against N rooms, as the context signature
-  passes it) is embedded once, [L, D], and meets the N queries in one [N, D] x [D, L] product. A
-  batch of sequences (training) is scored table by table (``SequenceEmbedding(ids, query=)``,
-  ``ScoringDense(x, query=)``), so no [B, L, D] tokens are built.
 
   The tables and the projection are injected (shared with the rest of the model). A config
   round trip rebuilds them from their configs, as ``tf.keras.layers.Bidirectional`` does its
@@ -191,27 +181,17 @@ class TokenScores(tf.keras.layers.Layer):
   def __init__(self, tables: Sequence[SequenceEmbedding], side_projection: ScoringDense,
                **kwargs):
     super().__init__(**kwargs)
+    name = type(self).__name__
     if not tables:
-      raise ValueError("TokenScores needs at least one table, got none")
+      raise ValueError(f"{name} needs at least one table, got none")
     bad = [t for t in tables if not isinstance(t, SequenceEmbedding)]
     if bad:
-      raise ValueError(f"TokenScores tables must be SequenceEmbedding layers, got {bad}")
+      raise ValueError(f"{name} tables must be SequenceEmbedding layers, got {bad}")
     if not isinstance(side_projection, ScoringDense):
-      raise ValueError(f"TokenScores side_projection must be a ScoringDense, got "
+      raise ValueError(f"{name} side_projection must be a ScoringDense, got "
                        f"{side_projection!r}")
     self.tables = list(tables)
     self.side_projection = side_projection
-
-  def call(self, inputs):
-    if len(inputs) != len(self.tables) + 2:
-      raise ValueError(f"TokenScores takes {len(self.tables)} id tensors, the side features and "
-                       f"the query; got {len(inputs)} inputs")
-    *ids, side, query = inputs
-    if all(i.shape[0] == 1 for i in ids) and side.shape[0] == 1:
-      tokens = self.tokens([i[0] for i in ids], side[0])  # [L, D]
-      return tf.matmul(query, tokens, transpose_b=True)  # [B, L]
-    return tf.add_n([table(i, query=query) for table, i in zip(self.tables, ids)]
-                    + [self.side_projection(side, query=query)])  # [B, L]
 
   def tokens(self, ids: Sequence[tf.Tensor], side: tf.Tensor) -> tf.Tensor:
     """The tokens themselves, [..., D]: ``ids`` one [...] tensor per table, ``side`` [..., S]."""
@@ -228,6 +208,66 @@ class TokenScores(tf.keras.layers.Layer):
     config["tables"] = [tf.keras.layers.deserialize(t) for t in config["tables"]]
     config["side_projection"] = tf.keras.layers.deserialize(config["side_projection"])
     return cls(**config)
+
+
+def _shared_sequence(*sequences: tf.Tensor) -> bool:
+  """True when every sequence has static batch 1: one user's, shared by every row (the context
+  request passes the user side so, and the layers' calls run again when a signature is traced)."""
+  return all(s.shape[0] == 1 for s in sequences)
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class TokenScores(_TokenLayer):
+  """Sequence tokens (see :class:`_TokenLayer`) scored against a query.
+
+  Call with ``[ids_1, ..., ids_T, side, query]``: ``ids_t`` [B or 1, L] for ``tables[t]``,
+  ``side`` [B or 1, L, S] for ``side_projection``, ``query`` [B, D]. Returns [B, L]:
+  ``<sum_t tables[t](ids_t)[b, l] + side_projection(side)[b, l], query[b]>``.
+
+  A sequence of static batch 1 (one user's history against N rooms, as the context signature
+  passes it) is embedded once, [L, D], and meets the N queries in one [N, D] x [D, L] product. A
+  batch of sequences (training) is scored table by table (``SequenceEmbedding(ids, query=)``,
+  ``ScoringDense(x, query=)``), so no [B, L, D] tokens are built.
+  """
+
+  def call(self, inputs):
+    if len(inputs) != len(self.tables) + 2:
+      raise ValueError(f"TokenScores takes {len(self.tables)} id tensors, the side features and "
+                       f"the query; got {len(inputs)} inputs")
+    *ids, side, query = inputs
+    if _shared_sequence(*ids, side):
+      tokens = self.tokens([i[0] for i in ids], side[0])  # [L, D]
+      return tf.matmul(query, tokens, transpose_b=True)  # [B, L]
+    return tf.add_n([table(i, query=query) for table, i in zip(self.tables, ids)]
+                    + [self.side_projection(side, query=query)])  # [B, L]
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class TokenLookup(_TokenLayer):
+  """The tokens (see :class:`_TokenLayer`) at chosen positions of a sequence.
+
+  Call with ``[ids_1, ..., ids_T, side_1, ..., side_S, indices]``: ``ids_t`` and ``side_s``
+  [B or 1, L] (the side features one tensor each), ``indices`` [B, ...] positions in L. Returns
+  [B, ..., D], the tokens of ``batch_gather``-ed fields.
+
+  A sequence of static batch 1 (one user against N rooms) is embedded once, [L, D], and the
+  picked tokens are gathered from it: one gather of D-vectors instead of T + S gathers and T
+  lookups of the N rooms' picks. A batch of sequences (training) gathers each field at the
+  picked positions first, so only the picked tokens are embedded and the gradient reaches the
+  tables through those rows alone (at L = 10,000 a dense [B, L, D] gradient would dominate).
+  """
+
+  def call(self, inputs):
+    if len(inputs) < len(self.tables) + 2:
+      raise ValueError(f"TokenLookup takes {len(self.tables)} id tensors, at least one side "
+                       f"feature and the indices; got {len(inputs)} inputs")
+    ids, side, indices = inputs[:len(self.tables)], inputs[len(self.tables):-1], inputs[-1]
+    if _shared_sequence(*ids, *side):
+      tokens = self.tokens([i[0] for i in ids], tf.stack([s[0] for s in side], -1))  # [L, D]
+      return tf.gather(tokens, indices)  # [B, ..., D]
+    # Field by field: stacking the side fields first would copy the whole sequence once more.
+    return self.tokens([batch_gather(i, indices) for i in ids],
+                       tf.stack([batch_gather(s, indices) for s in side], -1))  # [B, ..., D]
 
 
 @tf.keras.utils.register_keras_serializable(package=PACKAGE)
@@ -307,18 +347,6 @@ def batch_gather(sequence: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
   row = tf.reshape(row, tf.concat([[rows], tf.ones([tf.rank(indices) - 1], tf.int32)], 0))
   row = tf.broadcast_to(row, tf.shape(indices))  # [B, ...]
   return tf.gather_nd(sequence, tf.stack([row, tf.cast(indices, tf.int32)], axis=-1))
-
-
-@tf.keras.utils.register_keras_serializable(package=PACKAGE)
-class BatchGather(tf.keras.layers.Layer):
-  """:func:`batch_gather` as a layer: ``(sequence [B or 1, L, ...], indices [B, ...])``.
-
-  A layer rather than loose TF ops, so the model survives a Keras SavedModel round trip.
-  """
-
-  def call(self, inputs):
-    sequence, indices = inputs
-    return batch_gather(sequence, indices)
 
 
 @tf.keras.utils.register_keras_serializable(package=PACKAGE)

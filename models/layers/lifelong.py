@@ -141,10 +141,14 @@ class MixoutDense(tf.keras.layers.Layer):
     keep = tf.cast(tf.random.uniform(tf.shape(weight)) >= self.rate, weight.dtype)  # 1 - M
     return anchor + tf.math.divide_no_nan(keep * (weight - anchor), 1.0 - self.rate)
 
-  def call(self, x, training=None):  # [..., D_in] -> [..., units]
-    kernel, bias = self.kernel, self.bias
+  def effective_weights(self, training=None):
+    """(kernel [D_in, units], bias [units]) as this call uses them: mixed in training."""
     if training:
-      kernel, bias = self._mix(kernel, self.anchor_kernel), self._mix(bias, self.anchor_bias)
+      return self._mix(self.kernel, self.anchor_kernel), self._mix(self.bias, self.anchor_bias)
+    return self.kernel, self.bias
+
+  def call(self, x, training=None):  # [..., D_in] -> [..., units]
+    kernel, bias = self.effective_weights(training)
     return self.activation(tf.tensordot(x, kernel, axes=1) + bias)
 
   def get_config(self):
@@ -183,6 +187,11 @@ class ChannelDINAttention(tf.keras.layers.Layer):
     self.mlp = [MixoutDense(u, "relu", self.mixout_rate, name=f"hidden_{i}")
                 for i, u in enumerate(self.hidden_units)]
     self.mlp.append(MixoutDense(1, None, self.mixout_rate, name="logit"))
+    # Built here: the first layer's weights are read by _first_layer, not through its call.
+    width = 4 * int(tf.TensorShape(input_shape[1])[-1])  # [q, k, q - k, q * k]
+    for dense in self.mlp:
+      dense.build(tf.TensorShape([None, width]))
+      width = dense.units
     super().build(input_shape)
 
   def mixout_layers(self):
@@ -190,9 +199,8 @@ class ChannelDINAttention(tf.keras.layers.Layer):
 
   def call(self, inputs, training=None, return_weights: bool = False):
     query, items, valid = inputs
-    q = tf.broadcast_to(query[:, tf.newaxis, tf.newaxis, :], tf.shape(items))  # [B, C, K, D]
-    h = tf.concat([q, items, q - items, q * items], axis=-1)  # [B, C, K, 4D]
-    for dense in self.mlp:
+    h = self._first_layer(query, items, training)  # [B, C, K, H]
+    for dense in self.mlp[1:]:
       h = dense(h, training=training)
     logits = h[..., 0]  # [B, C, K]
     mask = valid > 0
@@ -205,6 +213,20 @@ class ChannelDINAttention(tf.keras.layers.Layer):
     weights *= valid  # an empty channel (or sequence) gets no weight, not a uniform one
     pooled = tf.einsum("bck,bckd->bcd", weights, items)  # [B, C, D]
     return (pooled, weights) if return_weights else pooled
+
+  def _first_layer(self, query, items, training):
+    """The first MLP layer on ``[q, k, q - k, q * k]``, rearranged so that no [B, C, K, 4D]
+    input is built: with W split by rows into W_q, W_k, W_d, W_p,
+    ``q W_q + k W_k + (q - k) W_d + (q * k) W_p = q (W_q + W_d) + [k, q * k] [W_k - W_d; W_p]``.
+    The query's part is computed once per row, not once per item: 2D of the 4D inputs per item
+    (the context request ranks 200 rooms x 100 items)."""
+    first = self.mlp[0]
+    kernel, bias = first.effective_weights(training)  # [4D, H], [H]
+    w_query, w_item, w_diff, w_prod = tf.split(kernel, 4, axis=0)  # [D, H] each
+    query_part = tf.matmul(query, w_query + w_diff) + bias  # [B, H]
+    pair = tf.concat([items, query[:, tf.newaxis, tf.newaxis, :] * items], -1)  # [B, C, K, 2D]
+    pair_part = tf.tensordot(pair, tf.concat([w_item - w_diff, w_prod], 0), axes=1)  # [B, C, K, H]
+    return first.activation(pair_part + query_part[:, tf.newaxis, tf.newaxis, :])
 
   def get_config(self):
     return dict(super().get_config(), hidden_units=self.hidden_units,

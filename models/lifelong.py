@@ -36,7 +36,7 @@ from models.layers import (
   TokenLookup,
   TokenScores,
 )
-from models.layers.lifelong import ChannelDINAttention, TopKExtraction
+from models.layers.lifelong import ChannelDINAttention, ChannelExtraction
 from models.layers.match import IdMatchCount, valid_positions
 from models.multitask import NUM_TASKS, extractor, room_offsets, task_heads
 from models.spec import ModelSpec
@@ -45,9 +45,8 @@ xf = F.transformed_name
 ROOM_CHANNELS: Tuple[str, ...] = ("category", "shop_brand", "similarity")
 # The user's alone (no room in their score): extracted once per user, not once per room.
 USER_CHANNELS: Tuple[str, ...] = ("interest", "recent")
+# ChannelExtraction's order: the two relevance channels (only a score > 0 is extracted) first.
 CHANNELS: Tuple[str, ...] = ROOM_CHANNELS + USER_CHANNELS
-# Channels whose extracted items must be relevant (score > 0); the others always fill their K.
-RELEVANCE_CHANNELS: Tuple[bool, ...] = (True, True, False, False, False)
 EXTRACTIONS = ("multi_channel", "mean_pool")
 AUX_OUTPUT = "lifelong_interest"
 ATTENTION_LAYER = "lifelong_attention"
@@ -119,27 +118,18 @@ def target_room_query(emb: encoders.Embeddings, x: Dict[str, tf.Tensor]) -> tf.T
   return display + cat + emb(P.SHOP_VOCAB, x[xf(F.HOST_SHOP_ID)])[:, 0]  # [B, D]
 
 
-def channel_scores(x: Dict[str, tf.Tensor], similarity: tf.Tensor,
-                   num_categories: int) -> Tuple[tf.Tensor, tf.Tensor]:
-  """Every purchase's score in each channel of :data:`CHANNELS`.
+def user_channel_scores(x: Dict[str, tf.Tensor], num_categories: int) -> tf.Tensor:
+  """Every purchase's score in each channel of :data:`USER_CHANNELS`, [B or 1, 2, L].
+
+  They do not depend on the room, so with one user ranked against N rooms they stay at batch 1
+  and are extracted once. (The room channels are scored inside :class:`ChannelExtraction`.)
 
   Args:
     x: transformed features.
-    similarity: [B, L] each purchase's token dotted with the target room
-      (``PurchaseTokens.similarity`` of :func:`target_room_query`).
     num_categories: rows of the category vocabulary (ids are < this).
-  Returns:
-    (:data:`ROOM_CHANNELS` [B, 3, L], :data:`USER_CHANNELS` [B or 1, 2, L]). The user channels
-    do not depend on the room, so with one user ranked against N rooms they stay at batch 1 and
-    are extracted once.
   """
   cats = _ll(x, "category_ids")  # [B, L]
   length = tf.shape(cats)[1]
-  category = IdMatchCount(name="channel_category_match")(
-      [x[xf(F.HOST_CATEGORY_IDS)], cats])  # [B, L]
-  same_shop = IdMatchCount(name="channel_shop_match")([x[xf(F.HOST_SHOP_ID)], _ll(x, "shop_ids")])
-  same_brand = tf.minimum(IdMatchCount(name="channel_brand_match")(
-      [x[xf(F.DISPLAY_BRAND_IDS)], _ll(x, "brand_ids")]), 1.0)  # [B, L]
   # How often the user bought each purchase's category (their own interest), from a histogram.
   valid = valid_positions(x[xf(F.len_key(F.LL))], length)  # [B or 1, L]
   # A per-row bincount, O(L + V); not a one-hot sum built [B, L, V] (1 GB at B = 128, L = 10k).
@@ -147,16 +137,22 @@ def channel_scores(x: Dict[str, tf.Tensor], similarity: tf.Tensor,
                                maxlength=num_categories, axis=-1)  # [B or 1, V]
   interest = tf.gather(histogram, cats, batch_dims=1) * tf.cast(cats > 0, tf.float32)
   recent = -tf.cast(tf.range(length), tf.float32)[tf.newaxis, :] * tf.ones_like(interest)
-  return (tf.stack([category, same_shop + same_brand, similarity], axis=1),  # [B, 3, L]
-          tf.stack([interest, recent], axis=1))  # [B or 1, 2, L]
+  return tf.stack([interest, recent], axis=1)  # [B or 1, 2, L]
 
 
-def extract(x: Dict[str, tf.Tensor], purchases: PurchaseTokens,
-            scores: Tuple[tf.Tensor, tf.Tensor], top_k: int):
-  """Top-``top_k`` purchases per channel of ``scores`` (:func:`channel_scores`): (valid [B, C, K],
-  items [B, C, K, D])."""
-  indices, valid = TopKExtraction(top_k, RELEVANCE_CHANNELS, name=EXTRACTION_LAYER)(
-      [scores[0], x[xf(F.len_key(F.LL))], scores[1]])
+def extract(x: Dict[str, tf.Tensor], purchases: PurchaseTokens, similarity: tf.Tensor,
+            num_categories: int, top_k: int):
+  """Top-``top_k`` purchases per channel of :data:`CHANNELS`: (valid [B, C, K], items [B, C, K,
+  D]).
+
+  Args:
+    similarity: [B, L] each purchase's token dotted with the target room
+      (``PurchaseTokens.similarity`` of :func:`target_room_query`).
+  """
+  indices, valid = ChannelExtraction(top_k, name=EXTRACTION_LAYER)(
+      [x[xf(F.HOST_CATEGORY_IDS)], x[xf(F.HOST_SHOP_ID)], x[xf(F.DISPLAY_BRAND_IDS)]]
+      + [_ll(x, field) for field in ("category_ids", "shop_ids", "brand_ids")]
+      + [x[xf(F.len_key(F.LL))], similarity, user_channel_scores(x, num_categories)])
   return valid, purchases.at(x, indices)  # [B, C, K, D]
 
 
@@ -248,8 +244,8 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
   if extraction == "multi_channel":
     # Only ranks purchases for the top-K, so no gradient flows through it.
     similarity = tf.stop_gradient(purchases.similarity(inputs, query))  # [B, L]
-    scores = channel_scores(inputs, similarity, spec.vocab_sizes[P.CATEGORY_VOCAB])
-    valid, items = extract(inputs, purchases, scores, top_k)
+    valid, items = extract(inputs, purchases, similarity, spec.vocab_sizes[P.CATEGORY_VOCAB],
+                           top_k)
     per_channel = ChannelDINAttention((4 * spec.embedding_dim,), channel_softmax=channel_softmax,
                                       name=ATTENTION_LAYER)([query, items, valid])  # [B, C, D]
     counts = tf.reduce_sum(valid, axis=-1)  # [B, C]

@@ -6,7 +6,15 @@ import tensorflow as tf
 
 from models import encoders, lifelong, trainer
 from models import features as F
-from models.layers.lifelong import ChannelDINAttention, MixoutDense, TopKExtraction
+from models.layers.lifelong import (
+  ChannelDINAttention,
+  ChannelExtraction,
+  MixoutDense,
+  TopKExtraction,
+  first_positions,
+  hard_search,
+  relevance_scores,
+)
 from models.spec import ModelSpec
 
 xf = F.transformed_name
@@ -145,17 +153,76 @@ def test_channel_scores_on_a_hand_built_history():
   x = _features(host_cats=[2, 4, 0], shop=7, brands=[9, 0],
                 ll_cats=[2, 5, 2, 3, 2, 0], ll_shops=[1, 7, 1, 1, 7, 0],
                 ll_brands=[9, 1, 1, 9, 1, 0], ll_len=5)
-  similarity = tf.constant([[1.0, 2.0, 3.0, 0.0, 0.0, 0.0]])  # passed through as given
-  room_scores, user_scores = lifelong.channel_scores(x, similarity, num_categories=8)
-  scores = np.concatenate([room_scores.numpy()[0], user_scores.numpy()[0]])
-  assert room_scores.shape == (1, len(lifelong.ROOM_CHANNELS), 6)
+  category, shop_brand = relevance_scores(
+      x[xf(F.HOST_CATEGORY_IDS)], x[xf(F.HOST_SHOP_ID)], x[xf(F.DISPLAY_BRAND_IDS)],
+      *(x[xf(F.seq_key(F.LL, f))] for f in ("category_ids", "shop_ids", "brand_ids")))
+  np.testing.assert_array_equal(category.numpy()[0, :5], [1, 0, 1, 0, 1])
+  np.testing.assert_array_equal(shop_brand.numpy()[0, :5], [1, 1, 0, 1, 1])
+  user_scores = lifelong.user_channel_scores(x, num_categories=8)
   assert user_scores.shape == (1, len(lifelong.USER_CHANNELS), 6)
-  by_name = dict(zip(lifelong.CHANNELS, scores))
-  np.testing.assert_array_equal(by_name["category"][:5], [1, 0, 1, 0, 1])
-  np.testing.assert_array_equal(by_name["shop_brand"][:5], [1, 1, 0, 1, 1])
-  np.testing.assert_array_equal(by_name["similarity"][:3], [1, 2, 3])
+  by_name = dict(zip(lifelong.USER_CHANNELS, user_scores.numpy()[0]))
   np.testing.assert_array_equal(by_name["interest"][:5], [3, 1, 3, 1, 3])  # category 2 bought 3x
   np.testing.assert_array_equal(by_name["recent"], [0, -1, -2, -3, -4, -5])
+
+
+def test_first_positions_finds_each_ids_earliest_positions_before_the_length():
+  keys = tf.constant([4, 2, 4, 0, 4, 2, 4], tf.int64)  # positions 5 and 6 are padding
+  positions, found = first_positions(keys, tf.constant(5), tf.constant([[4, 2], [3, 0]]), k=3)
+  np.testing.assert_array_equal(found.numpy(), [[[1, 1, 1], [1, 0, 0]], [[0, 0, 0], [0, 0, 0]]])
+  np.testing.assert_array_equal(positions.numpy(), [[[0, 2, 4], [1, 0, 0]], [[0] * 3, [0] * 3]])
+  # An empty history finds nothing.
+  _, found = first_positions(tf.zeros([0], tf.int64), tf.constant(0), tf.constant([[4]]), k=2)
+  assert not found.numpy().any()
+
+
+def _room_and_user(rng, rooms, length, max_len, ids):
+  """Random rooms (duplicated and padded ids included) and one user's purchases of small ids,
+  so that matches, ties and duplicates are common."""
+  room = [tf.constant(rng.integers(0, ids, size=(rooms, width)), tf.int64)
+          for width in (3, 1, 4)]  # categories, shop, displayed brands
+  user = [tf.constant(rng.integers(0, ids, size=(1, max_len)), tf.int64) for _ in range(3)]
+  return room, user, tf.constant([[length]], tf.int64)
+
+
+@pytest.mark.parametrize("k,length,max_len,ids", [(3, 30, 40, 6), (5, 7, 12, 4), (20, 25, 25, 8),
+                                                  (4, 0, 10, 5), (2, 40, 40, 3)])
+def test_hard_search_extracts_what_scoring_every_purchase_extracts(k, length, max_len, ids):
+  rng = np.random.default_rng(k * 100 + length)
+  room, user, length_t = _room_and_user(rng, 30, length, max_len, ids)
+  similarity = tf.constant(rng.normal(size=(30, max_len)), tf.float32)
+  user_scores = tf.constant(rng.normal(size=(1, 2, max_len)), tf.float32)
+  layer = ChannelExtraction(k)
+  shared = layer(room + user + [length_t, similarity, user_scores])  # one user: hard search
+  batched = layer(room + [tf.repeat(u, 30, axis=0) for u in user]  # the user on every row
+                  + [tf.repeat(length_t, 30, axis=0), similarity,
+                     tf.repeat(user_scores, 30, axis=0)])
+  valid = batched[1].numpy()
+  np.testing.assert_array_equal(shared[1].numpy(), valid)
+  np.testing.assert_array_equal(np.where(valid > 0, shared[0].numpy(), -1),
+                                np.where(valid > 0, batched[0].numpy(), -1))
+  assert valid[:, :2].sum() > 0 or length == 0  # the relevance channels did extract something
+
+
+def test_hard_search_takes_score_two_first_then_the_most_recent_score_one():
+  # Room shop 7, displayed brands 9 (twice) and 5. Purchases (most recent first), (shop, brand):
+  # (7, 1) s1, (3, 9) s1, (7, 9) s2, (7, 2) s1, (3, 5) s1, (7, 5) s2, (0, 9) s1.
+  shops = tf.constant([[7, 3, 7, 7, 3, 7, 0]], tf.int64)
+  brands = tf.constant([[1, 9, 9, 2, 5, 5, 9]], tf.int64)
+  cats = tf.constant([[1, 2, 1, 1, 2, 2, 1]], tf.int64)
+  indices, valid = hard_search(tf.constant([[2, 2, 0]]), tf.constant([[7]]), tf.constant([[9, 9, 5]]),
+                               cats, shops, brands, tf.constant(7), k=4)
+  # Category 2 listed twice: positions 1, 4, 5 score 2 each.
+  np.testing.assert_array_equal(indices.numpy()[0, 0], [1, 4, 5, 0])
+  np.testing.assert_array_equal(valid.numpy()[0, 0], [1, 1, 1, 0])
+  np.testing.assert_array_equal(indices.numpy()[0, 1], [2, 5, 0, 1])
+  np.testing.assert_array_equal(valid.numpy()[0, 1], [1, 1, 1, 1])
+
+
+def test_channel_extraction_validates_and_round_trips_config():
+  with pytest.raises(ValueError, match="ChannelExtraction k must be >= 1, got 0"):
+    ChannelExtraction(0)
+  layer = ChannelExtraction(6, name="extract")
+  assert ChannelExtraction.from_config(layer.get_config()).get_config() == layer.get_config()
 
 
 def test_purchase_tokens_at_indices_and_similarity_equal_the_whole_sequence_s():

@@ -165,7 +165,8 @@ class ScoringDense(tf.keras.layers.Dense):
     return scores
 
 
-class _TokenLayer(tf.keras.layers.Layer):
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class TokenLayer(tf.keras.layers.Layer):
   """Base of the layers over sequence tokens, where a token is the sum of several id fields'
   embeddings and a linear projection of its dense side features.
 
@@ -217,8 +218,8 @@ def _shared_sequence(*sequences: tf.Tensor) -> bool:
 
 
 @tf.keras.utils.register_keras_serializable(package=PACKAGE)
-class TokenScores(_TokenLayer):
-  """Sequence tokens (see :class:`_TokenLayer`) scored against a query.
+class TokenScores(TokenLayer):
+  """Sequence tokens (see :class:`TokenLayer`) scored against a query.
 
   Call with ``[ids_1, ..., ids_T, side, query]``: ``ids_t`` [B or 1, L] for ``tables[t]``,
   ``side`` [B or 1, L, S] for ``side_projection``, ``query`` [B, D]. Returns [B, L]:
@@ -243,8 +244,8 @@ class TokenScores(_TokenLayer):
 
 
 @tf.keras.utils.register_keras_serializable(package=PACKAGE)
-class TokenLookup(_TokenLayer):
-  """The tokens (see :class:`_TokenLayer`) at chosen positions of a sequence.
+class TokenLookup(TokenLayer):
+  """The tokens (see :class:`TokenLayer`) at chosen positions of a sequence.
 
   Call with ``[ids_1, ..., ids_T, side_1, ..., side_S, indices]``: ``ids_t`` and ``side_s``
   [B or 1, L] (the side features one tensor each), ``indices`` [B, ...] positions in L. Returns

@@ -15,6 +15,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from models.layers.blocks import PACKAGE
+from models.layers.match import id_match_count
 
 # Score given to positions that must never be extracted (padding): below any real score.
 _NEVER = -1e9
@@ -90,6 +91,194 @@ class TopKExtraction(tf.keras.layers.Layer):
 
   def get_config(self):
     return dict(super().get_config(), k=self.k, relevance_channels=self.relevance_channels)
+
+
+def relevance_scores(room_categories, room_shop, room_brands, categories, shops, brands):
+  """The relevance channels' score of every purchase against each room.
+
+  Args:
+    room_categories: [B, M] the room's category ids; room_shop: [B, 1]; room_brands: [B, Nb] the
+      displayed products' brands (0 = padding, as every id below).
+    categories, shops, brands: [B or 1, L] each purchase's ids.
+  Returns:
+    (category [B, L]: how many of the room's categories are the purchase's;
+    shop_brand [B, L]: 1 for the room's shop + 1 for a brand the room displays, in {0, 1, 2}).
+  """
+  category = id_match_count(room_categories, categories)
+  same_shop = id_match_count(room_shop, shops)
+  same_brand = tf.minimum(id_match_count(room_brands, brands), 1.0)
+  return category, same_shop + same_brand
+
+
+def first_positions(keys: tf.Tensor, length: tf.Tensor, queries: tf.Tensor, k: int):
+  """For one sequence of ids, the first ``k`` positions holding each query id.
+
+  The sequence is sorted by id once (stable, so each id's positions stay in order) and each
+  query id finds its run by binary search: O(L log L + N Q (log L + k)), with no [N, L] work.
+
+  Args:
+    keys: [L] integer ids; positions at or past ``length`` (a scalar) never match.
+    queries: [N, Q] integer ids; an id <= 0 (padding) finds nothing.
+    k: positions per query id.
+  Returns:
+    (positions [N, Q, k] int32, ascending, 0 where nothing was found; found [N, Q, k] bool).
+  """
+  keys = tf.cast(keys, tf.int64)
+  max_len = tf.shape(keys)[0]
+  keys = tf.where(tf.range(max_len) < tf.cast(length, tf.int32), keys, -1)  # padding: no match
+  order = tf.argsort(keys, stable=True)  # [L]
+  # One sentinel past the end, so that a slot beyond the sequence reads an id no query holds.
+  sorted_keys = tf.concat([tf.gather(keys, order), [-1]], 0)  # [L + 1]
+  order = tf.concat([order, [0]], 0)
+  queries = tf.cast(queries, tf.int64)
+  start = tf.reshape(tf.searchsorted(sorted_keys[tf.newaxis, :-1], tf.reshape(queries, [1, -1])),
+                     tf.shape(queries))  # [N, Q]
+  slot = tf.minimum(start[..., tf.newaxis] + tf.range(k), max_len)  # [N, Q, k]
+  found = tf.logical_and(tf.equal(tf.gather(sorted_keys, slot), queries[..., tf.newaxis]),
+                         queries[..., tf.newaxis] > 0)
+  return tf.where(found, tf.gather(order, slot), 0), found
+
+
+def _first_of_duplicates(ids):
+  """[N, Q] bool: True where an id is > 0 and no earlier id of its row is the same."""
+  same = tf.equal(ids[:, :, tf.newaxis], ids[:, tf.newaxis, :])  # [N, Q, Q]: [n, j, i]
+  q = tf.shape(ids)[1]
+  earlier = tf.linalg.band_part(tf.ones([q, q], tf.bool), -1, 0)  # i <= j ...
+  earlier = tf.logical_and(earlier, tf.logical_not(tf.eye(q, dtype=tf.bool)))  # ... i < j
+  return tf.logical_and(ids > 0, tf.logical_not(tf.reduce_any(tf.logical_and(same, earlier), -1)))
+
+
+def _top_by_score(positions, scores, k: int, max_len):
+  """The top ``k`` of candidate positions [N, C] by (score desc, position asc); a score <= 0 is
+  not a candidate. Returns (indices [N, k] int32, 0 on an empty slot; valid [N, k] float32)."""
+  key = tf.where(scores > 0, scores * tf.cast(max_len + 1, tf.float32)
+                 - tf.cast(positions, tf.float32), _NEVER)  # exact: both are small integers
+  key = tf.pad(key, [[0, 0], [0, k]], constant_values=_NEVER)  # fewer candidates than k
+  positions = tf.pad(positions, [[0, 0], [0, k]])
+  top, picked = tf.math.top_k(key, k=k)
+  valid = top > _NEVER / 2
+  return tf.where(valid, tf.gather(positions, picked, batch_dims=1), 0), tf.cast(valid, tf.float32)
+
+
+def hard_search(room_categories, room_shop, room_brands, categories, shops, brands, length,
+                k: int):
+  """The relevance channels' top-``k`` for one user's purchases against N rooms, from an index
+  of the purchases by id (SIM's hard search) instead of scoring all L purchases per room.
+
+  Equal to ``top_k`` of :func:`relevance_scores` (score desc, then the more recent; a score of 0
+  is never extracted), from a few short lists per room:
+  - category: the first ``k`` purchases of each distinct room category, scored by how often the
+    room lists it;
+  - shop/brand: the first ``k`` purchases of each (room shop, displayed brand) pair (score 2), and
+    the first ``k`` of the shop and of each displayed brand less their score-2 entries (score 1).
+    ``k`` is enough: with r score-2 purchases, the top-k holds at most k - r of score 1, and a
+    list's j-th score-1 entry (j <= k - r) has at most r score-2 entries before it, so it is
+    among the list's first k.
+
+  Args:
+    room_categories: [N, M]; room_shop: [N, 1]; room_brands: [N, Nb] (0 = padding).
+    categories, shops, brands: [1, L] the user's purchases; length: its length (any shape with
+      one element).
+    k: purchases per channel.
+  Returns:
+    (indices [N, 2, k] int32, valid [N, 2, k] float32) for the category and shop/brand channels;
+    an invalid slot's index is 0.
+  """
+  categories, shops, brands = (tf.cast(ids[0], tf.int64) for ids in (categories, shops, brands))
+  length = tf.reshape(length, [])
+  max_len = tf.shape(categories)[0]
+  room_categories, room_shop, room_brands = (
+      tf.cast(ids, tf.int64) for ids in (room_categories, room_shop, room_brands))
+  n = tf.shape(room_categories)[0]
+
+  positions, found = first_positions(categories, length, room_categories, k)  # [N, M, k]
+  multiplicity = tf.reduce_sum(tf.cast(tf.equal(room_categories[:, :, tf.newaxis],
+                                                room_categories[:, tf.newaxis, :]), tf.float32),
+                               -1)  # [N, M]
+  score = tf.where(tf.logical_and(found, _first_of_duplicates(room_categories)[..., tf.newaxis]),
+                   multiplicity[..., tf.newaxis], 0.0)
+  category = _top_by_score(tf.reshape(positions, [n, -1]), tf.reshape(score, [n, -1]), k, max_len)
+
+  shop = room_shop[:, 0]  # [N]
+  brand_lists = _first_of_duplicates(room_brands)  # [N, Nb]
+  # (shop, brand) as one id; a purchase with either id missing gets none.
+  width = tf.maximum(tf.reduce_max(brands), tf.reduce_max(room_brands)) + 1
+  pair_ids = tf.where(tf.logical_and(shops > 0, brands > 0), shops * width + brands, -1)
+  room_pairs = tf.where(tf.logical_and(shop[:, tf.newaxis] > 0, brand_lists),
+                        shop[:, tf.newaxis] * width + room_brands, 0)  # [N, Nb]
+  pair_pos, pair_found = first_positions(pair_ids, length, room_pairs, k)  # [N, Nb, k]
+  shop_pos, shop_found = first_positions(shops, length, room_shop, k)  # [N, 1, k]
+  brand_pos, brand_found = first_positions(brands, length, room_brands, k)  # [N, Nb, k]
+  brand_found = tf.logical_and(brand_found, brand_lists[..., tf.newaxis])
+  flat = lambda t: tf.reshape(t, [n, -1])  # noqa: E731
+  candidates = tf.concat([flat(pair_pos), flat(shop_pos), flat(brand_pos)], 1)  # [N, C]
+  from_pairs = tf.concat([tf.ones_like(flat(pair_found)), tf.zeros_like(flat(shop_found)),
+                          tf.zeros_like(flat(brand_found))], 1)
+  found = tf.concat([flat(pair_found), flat(shop_found), flat(brand_found)], 1)
+  shop_hit = tf.logical_and(tf.equal(tf.gather(shops, candidates), shop[:, tf.newaxis]),
+                            shop[:, tf.newaxis] > 0)  # [N, C]
+  brand_hit = tf.reduce_any(tf.logical_and(
+      tf.equal(tf.gather(brands, candidates)[..., tf.newaxis], room_brands[:, tf.newaxis, :]),
+      room_brands[:, tf.newaxis, :] > 0), -1)  # [N, C]
+  score = tf.cast(shop_hit, tf.float32) + tf.cast(brand_hit, tf.float32)
+  # A score-2 purchase is its pair list's; the shop and brand lists contribute score 1 only.
+  keep = tf.logical_and(found, tf.logical_or(from_pairs, score < 2.0))
+  shop_brand = _top_by_score(candidates, tf.where(keep, score, 0.0), k, max_len)
+  return (tf.stack([category[0], shop_brand[0]], 1),  # [N, 2, k]
+          tf.stack([category[1], shop_brand[1]], 1))
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class ChannelExtraction(tf.keras.layers.Layer):
+  """The lifelong model's extraction: each channel's top-``k`` purchases for each room.
+
+  Call with ``[room_categories [B, M], room_shop [B, 1], room_brands [B, Nb], categories,
+  shops, brands [B or 1, L], length [B or 1 (, 1)], similarity [B, L], user_scores [B or 1,
+  C_u, L]]``. The channels, in order: category and shop/brand (:func:`relevance_scores`; only a
+  score > 0 is extracted), similarity, then the user's own channels. Returns ``(indices, valid)``
+  [B, 3 + C_u, k] as :class:`TopKExtraction` does.
+
+  A batch of sequences (training) scores every purchase and takes the top-k
+  (:class:`TopKExtraction`). One user's sequence of static batch 1 against N rooms (the context
+  request) extracts the relevance channels by :func:`hard_search`, so only the similarity
+  channel is scored over all L purchases per room: the same purchases, in the same order.
+
+  Args:
+    k: purchases per channel (>= 1).
+  """
+
+  RELEVANCE = (True, True)
+
+  def __init__(self, k: int, **kwargs):
+    super().__init__(**kwargs)
+    if int(k) < 1:
+      raise ValueError(f"ChannelExtraction k must be >= 1, got {k}")
+    self.k = int(k)
+
+  def build(self, input_shape):
+    user_channels = int(tf.TensorShape(input_shape[-1])[1])
+    self.every_channel = TopKExtraction(self.k, self.RELEVANCE + (False,) * (1 + user_channels),
+                                        name="every_channel")
+    self.scored_channels = TopKExtraction(self.k, (False,) * (1 + user_channels),
+                                          name="scored_channels")
+    super().build(input_shape)
+
+  def call(self, inputs):
+    (room_categories, room_shop, room_brands, categories, shops, brands, length, similarity,
+     user_scores) = inputs
+    if all(ids.shape[0] == 1 for ids in (categories, shops, brands)):
+      relevance = hard_search(room_categories, room_shop, room_brands, categories, shops, brands,
+                              length, self.k)
+      indices, valid = self.scored_channels([similarity[:, tf.newaxis, :], length, user_scores])
+      return (tf.concat([relevance[0], indices], 1),  # [B, 3 + C_u, k]
+              tf.concat([relevance[1], valid], 1))
+    category, shop_brand = relevance_scores(room_categories, room_shop, room_brands,
+                                            categories, shops, brands)  # [B, L] each
+    return self.every_channel([tf.stack([category, shop_brand, similarity], 1), length,
+                               user_scores])
+
+  def get_config(self):
+    return dict(super().get_config(), k=self.k)
 
 
 @tf.keras.utils.register_keras_serializable(package=PACKAGE)

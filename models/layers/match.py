@@ -67,6 +67,28 @@ def valid_positions(length: tf.Tensor, max_len) -> tf.Tensor:
   return tf.sequence_mask(tf.reshape(tf.cast(length, tf.int32), [-1]), max_len, tf.float32)
 
 
+def id_match_count(query: tf.Tensor, keys: tf.Tensor, width: int = 1) -> tf.Tensor:
+  """:class:`IdMatchCount` as a function: ``query`` [B or 1, Q] ids, ``keys`` [B or 1, L * width]
+  position-major ids; returns [B, L] float32, per key position the equal (query, key) pairs."""
+  positions = keys.shape[-1] // width if keys.shape[-1] is not None else -1
+  # A key outside the query's ids cannot match: it reads a column no query id counts into.
+  query, keys, size = _ids_in_query_table(query, keys)  # [Bq, Q], [Bk, L * W]
+  # Padding (0) gets no weight, so its column stays 0 and a padded key never matches.
+  counts = tf.math.bincount(query, weights=tf.cast(query > 0, tf.float32), minlength=size,
+                            maxlength=size, axis=-1)  # [Bq, V]
+  batch = tf.broadcast_dynamic_shape(tf.shape(query)[:1], tf.shape(keys)[:1])[0]
+  if keys.shape[0] == 1:
+    # One sequence (static batch) against N rooms: whole rows of the [V, N] table gathered by
+    # key, ~2x faster than a batched gather of N L single counts (the context request).
+    hits = tf.transpose(tf.gather(tf.transpose(counts), keys[0]))  # [Bq, L * W]
+  else:
+    # Broadcast batch: a side with one row meets the other's rows (N rooms, or none).
+    counts = tf.broadcast_to(counts, [batch, tf.shape(counts)[1]])  # [B, V]
+    keys = tf.broadcast_to(keys, [batch, tf.shape(keys)[1]])  # [B, L * W]
+    hits = tf.gather(counts, keys, batch_dims=1)  # [B, L * W]
+  return tf.reduce_sum(tf.reshape(hits, [batch, positions, width]), axis=2)  # [B, L]
+
+
 @tf.keras.utils.register_keras_serializable(package=PACKAGE)
 class IdMatchCount(tf.keras.layers.Layer):
   """Per key position, the number of equal (query id, key id) pairs; id 0 is padding.
@@ -98,23 +120,7 @@ class IdMatchCount(tf.keras.layers.Layer):
     if keys.shape[-1] is not None and keys.shape[-1] % self.width:
       raise ValueError(f"IdMatchCount keys length {keys.shape[-1]} is not a multiple of "
                        f"width {self.width}")
-    positions = keys.shape[-1] // self.width if keys.shape[-1] is not None else -1
-    # A key outside the query's ids cannot match: it reads a column no query id counts into.
-    query, keys, size = _ids_in_query_table(query, keys)  # [Bq, Q], [Bk, L * W]
-    # Padding (0) gets no weight, so its column stays 0 and a padded key never matches.
-    counts = tf.math.bincount(query, weights=tf.cast(query > 0, tf.float32), minlength=size,
-                              maxlength=size, axis=-1)  # [Bq, V]
-    batch = tf.broadcast_dynamic_shape(tf.shape(query)[:1], tf.shape(keys)[:1])[0]
-    if keys.shape[0] == 1:
-      # One sequence (static batch) against N rooms: whole rows of the [V, N] table gathered by
-      # key, ~2x faster than a batched gather of N L single counts (the context request).
-      hits = tf.transpose(tf.gather(tf.transpose(counts), keys[0]))  # [Bq, L * W]
-    else:
-      # Broadcast batch: a side with one row meets the other's rows (N rooms, or none).
-      counts = tf.broadcast_to(counts, [batch, tf.shape(counts)[1]])  # [B, V]
-      keys = tf.broadcast_to(keys, [batch, tf.shape(keys)[1]])  # [B, L * W]
-      hits = tf.gather(counts, keys, batch_dims=1)  # [B, L * W]
-    return tf.reduce_sum(tf.reshape(hits, [batch, positions, self.width]), axis=2)  # [B, L]
+    return id_match_count(query, keys, self.width)
 
   def get_config(self):
     return dict(super().get_config(), width=self.width)

@@ -206,24 +206,25 @@ def hard_search(room_categories, room_shop, room_brands, categories, shops, bran
   pair_ids = tf.where(tf.logical_and(shops > 0, brands > 0), shops * width + brands, -1)
   room_pairs = tf.where(tf.logical_and(shop[:, tf.newaxis] > 0, brand_lists),
                         shop[:, tf.newaxis] * width + room_brands, 0)  # [N, Nb]
-  pair_pos, pair_found = first_positions(pair_ids, length, room_pairs, k)  # [N, Nb, k]
+  pair_pos, pair_found = first_positions(pair_ids, length, room_pairs, k)  # [N, Nb, k]: score 2
+  # The shop's and the brands' lists keep their score-1 entries only (a score-2 one is its pair
+  # list's): the shop's those of a brand not displayed, a brand's those of another shop.
   shop_pos, shop_found = first_positions(shops, length, room_shop, k)  # [N, 1, k]
+  displayed = tf.reduce_any(tf.logical_and(
+      tf.equal(tf.gather(brands, shop_pos)[..., tf.newaxis], room_brands[:, tf.newaxis, tf.newaxis]),
+      room_brands[:, tf.newaxis, tf.newaxis] > 0), -1)  # [N, 1, k]
+  shop_found = tf.logical_and(shop_found, tf.logical_not(displayed))
   brand_pos, brand_found = first_positions(brands, length, room_brands, k)  # [N, Nb, k]
-  brand_found = tf.logical_and(brand_found, brand_lists[..., tf.newaxis])
+  same_shop = tf.logical_and(tf.equal(tf.gather(shops, brand_pos), shop[:, tf.newaxis, tf.newaxis]),
+                             shop[:, tf.newaxis, tf.newaxis] > 0)  # [N, Nb, k]
+  brand_found = tf.logical_and(tf.logical_and(brand_found, brand_lists[..., tf.newaxis]),
+                               tf.logical_not(same_shop))
   flat = lambda t: tf.reshape(t, [n, -1])  # noqa: E731
-  candidates = tf.concat([flat(pair_pos), flat(shop_pos), flat(brand_pos)], 1)  # [N, C]
-  from_pairs = tf.concat([tf.ones_like(flat(pair_found)), tf.zeros_like(flat(shop_found)),
-                          tf.zeros_like(flat(brand_found))], 1)
-  found = tf.concat([flat(pair_found), flat(shop_found), flat(brand_found)], 1)
-  shop_hit = tf.logical_and(tf.equal(tf.gather(shops, candidates), shop[:, tf.newaxis]),
-                            shop[:, tf.newaxis] > 0)  # [N, C]
-  brand_hit = tf.reduce_any(tf.logical_and(
-      tf.equal(tf.gather(brands, candidates)[..., tf.newaxis], room_brands[:, tf.newaxis, :]),
-      room_brands[:, tf.newaxis, :] > 0), -1)  # [N, C]
-  score = tf.cast(shop_hit, tf.float32) + tf.cast(brand_hit, tf.float32)
-  # A score-2 purchase is its pair list's; the shop and brand lists contribute score 1 only.
-  keep = tf.logical_and(found, tf.logical_or(from_pairs, score < 2.0))
-  shop_brand = _top_by_score(candidates, tf.where(keep, score, 0.0), k, max_len)
+  score = lambda found, value: tf.where(flat(found), value, 0.0)  # noqa: E731
+  shop_brand = _top_by_score(
+      tf.concat([flat(pair_pos), flat(shop_pos), flat(brand_pos)], 1),  # [N, C]
+      tf.concat([score(pair_found, 2.0), score(shop_found, 1.0), score(brand_found, 1.0)], 1),
+      k, max_len)
   return (tf.stack([category[0], shop_brand[0]], 1),  # [N, 2, k]
           tf.stack([category[1], shop_brand[1]], 1))
 

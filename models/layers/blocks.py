@@ -211,7 +211,7 @@ class TokenLayer(tf.keras.layers.Layer):
     return cls(**config)
 
 
-def _shared_sequence(*sequences: tf.Tensor) -> bool:
+def shared_sequence(*sequences: tf.Tensor) -> bool:
   """True when every sequence has static batch 1: one user's, shared by every row (the context
   request passes the user side so, and the layers' calls run again when a signature is traced)."""
   return all(s.shape[0] == 1 for s in sequences)
@@ -236,7 +236,7 @@ class TokenScores(TokenLayer):
       raise ValueError(f"TokenScores takes {len(self.tables)} id tensors, the side features and "
                        f"the query; got {len(inputs)} inputs")
     *ids, side, query = inputs
-    if _shared_sequence(*ids, side):
+    if shared_sequence(*ids, side):
       tokens = self.tokens([i[0] for i in ids], side[0])  # [L, D]
       return tf.matmul(query, tokens, transpose_b=True)  # [B, L]
     return tf.add_n([table(i, query=query) for table, i in zip(self.tables, ids)]
@@ -263,7 +263,7 @@ class TokenLookup(TokenLayer):
       raise ValueError(f"TokenLookup takes {len(self.tables)} id tensors, at least one side "
                        f"feature and the indices; got {len(inputs)} inputs")
     ids, side, indices = inputs[:len(self.tables)], inputs[len(self.tables):-1], inputs[-1]
-    if _shared_sequence(*ids, *side):
+    if shared_sequence(*ids, *side):
       tokens = self.tokens([i[0] for i in ids], tf.stack([s[0] for s in side], -1))  # [L, D]
       return tf.gather(tokens, indices)  # [B, ..., D]
     # Field by field: stacking the side fields first would copy the whole sequence once more.

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from models.layers.blocks import PACKAGE
+from models.layers.blocks import PACKAGE, shared_sequence
 from models.layers.match import id_match_count
 
 # Score given to positions that must never be extracted (padding): below any real score.
@@ -267,7 +267,7 @@ class ChannelExtraction(tf.keras.layers.Layer):
   def call(self, inputs):
     (room_categories, room_shop, room_brands, categories, shops, brands, length, similarity,
      user_scores) = inputs
-    if all(ids.shape[0] == 1 for ids in (categories, shops, brands)):
+    if shared_sequence(categories, shops, brands):
       relevance = hard_search(room_categories, room_shop, room_brands, categories, shops, brands,
                               length, self.k)
       indices, valid = self.scored_channels([similarity[:, tf.newaxis, :], length, user_scores])

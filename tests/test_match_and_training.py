@@ -6,7 +6,12 @@ import tensorflow as tf
 
 from models import trainer
 from models.layers import CrossNetwork, DecayedMatchSum, IdMatchCount, MatchSummary
-from models.layers.match import LookupMatchSummary, match_counts, weighted_match_sums
+from models.layers.match import (
+    LookupMatchSummary,
+    match_counts,
+    position_weighted_sums,
+    weighted_match_sums,
+)
 from models.weight_average import WeightAverage
 
 
@@ -95,6 +100,28 @@ def test_match_summary_learned_bucket_weights_and_config():
   assert out[0, 5] == pytest.approx(10.0 + 30.0)  # buckets of the two valid positions
   clone = MatchSummary.from_config(layer.get_config())
   assert (clone.decay, clone.smoothing, clone.num_buckets) == (0.85, 5.0, 4)
+
+
+def test_position_weighted_sums_for_one_user_against_rooms_equal_the_tiled_user():
+  # The context request passes the user's side with static batch 1: the summaries of N rooms'
+  # matches must be those of the user repeated per room (the per-row path, as in training).
+  rng = np.random.default_rng(3)
+  matches = tf.constant(rng.integers(0, 3, size=(4, 6)), tf.float32)  # 4 rooms x 6 positions
+  np.testing.assert_allclose(
+      position_weighted_sums(matches, tf.constant([[[1.0, 2.0]] * 3 + [[0.0, 0.0]] * 3])),
+      tf.stack([tf.reduce_sum(matches[:, :3], 1), 2 * tf.reduce_sum(matches[:, :3], 1)], 1))
+  length, buckets = np.array([[4]]), rng.integers(0, 3, size=(1, 6))
+  ages = rng.uniform(0, 48, size=(1, 6)).astype(np.float32)
+  tile = lambda a: np.repeat(a, 4, axis=0)  # noqa: E731
+  summary, decayed = MatchSummary(num_buckets=3), DecayedMatchSum()
+  summary([matches, length, buckets])
+  summary.bucket_weights.assign([0.5, 2.0, -1.0])
+  for shared, tiled in ((summary([matches, length, buckets]),
+                         summary([matches, tile(length), tile(buckets)])),
+                        (decayed([matches, length, ages]),
+                         decayed([matches, tile(length), tile(ages)]))):
+    assert shared.shape == tiled.shape and np.abs(tiled.numpy()).sum() > 0
+    np.testing.assert_allclose(shared.numpy(), tiled.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_weighted_match_sums_hand_computed_shared_and_per_row_keys():

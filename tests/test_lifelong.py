@@ -99,6 +99,12 @@ def test_channel_din_attention_matches_hand_computation(channel_softmax):
   else:
     np.testing.assert_allclose(sums.sum(-1), [1, 1], rtol=1e-6)
   np.testing.assert_allclose(pooled.numpy()[1, 0], 0.0)
+  # Channels and items per channel known only at run time: the same result.
+  dynamic = tf.function(lambda q, i, v: layer([q, i, v]), input_signature=[
+      tf.TensorSpec([None, 3]), tf.TensorSpec([None, None, None, 3]),
+      tf.TensorSpec([None, None, None])])
+  np.testing.assert_allclose(dynamic(query, items, valid).numpy(), expected_pooled, rtol=1e-5,
+                             atol=1e-6)
   # 2 MixoutDense layers: kernel + bias trainable each; anchors and rate are not.
   assert layer.count_params() == (4 * 3 * 5 + 5) * 2 + 1 + (5 + 1) * 2 + 1
   assert len(layer.trainable_weights) == 4

@@ -88,7 +88,7 @@ def id_match_count(query: tf.Tensor, keys: tf.Tensor, width: int = 1) -> tf.Tens
   counts = tf.math.bincount(query, weights=tf.cast(query > 0, tf.float32), minlength=size,
                             maxlength=size, axis=-1)  # [Bq, V]
   batch = tf.broadcast_dynamic_shape(tf.shape(query)[:1], tf.shape(keys)[:1])[0]
-  if keys.shape[0] == 1:
+  if shared_sequence(keys):
     # One sequence (static batch) against N rooms: the table's columns gathered by key, ~2x
     # faster than a batched gather of N L single counts (the context request), and up to 0.1 ms
     # a layer faster than gathering rows of its transpose (BUILD_NOTES, issue 7).

@@ -100,7 +100,14 @@ def padded(x, length: int) -> tf.Tensor:
   """The first ``length`` values of each row, zero-padded: [B, length] from a sparse, ragged or
   dense [B, *] tensor (a variable-length feature as Transform parses it)."""
   if isinstance(x, tf.SparseTensor):
-    x = tf.RaggedTensor.from_sparse(x)
+    # Scattered into [B, length + 1]: a value at or past ``length`` lands in the spare last
+    # column, which is cut. Four ops, where the ragged detour was ~30 per feature in every
+    # serving request (issue 7).
+    rows, columns = tf.unstack(x.indices, num=2, axis=1)  # [nnz] each
+    spare = tf.constant(length, tf.int64)
+    full = tf.scatter_nd(tf.stack([rows, tf.minimum(columns, spare)], 1), x.values,
+                         tf.stack([x.dense_shape[0], spare + 1]))  # [B, length + 1]
+    return full[:, :length]  # [B, length]
   if isinstance(x, tf.RaggedTensor):
     return x.to_tensor(shape=[None, length])  # [B, length]
   x = x[:, :length]

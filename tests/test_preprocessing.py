@@ -141,6 +141,22 @@ def test_padded_truncates_and_pads_sparse_ragged_and_dense():
   np.testing.assert_array_equal(P.padded(tf.constant([[1]]), 3), [[1, 0, 0]])
 
 
+def test_padded_sparse_keeps_each_rows_first_values_whatever_overflows():
+  # Rows of 4, 0 and 1 floats, read at length 2: the overflow of row 0 must not leak anywhere.
+  sparse = tf.SparseTensor([[0, 0], [0, 1], [0, 2], [0, 3], [2, 0]],
+                           [1.5, 2.5, 30.0, 40.0, 7.0], [3, 4])
+  out = P.padded(sparse, 2)
+  np.testing.assert_array_equal(out, [[1.5, 2.5], [0.0, 0.0], [7.0, 0.0]])
+  empty = tf.SparseTensor(tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.int64), [2, 0])
+  np.testing.assert_array_equal(P.padded(empty, 3), np.zeros([2, 3]))
+
+  @tf.function(input_signature=[tf.SparseTensorSpec([None, None], tf.float32)])
+  def traced(x):
+    return P.padded(x, 5)
+
+  assert traced.get_concrete_function().structured_outputs.shape.as_list() == [None, 5]
+
+
 def test_lifelong_length_comes_from_custom_config_and_is_checked():
   assert P.lifelong_seq_len({P.LIFELONG_SEQ_LEN_CONFIG: 1000}) == 1000
   with pytest.raises(ValueError, match="lifelong_seq_len"):

@@ -5,8 +5,8 @@ untrained weights: cost, not quality; :mod:`bench.synthetic_model`), starts
 ``serving.model_server`` in a child process and times Predict calls through the official stubs
 from this process, one at a time: ``serving_default`` (one full tf.Example per room) and
 ``rank_with_context`` (the user once + the rooms' features) take turns in blocks, round by round
-(:func:`time_cell`), so both see the same machine state. Reports p50/p90/p99, request bytes and the context/default
-ratio; a request over the server's byte limit is reported as such, not sent.
+(:func:`time_cell`), so both see the same machine state. Reports p50/p90/p99, request bytes
+and the context/default ratio; a request over the server's byte limit is reported as such, not sent.
 
     python -m bench.serving_latency --models baseline --lifelong_lens 100,1000,10000 \
         --candidates 20,200,1000 --requests 100

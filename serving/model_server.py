@@ -11,13 +11,14 @@ TF Serving's binary cannot be installed on these machines, so this serves the sa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
 import threading
 import time
 from concurrent import futures
-from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Sequence, Set, Tuple
 
 import grpc
 import numpy as np
@@ -167,7 +168,7 @@ class LoadedModel:
     try:
       self._session.run({k: v.name for k, v in signature.outputs.items()}, feed)
     except tf.errors.OpError as e:
-      return f"ran; the dummy input was rejected ({_first_line(e)})"
+      return f"ran; the dummy input was rejected ({first_line(e)})"
     return "ran"
 
   def predict(self, signature_name: str, input_protos: Mapping[str, tensor_pb2.TensorProto],
@@ -210,7 +211,7 @@ class LoadedModel:
         feed[info.name] = tf.make_ndarray(proto)
       except (TypeError, ValueError) as e:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"input {key!r} is not a valid TensorProto: {_first_line(e)}") from e
+                           f"input {key!r} is not a valid TensorProto: {first_line(e)}") from e
     outputs = list(signature.outputs)
     if output_filter:
       unknown = set(output_filter) - set(outputs)
@@ -223,8 +224,29 @@ class LoadedModel:
       values = self._session.run({k: signature.outputs[k].name for k in outputs}, feed)
     except (tf.errors.InvalidArgumentError, ValueError) as e:
       raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"signature {name!r} rejected the input: {_first_line(e)}") from e
+                         f"signature {name!r} rejected the input: {first_line(e)}") from e
     return {k: tf.constant(v) for k, v in values.items()}
+
+  def respond(self, request: predict_pb2.PredictRequest, model_name: str,
+              max_batch_size: int) -> predict_pb2.PredictResponse:
+    """Answers a PredictRequest as TF Serving does: typed outputs, the version that answered."""
+    outputs = self.predict(request.model_spec.signature_name, request.inputs,
+                           list(request.output_filter), max_batch_size)
+    resp = predict_pb2.PredictResponse()
+    resp.model_spec.name = model_name
+    resp.model_spec.version.value = self.version
+    resp.model_spec.signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    for key, value in outputs.items():
+      resp.outputs[key].CopyFrom(typed_tensor_proto(value))
+    return resp
+
+  def alive(self) -> bool:
+    """Always: an in-process version cannot die apart from its server."""
+    return True
+
+  def close(self) -> None:
+    """Frees the session; called once no request uses this version any more."""
+    self._session.close()
 
 
 def _dtype_name(enum: int) -> str:
@@ -234,7 +256,7 @@ def _dtype_name(enum: int) -> str:
     return f"unsupported dtype enum {enum}"
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
   """The reason of a (TensorFlow) error without its graph trace: the first informative line."""
   text = getattr(error, "message", None) or str(error)
   lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -348,6 +370,12 @@ class ModelManager:
   there stay in memory, unserved and not reported: a rollback to one of them (its directory
   unchanged) goes live at the next poll instead of loading again, which on a busy 2-core
   machine took longer than the 20 s the load benchmark gave it. Each costs one model's memory.
+
+  A loader returns a model with ``respond`` (a PredictRequest in, its response out),
+  ``signature_defs``, ``version``, ``alive()`` and ``close()``: :class:`LoadedModel` in this process,
+  or :class:`serving.version_worker.WorkerModel` in a process of its own. A model that leaves the
+  served and standby sets is closed once the requests using it (:meth:`use`) have finished; a
+  served model whose process died is dropped at the next poll and loaded again.
   """
 
   def __init__(self, model_name: str, base_path: str, policy: VersionPolicy | None = None,
@@ -370,6 +398,9 @@ class ModelManager:
     # version -> (model, its directory's fingerprint when it was loaded); oldest unloaded first.
     self._standby: Dict[int, Tuple[LoadedModel, Tuple[int, int]]] = {}
     self._fingerprints: Dict[int, Tuple[int, int]] = {}
+    # Requests in flight per model (by id), and dropped models that close when theirs finish.
+    self._in_use: Dict[int, int] = {}
+    self._closing: Dict[int, LoadedModel] = {}
 
   def standby_versions(self) -> List[int]:
     """Unloaded versions kept in memory for a rollback (not served)."""
@@ -390,7 +421,7 @@ class ModelManager:
     except Exception as e:  # noqa: BLE001 - any broken SavedModel is reported, never fatal
       attempts = failure.attempts + 1 if failure else 1
       wait = min(self._retry * 2 ** (attempts - 1), self._max_retry)
-      self.failures[version] = LoadFailure(f"{type(e).__name__}: {_first_line(e)}", attempts,
+      self.failures[version] = LoadFailure(f"{type(e).__name__}: {first_line(e)}", attempts,
                                            self._clock() + wait)
       if attempts == 1:
         logging.warning("%s version %d failed to load (%s); retrying with back-off from %.0f s",
@@ -406,7 +437,17 @@ class ModelManager:
       logging.info("%s version %d back from standby (no reload)", self.model_name, version)
       self._fingerprints[version] = fingerprint
       return model
+    if model is not None:
+      self._close(model)  # its directory changed: the copy in memory is stale
     return None
+
+  def _close(self, model: LoadedModel) -> None:
+    """Closes a model no longer served or on standby, now or when its last request finishes."""
+    with self._lock:
+      if self._in_use.get(id(model)):
+        self._closing[id(model)] = model
+        return
+    model.close()
 
   def _retire(self, unloaded: Mapping[int, LoadedModel], on_disk: Mapping[int, str]) -> None:
     """Puts the unloaded versions still on disk on standby, keeping the most recently unloaded."""
@@ -414,14 +455,29 @@ class ModelManager:
       fingerprint = self._fingerprints.pop(version, None)
       if version in on_disk and fingerprint is not None and self._standby_limit:
         self._standby[version] = (unloaded[version], fingerprint)
+      else:
+        self._close(unloaded[version])
     for version in [v for v in self._standby if v not in on_disk]:
-      del self._standby[version]
+      self._close(self._standby.pop(version)[0])
     while len(self._standby) > self._standby_limit:
-      del self._standby[next(iter(self._standby))]
+      self._close(self._standby.pop(next(iter(self._standby)))[0])
+
+  def _drop_dead(self) -> None:
+    """Drops served versions whose process has died, so this poll loads them again."""
+    with self._lock:
+      dead = {v: m for v, m in self._served.items() if not m.alive()}
+      for version in dead:
+        del self._served[version]
+    for version, model in dead.items():
+      logging.warning("%s version %d stopped answering (its process exited); loading it again",
+                      self.model_name, version)
+      self._fingerprints.pop(version, None)
+      self._close(model)
 
   def poll(self) -> int | None:
     """Brings the served versions in line with the policy; returns the default version."""
     with self._poll_lock:
+      self._drop_dead()
       on_disk = _versions(self.base_path)
       wanted = self.policy.select(on_disk)
       served = set(self.served_versions())
@@ -465,7 +521,37 @@ class ModelManager:
     """The version a request's model spec asks for: by number, by label, or the newest."""
     self._check_name(spec)
     with self._lock:
-      served = dict(self._served)
+      return self._resolve(spec, dict(self._served))
+
+  @contextlib.contextmanager
+  def use(self, spec: model_pb2.ModelSpec) -> Iterator[LoadedModel]:
+    """:meth:`get`, holding the model open until the block ends (an unload waits for it)."""
+    self._check_name(spec)
+    with self._lock:
+      model = self._resolve(spec, self._served)
+      self._in_use[id(model)] = self._in_use.get(id(model), 0) + 1
+    try:
+      yield model
+    finally:
+      with self._lock:
+        left = self._in_use.pop(id(model)) - 1
+        if left:
+          self._in_use[id(model)] = left
+        closing = None if left else self._closing.pop(id(model), None)
+      if closing is not None:
+        closing.close()
+
+  def close_all(self) -> None:
+    """Closes every served and standby model (the server has stopped taking requests)."""
+    with self._lock:
+      models = list(self._served.values()) + [m for m, _ in self._standby.values()]
+      self._served.clear()
+      self._standby.clear()
+    for model in models:
+      self._close(model)
+
+  def _resolve(self, spec: model_pb2.ModelSpec,
+               served: Mapping[int, LoadedModel]) -> LoadedModel:
     if not served:
       raise self._nothing_loaded()
     if spec.HasField("version"):
@@ -518,29 +604,23 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   @_abort_on_error
   def Predict(self, request, context):
-    model = self._manager.get(request.model_spec)
-    outputs = model.predict(request.model_spec.signature_name, request.inputs,
-                            list(request.output_filter), self._max_batch_size)
-    resp = predict_pb2.PredictResponse()
-    resp.model_spec.name = self._manager.model_name
-    resp.model_spec.version.value = model.version
-    resp.model_spec.signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-    for key, value in outputs.items():
-      resp.outputs[key].CopyFrom(typed_tensor_proto(value))
-    return resp
+    with self._manager.use(request.model_spec) as model:
+      return model.respond(request, self._manager.model_name, self._max_batch_size)
 
   @_abort_on_error
   def GetModelMetadata(self, request, context):
-    model = self._manager.get(request.model_spec)
+    with self._manager.use(request.model_spec) as model:
+      signature_defs = model.signature_defs
+      version = model.version
     fields = list(request.metadata_field)
     if fields != [SIGNATURE_DEF_FIELD]:
       raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                          f"metadata_field must be ['{SIGNATURE_DEF_FIELD}'], got {fields}")
     resp = get_model_metadata_pb2.GetModelMetadataResponse()
     resp.model_spec.name = self._manager.model_name
-    resp.model_spec.version.value = model.version
+    resp.model_spec.version.value = version
     sig_map = get_model_metadata_pb2.SignatureDefMap()
-    for name, sig in model.signature_defs.items():
+    for name, sig in signature_defs.items():
       sig_map.signature_def[name].CopyFrom(sig)
     resp.metadata[SIGNATURE_DEF_FIELD].Pack(sig_map)
     return resp
@@ -572,6 +652,11 @@ class ModelServer:
 
   Binding refuses a port another process (or server) already listens on: without it, gRPC's
   SO_REUSEPORT lets a second server start silently and take half the connections.
+
+  With ``version_processes``, each version is loaded and served by a worker process of its own
+  (:mod:`serving.version_worker`) and this process routes the requests to it, so a load does not
+  hold up the requests on the served version; ``load_nice`` then lowers the served versions'
+  processes while a new one loads. Without it, versions load in this process (library default).
   """
 
   def __init__(self, model_name: str, model_base_path: str, port: int = 8500,
@@ -579,7 +664,14 @@ class ModelServer:
                max_workers: int = 4, policy: VersionPolicy | None = None,
                manager: ModelManager | None = None, max_batch_size: int = MAX_BATCH_SIZE,
                max_request_bytes: int = MAX_REQUEST_BYTES, standby_versions: int = 1,
-               load_nice: int = 0):
+               load_nice: int = 0, version_processes: bool = False):
+    self._loader = None
+    if manager is None and version_processes:
+      from serving import version_worker  # pylint: disable=import-outside-toplevel
+      self._loader = version_worker.WorkerLoader(model_name, max_batch_size, max_request_bytes,
+                                                 load_nice)
+      manager = ModelManager(model_name, model_base_path, policy, loader=self._loader,
+                             standby_versions=standby_versions)
     self.manager = manager or ModelManager(model_name, model_base_path, policy,
                                            standby_versions=standby_versions,
                                            load_nice=load_nice)
@@ -614,6 +706,11 @@ class ModelServer:
     """Stops taking requests; in-flight ones get up to ``grace`` seconds to finish."""
     self._stop.set()
     self._server.stop(grace=grace).wait()
+    if self._watcher.is_alive():
+      self._watcher.join()  # a poll in progress ends first, so nothing loads after the close
+    self.manager.close_all()
+    if self._loader is not None:
+      self._loader.close()
 
   def wait(self) -> None:
     self._server.wait_for_termination()
@@ -645,6 +742,10 @@ def main(argv=None) -> None:
   parser.add_argument("--standby_versions", type=int, default=1,
                       help="Unloaded versions kept in memory so a rollback needs no reload "
                            "(0: none, as TF Serving).")
+  parser.add_argument("--version_processes", action=argparse.BooleanOptionalAction,
+                      default=True,
+                      help="Load and serve each version in a worker process of its own, so a "
+                           "load does not stall the requests on the served version.")
   parser.add_argument("--grace_seconds", type=float, default=10.0,
                       help="On SIGTERM/SIGINT, how long in-flight requests may take to finish.")
   args = parser.parse_args(argv)
@@ -653,7 +754,8 @@ def main(argv=None) -> None:
   server = ModelServer(args.model_name, args.model_base_path, args.port, args.host,
                        args.poll_seconds, policy=policy,
                        standby_versions=args.standby_versions,
-                       load_nice=args.load_nice).start()
+                       load_nice=args.load_nice,
+                       version_processes=args.version_processes).start()
   print(f"serving {args.model_name} versions {server.manager.served_versions()} on "
         f"{args.host}:{server.port}", flush=True)
   stop = threading.Event()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Dict, Iterator
+from typing import Dict, Iterable, Iterator
 
 from absl import logging
 
@@ -57,19 +57,32 @@ def deprioritize_other_threads(nice: int) -> Dict[int, int]:
   Raises:
     ValueError: ``nice`` outside [0, 19].
   """
-  changed: Dict[int, int] = {}
   if check_nice(nice) == 0 or not os.path.isdir(TASK_DIR):
-    return changed
+    return {}
   me = threading.get_native_id()
   own = os.getpriority(os.PRIO_PROCESS, me)
   target = min(MAX_NICE, own + nice)
   if target - own < nice:
     logging.warning("this thread runs at nice %d: the others can only go %d lower, not %d", own,
                     target - own, nice)
-  for entry in os.listdir(TASK_DIR):
-    tid = int(entry)
-    if tid == me:
-      continue
+  return _raise_to([int(t) for t in os.listdir(TASK_DIR) if int(t) != me], target)
+
+
+def lower_threads(thread_ids: Iterable[int], nice: int) -> Dict[int, int]:
+  """Raises the given threads (of any process of this user) to at least nice ``nice``.
+
+  For a loader in another process at normal priority (nice 0): the threads that answer requests
+  elsewhere yield to it. Same warnings and return value as :func:`deprioritize_other_threads`.
+
+  Raises:
+    ValueError: ``nice`` outside [0, 19].
+  """
+  return _raise_to(thread_ids, check_nice(nice)) if nice else {}
+
+
+def _raise_to(thread_ids: Iterable[int], target: int) -> Dict[int, int]:
+  changed: Dict[int, int] = {}
+  for tid in thread_ids:
     try:
       before = os.getpriority(os.PRIO_PROCESS, tid)
       if before < target:

@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs in a child: an idle thread, then a "loader" thread that lowers the others (directly, then
 # through ModelManager with a loader that records the priorities it sees) and starts a thread.
 CHILD = r"""
-import json, os, threading
+import json, os, threading, types
 from serving import priority
 from serving.model_server import ModelManager
 
@@ -58,7 +58,7 @@ loader_thread.join()
 seen = []
 def record(path, version):
   seen.append(nice(idle_thread.native_id))
-  return object()
+  return types.SimpleNamespace(alive=lambda: True, close=lambda: None)  # what the manager calls
 base_path = os.environ["BASE"]
 def add_version(v):
   os.makedirs(os.path.join(base_path, str(v)))

@@ -1,0 +1,107 @@
+"""Versions in worker processes (``ModelServer(version_processes=True)``), through the official stubs.
+
+Each worker imports TensorFlow (~3 s), so one server walks through a version's life: load, a
+newer version, a bad request, a rollback, a corrupt version, a killed worker, the shutdown.
+"""
+
+import os
+import signal
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+from serving import client
+from serving.model_server import ModelServer, VersionPolicy
+from tests.test_model_server import MODEL, _ex, _predict_request, _predict_spec, _save, _stub
+
+
+def _status(target):
+  req = get_model_status_pb2.GetModelStatusRequest()
+  req.model_spec.name = MODEL
+  channel = grpc.insecure_channel(target)
+  return {s.version: s for s in
+          model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(req).model_version_status}
+
+
+def _worker_pid(srv, version):
+  req = _predict_request({})
+  req.model_spec.version.value = version
+  return srv.manager.get(req.model_spec).pid
+
+
+def _exited(pid):
+  """True once ``pid`` is gone or a zombie (it exited; reaping is its parent's business)."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().split(") ")[1].startswith("Z")
+  except FileNotFoundError:
+    return True
+
+
+def test_each_version_is_served_by_a_worker_process_through_its_life(tmp_path):
+  _save(tmp_path, 1, 2.0)
+  srv = ModelServer(MODEL, str(tmp_path), port=0, poll_seconds=3600,
+                    policy=VersionPolicy(latest=1), version_processes=True).start()
+  target = f"127.0.0.1:{srv.port}"
+  pids = []
+  try:
+    # Version 1 answers from its own process, with the scores an in-process load gives.
+    np.testing.assert_allclose(client.predict(target, MODEL, [_ex(1.5), _ex(-1.0)])["score"],
+                               [3.0, -2.0])
+    pids.append(_worker_pid(srv, 1))
+    assert pids[0] != os.getpid()
+    assert client.signature_names(target, MODEL) == ["serving_default"]
+
+    # A bad request gets the worker's one-line INVALID_ARGUMENT; the next good one succeeds.
+    bad = _predict_request({"examples": tf.make_tensor_proto([1.0])})
+    with pytest.raises(grpc.RpcError) as err:
+      _stub(target).Predict(bad, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "input 'examples' must be string, got float32"
+    assert _predict_spec(target, x=1.0).outputs["score"].float_val[0] == 2.0
+
+    # A newer version loads in another process; the old one stays on standby for a rollback.
+    _save(tmp_path, 2, 3.0)
+    assert srv.manager.poll() == 2
+    response = _predict_spec(target, x=1.0)
+    assert (response.model_spec.version.value, response.outputs["score"].float_val[0]) == (2, 3.0)
+    pids.append(_worker_pid(srv, 2))
+    assert pids[1] not in (pids[0], os.getpid())
+    assert srv.manager.standby_versions() == [1] and not _exited(pids[0])
+
+    # Rollback: version 2's directory goes, version 1 serves again without a reload, and version
+    # 2's process ends (its directory is gone, so it is not kept).
+    import shutil
+    shutil.rmtree(tmp_path / "2")
+    assert srv.manager.poll() == 1
+    assert _predict_spec(target).model_spec.version.value == 1 and _worker_pid(srv, 1) == pids[0]
+    assert _exited(pids[1])
+
+    # A corrupt version is reported with the worker's one line; version 1 keeps serving.
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    assert srv.manager.poll() == 1
+    message = _status(target)[3].status.error_message
+    assert "Cannot parse file" in message and "\n" not in message, message
+    assert _predict_spec(target).model_spec.version.value == 1
+    shutil.rmtree(tmp_path / "3")
+
+    # A worker that dies: its requests get UNAVAILABLE naming the version, the next poll loads
+    # the version again in a new process, and it answers.
+    os.kill(pids[0], signal.SIGKILL)
+    os.waitpid(pids[0], 0)  # the server's Popen would reap it too; wait for the death here
+    with pytest.raises(grpc.RpcError) as err:
+      _predict_spec(target)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "version 1's worker process" in err.value.details()
+    assert srv.manager.poll() == 1
+    assert _predict_spec(target, x=2.0).outputs["score"].float_val[0] == 4.0
+    pids.append(_worker_pid(srv, 1))
+    assert pids[2] != pids[0]
+  finally:
+    srv.stop()
+  # The shutdown closes every worker: none is left behind.
+  assert all(_exited(pid) for pid in pids)

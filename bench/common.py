@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import List
 
 import numpy as np
 from absl import flags
@@ -118,10 +119,36 @@ def timed_rounds(cases, rounds: int, progress: bool = True) -> dict:
   return raw
 
 
-def process_cpu_seconds(pid: int) -> float:
-  """User + system CPU seconds another process (e.g. a server child) has used so far (Linux)."""
+def _stat_fields(pid: int) -> List[str]:
   with open(f"/proc/{pid}/stat") as f:
-    # Fields after the command name (which may hold spaces, inside parentheses): utime and stime
-    # are the 12th and 13th of them, in clock ticks.
-    fields = f.read().rsplit(")", 1)[1].split()
-  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    # The fields after the command name (which may hold spaces, inside parentheses).
+    return f.read().rsplit(")", 1)[1].split()
+
+
+def process_cpu_seconds(pid: int) -> float:
+  """User + system CPU seconds a process and its child processes have used so far (Linux).
+
+  A server with its versions in worker processes spends most of its CPU there: the live
+  descendants' time is added, and the children that ended and were waited for are in the
+  process's own cutime/cstime.
+  """
+  def own(fields: List[str]) -> int:  # utime, stime: the 12th and 13th fields, in clock ticks
+    return int(fields[11]) + int(fields[12])
+
+  fields = _stat_fields(pid)
+  ticks = own(fields) + int(fields[13]) + int(fields[14])  # + cutime, cstime
+  parents = {pid}
+  stats = {}
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        stats[int(entry)] = _stat_fields(int(entry))
+      except (FileNotFoundError, ProcessLookupError):
+        continue
+  grew = True
+  while grew:  # descendants at any depth (ppid is the 2nd field after the name)
+    children = {p for p, f in stats.items() if int(f[1]) in parents and p not in parents}
+    grew = bool(children)
+    parents |= children
+    ticks += sum(own(stats[p]) for p in children)
+  return ticks / os.sysconf("SC_CLK_TCK")

@@ -121,8 +121,10 @@ def run(work_dir: str) -> Dict:
                                                    FLAGS.lifelong_len)
   request = client.context_request(MODEL_NAME, client.example_list_with_context(context, rooms))
   with synthetic_model.ServerProcess(MODEL_NAME, base, os.path.join(work_dir, "server.log"),
-                                     "--poll_seconds", str(FLAGS.poll_seconds)) as server:
-    print(f"[load] serving {FLAGS.model} (L={FLAGS.lifelong_len}) at {server.target}; "
+                                     "--poll_seconds", str(FLAGS.poll_seconds),
+                                     version_processes=FLAGS.version_processes) as server:
+    print(f"[load] serving {FLAGS.model} (L={FLAGS.lifelong_len}, version_processes="
+          f"{FLAGS.version_processes}) at {server.target}; "
           f"{FLAGS.clients} clients x {FLAGS.seconds} s, 1 x {FLAGS.candidates} rooms", flush=True)
     outcomes: List[Outcome] = []  # list.append is atomic under the GIL
     stop = threading.Event()
@@ -199,7 +201,8 @@ def main(argv):
   print(f"[load] models and server log under {work_dir}", flush=True)
   report = run(work_dir)
   report.update(clients=FLAGS.clients, seconds=FLAGS.seconds, candidates=FLAGS.candidates,
-                lifelong_len=FLAGS.lifelong_len, model=FLAGS.model)
+                lifelong_len=FLAGS.lifelong_len, model=FLAGS.model,
+                version_processes=FLAGS.version_processes)
   print(format_report(report))
   path = write_json(report, FLAGS.out_dir, FLAGS.name)
   plot(report, os.path.join(FLAGS.out_dir, f"{FLAGS.name}.png"))
@@ -216,6 +219,9 @@ def define_flags() -> None:
   flags.DEFINE_float("window_seconds", 10.0, "Width of the latency windows.")
   flags.DEFINE_float("poll_seconds", model_server.POLL_SECONDS,
                      "The server's version-polling interval.")
+  flags.DEFINE_bool("version_processes", True,
+                    "Serve each version from a worker process (the server's default); "
+                    "--noversion_processes loads versions in the server's process.")
   define_output_flags("load")
 
 

@@ -107,7 +107,7 @@ def time_cell(stub, requests: Dict[str, object], n_requests: int, warmup: int, r
 
 
 def run(models: List[str], lifelong_lens: List[int], candidates: List[int], n_requests: int,
-        warmup: int, work_dir: str, rounds: int) -> List[Dict]:
+        warmup: int, work_dir: str, rounds: int, version_processes: bool = True) -> List[Dict]:
   rows = []
   for model in models:
     for lifelong_len in lifelong_lens:
@@ -121,8 +121,8 @@ def run(models: List[str], lifelong_lens: List[int], candidates: List[int], n_re
             f"({time.perf_counter() - started:.0f} s); serving", flush=True)
       signatures = model_signatures(model)
       with synthetic_model.ServerProcess(MODEL_NAME, base,
-                                         os.path.join(work_dir, f"server_{model}_L{lifelong_len}.log")
-                                         ) as server:
+                                         os.path.join(work_dir, f"server_{model}_L{lifelong_len}.log"),
+                                         version_processes=version_processes) as server:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(
             grpc.insecure_channel(server.target, options=[
                 ("grpc.max_send_message_length", MAX_REQUEST_BYTES)]))
@@ -194,9 +194,10 @@ def main(argv):
   print(f"[serving_latency] models and server logs under {work_dir}", flush=True)
   rows = run(FLAGS.models, [int(x) for x in FLAGS.lifelong_lens],
              [int(x) for x in FLAGS.candidates], FLAGS.requests, FLAGS.warmup, work_dir,
-             FLAGS.rounds)
+             FLAGS.rounds, FLAGS.version_processes)
   print(format_table(rows))
-  path = write_json({"requests_per_cell": FLAGS.requests, "rounds": FLAGS.rounds, "rows": rows},
+  path = write_json({"requests_per_cell": FLAGS.requests, "rounds": FLAGS.rounds,
+                     "version_processes": FLAGS.version_processes, "rows": rows},
                     FLAGS.out_dir,
                     FLAGS.name)
   plot(rows, os.path.join(FLAGS.out_dir, f"{FLAGS.name}.png"))
@@ -211,6 +212,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("requests", 100, "Timed requests per (model, L, N, signature).")
   flags.DEFINE_integer("warmup", 5, "Untimed requests before timing each cell.")
   flags.DEFINE_integer("rounds", 5, "Rounds per cell, the signatures' blocks interleaved.")
+  flags.DEFINE_bool("version_processes", True,
+                    "Serve from a worker process behind the gRPC front (the server's default); "
+                    "--noversion_processes serves in the server's process.")
   define_output_flags("serving_latency")
 
 

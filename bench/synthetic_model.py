@@ -79,12 +79,14 @@ def ranking_request(n_candidates: int, realtime_len: int, lifelong_len: int, see
 class ServerProcess:
   """``serving.model_server`` in a child process on a free loopback port (a context manager)."""
 
-  def __init__(self, model_name: str, base_path: str, log_path: str, *extra_args: str):
+  def __init__(self, model_name: str, base_path: str, log_path: str, *extra_args: str,
+               version_processes: bool = True):
     self.model_name = model_name
+    mode = "--version_processes" if version_processes else "--no-version_processes"
     self._log = open(log_path, "w")  # pylint: disable=consider-using-with
     self._proc = subprocess.Popen(
         [sys.executable, "-u", "-m", "serving.model_server", "--model_name", model_name,
-         "--model_base_path", base_path, "--port", "0", *extra_args],
+         "--model_base_path", base_path, "--port", "0", mode, *extra_args],
         stdout=subprocess.PIPE, stderr=self._log, text=True)
     line = self._proc.stdout.readline()  # "serving <name> versions [...] on <host>:<port>"
     if not line.startswith("serving "):

@@ -47,6 +47,29 @@ def test_process_cpu_seconds_reads_a_process_cpu_time():
   assert 0.15 <= used <= 1.0
 
 
+def test_process_cpu_seconds_counts_a_child_process_s_cpu_time():
+  import os
+  import subprocess
+  import sys
+
+  from bench.common import process_cpu_seconds
+  before = process_cpu_seconds(os.getpid())
+  # A child that burns 0.3 CPU-seconds, says so, and waits for its stdin to close: the time is
+  # counted while it lives (a version's worker process) and once it has been waited for.
+  child = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time\nstart = time.process_time()\n"
+       "while time.process_time() - start < 0.3: pass\nprint('done', flush=True)\n"
+       "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  try:
+    assert child.stdout.readline() == "done\n"
+    live = process_cpu_seconds(os.getpid()) - before
+  finally:
+    child.stdin.close()
+    child.wait()
+  ended = process_cpu_seconds(os.getpid()) - before
+  assert 0.25 <= live <= 2.0 and 0.25 <= ended <= 2.0, (live, ended)
+
+
 def test_median_and_range_gives_bar_heights_and_error_bars():
   from bench.common import median_and_range
   meds, err = median_and_range([spread_summary([1.0, 2.0, 6.0]), spread_summary([5.0])])

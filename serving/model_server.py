@@ -668,8 +668,7 @@ class ModelServer:
     self._loader = None
     if manager is None and version_processes:
       from serving import version_worker  # pylint: disable=import-outside-toplevel
-      self._loader = version_worker.WorkerLoader(model_name, max_batch_size, max_request_bytes,
-                                                 load_nice)
+      self._loader = version_worker.WorkerLoader(model_name, max_batch_size, load_nice)
       manager = ModelManager(model_name, model_base_path, policy, loader=self._loader,
                              standby_versions=standby_versions)
     self.manager = manager or ModelManager(model_name, model_base_path, policy,

@@ -5,9 +5,15 @@ Loading a SavedModel in the serving process holds Python's GIL inside single C++
 version waited them out: the load benchmark's p99 while a version loaded was 5-7x steady state
 (BUILD_NOTES, "A finding about the swap window's p99"). With ``--version_processes`` the server
 (:mod:`serving.model_server`) keeps only the routing (version policy, labels, status, request
-limits) and forwards each request, with the official stubs over a Unix socket, to the process
-that holds the version asked for. A load runs in its own process and interpreter, and the
-scheduler can run it ahead of the served processes (``load_nice``).
+limits) and forwards each request over a Unix socket to the process that holds the version asked
+for. A load runs in its own process and interpreter, and the scheduler can run it ahead of the
+served processes (``load_nice``).
+
+The hop is a serialized PredictRequest in a length-prefixed frame, and the serialized
+PredictResponse (or the status code and one-line message of a rejection) back. A gRPC hop cost
+~0.5 ms and ~0.6 CPU-ms per request on this machine, about 2 CPU-ms with the server around it,
+which lowered the busy server's throughput by a third; a frame on a Unix socket costs tens of
+microseconds (BUILD_NOTES, issue 7).
 
 A worker is started ahead of need (TensorFlow's import, a few CPU-seconds, is paid before a
 version appears, at low priority), waits as a *standby*, then loads one version and serves it
@@ -15,9 +21,10 @@ until the front closes it. The front and a worker talk in JSON lines over the wo
 and a private copy of its stdout (anything else the worker prints goes to stderr):
 
   worker -> front, at start:   {"state": "standby"}
-  front -> worker:             {"load": path, "version": v, "model_name": ..., "max_batch_size":
-                               ..., "max_request_bytes": ..., "socket": path}
-  worker -> front:             {"state": "serving"}, or {"state": "failed", "reason": one line}
+  front -> worker:             {"load": path, "version": v, "model_name": ...,
+                               "max_batch_size": ..., "socket": path}
+  worker -> front:             {"state": "serving", "signature_defs": base64 SignatureDefMap},
+                               or {"state": "failed", "reason": one line}
   front closes stdin:          the worker stops taking requests, drains them, exits.
 
 A worker whose front dies sees its stdin close and exits too. Requests reach a worker only
@@ -27,24 +34,21 @@ holds like an in-process :class:`~serving.model_server.LoadedModel`.
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
-from concurrent import futures
 from typing import Dict, List, Mapping
 
 import grpc
 from absl import logging
-from tensorflow_serving.apis import (
-  get_model_metadata_pb2,
-  predict_pb2,
-  prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 from serving import priority
 
@@ -52,13 +56,33 @@ STANDBY, SERVING, FAILED = "standby", "serving", "failed"
 # How long a closed worker lets requests already sent to it finish (the front only closes a
 # version once none of its requests is in flight, so this is a backstop).
 DRAIN_SECONDS = 10.0
-# gRPC's default message limits are 4 MB; the front enforces the request limit, so the hop to the
-# worker takes what the front accepted.
-_UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+_LENGTH = struct.Struct("<Q")  # a frame: its length, then the bytes
+_OK = b"\0"  # a reply frame's first byte: the response follows, or else a JSON status
 
 
 class WorkerError(RuntimeError):
   """A worker process that could not start or load: the message is one line."""
+
+
+def _read_exactly(conn: socket.socket, size: int) -> bytes:
+  data = bytearray(size)
+  view, got = memoryview(data), 0
+  while got < size:
+    n = conn.recv_into(view[got:])
+    if not n:
+      raise EOFError("connection closed")
+    got += n
+  return bytes(data)
+
+
+def send_frame(conn: socket.socket, payload: bytes) -> None:
+  conn.sendall(_LENGTH.pack(len(payload)) + payload)
+
+
+def read_frame(conn: socket.socket) -> bytes:
+  """One frame's bytes; EOFError if the other side closed the connection."""
+  (size,) = _LENGTH.unpack(_read_exactly(conn, _LENGTH.size))
+  return _read_exactly(conn, size)
 
 
 def _set_own_nice(nice: int) -> None:
@@ -99,8 +123,11 @@ class WorkerProcess:
     return json.loads(line)
 
   def load(self, path: str, version: int, model_name: str, max_batch_size: int,
-           max_request_bytes: int, socket_path: str) -> None:
+           socket_path: str) -> Dict[str, object]:
     """Waits for the standby state, has the worker load ``path`` and serve it on ``socket_path``.
+
+    Returns:
+      The version's SignatureDefs by name.
 
     Raises:
       WorkerError: the worker failed to load the version (its one-line reason) or exited.
@@ -110,13 +137,15 @@ class WorkerProcess:
       raise WorkerError(f"worker process {self.pid} said {message} instead of {STANDBY!r}")
     self._proc.stdin.write(json.dumps({
         "load": path, "version": version, "model_name": model_name,
-        "max_batch_size": max_batch_size, "max_request_bytes": max_request_bytes,
-        "socket": socket_path}) + "\n")
+        "max_batch_size": max_batch_size, "socket": socket_path}) + "\n")
     self._proc.stdin.flush()
     message = self._read()
     if message.get("state") != SERVING:
       self.close()
       raise WorkerError(message.get("reason") or f"worker process {self.pid} said {message}")
+    signature_defs = get_model_metadata_pb2.SignatureDefMap.FromString(
+        base64.b64decode(message["signature_defs"]))
+    return dict(signature_defs.signature_def)
 
   def alive(self) -> bool:
     return self._proc.poll() is None
@@ -150,36 +179,56 @@ class WorkerProcess:
 
 
 class WorkerModel:
-  """A version served by a :class:`WorkerProcess`, as the front's model manager holds it."""
+  """A version served by a :class:`WorkerProcess`, as the front's model manager holds it.
+
+  Each request borrows an idle connection to the worker (or opens one), so as many requests run
+  at once as the front's request threads allow.
+  """
 
   def __init__(self, process: WorkerProcess, socket_path: str, path: str, version: int,
-               model_name: str):
+               signature_defs: Mapping[str, object]):
     self.path, self.version, self._process = path, version, process
-    self._channel = grpc.insecure_channel(f"unix:{socket_path}", options=_UNLIMITED)
-    self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-    request.model_spec.name = model_name
-    sig_map = get_model_metadata_pb2.SignatureDefMap()
-    self._stub.GetModelMetadata(request, timeout=60).metadata["signature_def"].Unpack(sig_map)
-    self.signature_defs = dict(sig_map.signature_def)
+    self.signature_defs = dict(signature_defs)
+    self._socket_path = socket_path
+    self._idle: List[socket.socket] = []
+    self._lock = threading.Lock()
 
   @property
   def pid(self) -> int:
     return self._process.pid
 
+  def _connection(self) -> socket.socket:
+    with self._lock:
+      if self._idle:
+        return self._idle.pop()
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(self._socket_path)
+    return conn
+
   def respond(self, request: predict_pb2.PredictRequest, model_name: str,
               max_batch_size: int) -> predict_pb2.PredictResponse:
-    """Forwards the request to the worker; its gRPC error becomes the same status here."""
+    """Forwards the request to the worker; its rejection becomes the same status here."""
     from serving.model_server import RequestError  # pylint: disable=import-outside-toplevel
     del model_name, max_batch_size  # the worker was started with both
     try:
-      return self._stub.Predict(request)
-    except grpc.RpcError as e:
-      if not self.alive():
-        raise RequestError(grpc.StatusCode.UNAVAILABLE,
-                           f"version {self.version}'s worker process {self.pid} exited; it is "
-                           "being loaded again") from e
-      raise RequestError(e.code(), e.details()) from e
+      conn = self._connection()
+      try:
+        send_frame(conn, request.SerializeToString())
+        reply = read_frame(conn)
+      except BaseException:
+        conn.close()  # a half-read frame would leave the connection out of step
+        raise
+    except (OSError, EOFError) as e:
+      state = "exited" if not self.alive() else "did not answer"
+      raise RequestError(grpc.StatusCode.UNAVAILABLE,
+                         f"version {self.version}'s worker process {self.pid} {state} "
+                         f"({type(e).__name__}); it is loaded again at the next poll") from e
+    with self._lock:
+      self._idle.append(conn)
+    if reply[:1] == _OK:
+      return predict_pb2.PredictResponse.FromString(reply[1:])
+    status = json.loads(reply)
+    raise RequestError(grpc.StatusCode[status["code"]], status["message"])
 
   def alive(self) -> bool:
     return self._process.alive()
@@ -188,7 +237,10 @@ class WorkerModel:
     return self._process.thread_ids()
 
   def close(self) -> None:
-    self._channel.close()
+    with self._lock:
+      idle, self._idle = self._idle, []
+    for conn in idle:
+      conn.close()
     code = self._process.close()
     logging.info("version %d's worker process %d exited (code %d)", self.version, self.pid, code)
 
@@ -203,10 +255,8 @@ class WorkerLoader:
   in one process); afterwards they are put back where permitted.
   """
 
-  def __init__(self, model_name: str, max_batch_size: int, max_request_bytes: int,
-               load_nice: int = 0):
-    self._model_name, self._max_batch_size, self._max_request_bytes = (
-        model_name, max_batch_size, max_request_bytes)
+  def __init__(self, model_name: str, max_batch_size: int, load_nice: int = 0):
+    self._model_name, self._max_batch_size = model_name, max_batch_size
     self._load_nice = priority.check_nice(load_nice, "load_nice")
     self._socket_dir = tempfile.mkdtemp(prefix="versions.")
     self._models: Dict[int, WorkerModel] = {}  # by pid: every worker serving or on standby
@@ -221,16 +271,12 @@ class WorkerLoader:
     threads = [t for m in served for t in m.thread_ids()]
     changed = priority.lower_threads(threads, self._load_nice) if served else {}
     try:
-      process.load(path, version, self._model_name, self._max_batch_size,
-                   self._max_request_bytes, socket_path)
-      model = WorkerModel(process, socket_path, path, version, self._model_name)
-    except grpc.RpcError as e:
-      process.close()
-      raise WorkerError(f"worker process {process.pid} loaded version {version} but did not "
-                        f"answer: {e.code().name}") from e
+      signature_defs = process.load(path, version, self._model_name, self._max_batch_size,
+                                    socket_path)
     finally:
       priority.restore(changed)
       self._standby = WorkerProcess(nice=self._load_nice)  # ready for the next version
+    model = WorkerModel(process, socket_path, path, version, signature_defs)
     self._models = {m.pid: m for m in self._models.values() if m.alive()}
     self._models[model.pid] = model
     logging.info("version %d serves from worker process %d", version, model.pid)
@@ -246,7 +292,7 @@ class WorkerLoader:
 
 
 def _serve(message: Mapping, out) -> None:
-  """The worker's side: load the version, serve it on the socket until stdin closes."""
+  """The worker's side: load the version, answer frames on the socket until stdin closes."""
   # pylint: disable=import-outside-toplevel
   from serving import model_server
   try:
@@ -256,29 +302,72 @@ def _serve(message: Mapping, out) -> None:
                           "reason": f"{type(e).__name__}: {model_server.first_line(e)}"}) + "\n")
     out.flush()
     return
-  server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
-                       options=[("grpc.max_receive_message_length",
-                                 message["max_request_bytes"]), ("grpc.so_reuseport", 0)])
-  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-      model_server.PredictionServicer(_OneVersion(message["model_name"], model),
-                                      message["max_batch_size"]), server)
-  server.add_insecure_port(f"unix:{message['socket']}")
-  server.start()
-  out.write(json.dumps({"state": SERVING}) + "\n")
+  listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+  listener.bind(message["socket"])
+  listener.listen()
+  answering = _Answering(model, message["model_name"], message["max_batch_size"])
+  threading.Thread(target=answering.accept, args=(listener,), daemon=True).start()
+  signature_defs = get_model_metadata_pb2.SignatureDefMap(signature_def=model.signature_defs)
+  out.write(json.dumps({"state": SERVING, "signature_defs": base64.b64encode(
+      signature_defs.SerializeToString()).decode("ascii")}) + "\n")
   out.flush()
   sys.stdin.read()  # until the front closes it (or dies)
-  server.stop(grace=DRAIN_SECONDS).wait()
+  listener.close()
+  answering.drain(DRAIN_SECONDS)
 
 
-class _OneVersion:
-  """The model manager's interface over one version (the front has already routed)."""
+class _Answering:
+  """The worker's request loop: a thread per connection from the front, one frame at a time."""
 
-  def __init__(self, model_name: str, model):
-    self.model_name, self._model = model_name, model
+  def __init__(self, model, model_name: str, max_batch_size: int):
+    self._model, self._model_name, self._max_batch_size = model, model_name, max_batch_size
+    self._busy = 0
+    self._idle = threading.Condition()
 
-  def use(self, spec):
-    del spec
-    return contextlib.nullcontext(self._model)
+  def accept(self, listener: socket.socket) -> None:
+    while True:
+      try:
+        conn, _ = listener.accept()
+      except OSError:  # the listener was closed: no new connections
+        return
+      threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+  def _answer(self, conn: socket.socket) -> None:
+    with conn:
+      while True:
+        try:
+          payload = read_frame(conn)
+        except (OSError, EOFError):  # the front closed the connection
+          return
+        with self._idle:
+          self._busy += 1
+        try:
+          send_frame(conn, self._reply(payload))
+        except OSError:
+          return
+        finally:
+          with self._idle:
+            self._busy -= 1
+            self._idle.notify_all()
+
+  def _reply(self, payload: bytes) -> bytes:
+    # pylint: disable=import-outside-toplevel
+    from serving.model_server import RequestError, first_line
+    try:
+      request = predict_pb2.PredictRequest.FromString(payload)
+      return _OK + self._model.respond(request, self._model_name,
+                                       self._max_batch_size).SerializeToString()
+    except RequestError as e:
+      code, text = e.code, str(e)
+    except Exception as e:  # noqa: BLE001 - the front answers INTERNAL; the worker keeps serving
+      logging.exception("version %d failed a request", self._model.version)
+      code, text = grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {first_line(e)}"
+    return json.dumps({"code": code.name, "message": text}).encode()
+
+  def drain(self, timeout: float) -> bool:
+    """Waits until no request is being answered (up to ``timeout`` s); True if none is."""
+    with self._idle:
+      return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
 
 def main(argv: List[str] | None = None) -> None:

@@ -697,6 +697,8 @@ class ModelServer:
 
   def start(self) -> ModelServer:
     self.manager.poll()
+    if self._loader is not None:
+      self._loader.wait_standby()
     self._server.start()
     self._watcher.start()
     return self

@@ -109,10 +109,23 @@ class WorkerProcess:
          str(priority.check_nice(nice, "nice"))],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
     self._lock = threading.Lock()
+    self._ready = False
 
   @property
   def pid(self) -> int:
     return self._proc.pid
+
+  def wait_standby(self) -> None:
+    """Blocks until the worker has imported TensorFlow and waits for a version.
+
+    Raises:
+      WorkerError: it exited or said something else.
+    """
+    if not self._ready:
+      message = self._read()
+      if message.get("state") != STANDBY:
+        raise WorkerError(f"worker process {self.pid} said {message} instead of {STANDBY!r}")
+      self._ready = True
 
   def _read(self) -> Dict:
     line = self._proc.stdout.readline()
@@ -132,9 +145,7 @@ class WorkerProcess:
     Raises:
       WorkerError: the worker failed to load the version (its one-line reason) or exited.
     """
-    message = self._read()
-    if message.get("state") != STANDBY:
-      raise WorkerError(f"worker process {self.pid} said {message} instead of {STANDBY!r}")
+    self.wait_standby()
     self._proc.stdin.write(json.dumps({
         "load": path, "version": version, "model_name": model_name,
         "max_batch_size": max_batch_size, "socket": socket_path}) + "\n")
@@ -261,10 +272,16 @@ class WorkerLoader:
     self._socket_dir = tempfile.mkdtemp(prefix="versions.")
     self._models: Dict[int, WorkerModel] = {}  # by pid: every worker serving or on standby
     self._count = 0
-    self._standby: WorkerProcess | None = WorkerProcess(nice=0)  # the first load waits on it
+    # Two at once: the first version's, and the standby for the next, which then imports
+    # TensorFlow beside the first rather than beside the requests (see wait_standby).
+    self._first: WorkerProcess | None = WorkerProcess(nice=0)
+    self._standby: WorkerProcess | None = WorkerProcess(nice=load_nice)
 
   def __call__(self, path: str, version: int) -> WorkerModel:
-    process, self._standby = self._standby or WorkerProcess(nice=0), None
+    if self._first is not None:
+      process, self._first = self._first, None
+    else:
+      process, self._standby = self._standby or WorkerProcess(nice=0), None
     self._count += 1
     socket_path = os.path.join(self._socket_dir, f"v{version}.{self._count}.sock")
     served = [m for m in self._models.values() if m.alive()]
@@ -275,19 +292,27 @@ class WorkerLoader:
                                     socket_path)
     finally:
       priority.restore(changed)
-      self._standby = WorkerProcess(nice=self._load_nice)  # ready for the next version
+      if self._standby is None:
+        self._standby = WorkerProcess(nice=self._load_nice)  # ready for the next version
     model = WorkerModel(process, socket_path, path, version, signature_defs)
     self._models = {m.pid: m for m in self._models.values() if m.alive()}
     self._models[model.pid] = model
     logging.info("version %d serves from worker process %d", version, model.pid)
     return model
 
-  def close(self) -> None:
-    """Stops the standby worker and removes the socket directory (models are closed by the
-    manager)."""
+  def wait_standby(self) -> None:
+    """Blocks until the standby worker is ready for the next version (its import done), so a
+    server that has started has no start-up work left running beside its requests."""
     if self._standby is not None:
-      self._standby.close()
-      self._standby = None
+      self._standby.wait_standby()
+
+  def close(self) -> None:
+    """Stops the unused workers and removes the socket directory (models are closed by the
+    manager)."""
+    for process in (self._first, self._standby):
+      if process is not None:
+        process.close()
+    self._first = self._standby = None
     shutil.rmtree(self._socket_dir, ignore_errors=True)
 
 

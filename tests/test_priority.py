@@ -127,6 +127,28 @@ def test_a_refused_priority_change_is_reported_and_loading_goes_on(monkeypatch, 
   assert any("stay lowered" in r.getMessage() for r in caplog.records)
 
 
+def test_lower_threads_lowers_another_process_s_threads_and_restore_puts_them_back():
+  """What the worker loader does to the served versions' processes while another one loads."""
+  child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                           stdin=subprocess.PIPE)
+  try:
+    threads = [int(t) for t in os.listdir(f"/proc/{child.pid}/task")]
+    base = os.getpriority(os.PRIO_PROCESS, threads[0])
+    assert priority.lower_threads(threads, 0) == {}  # 0 changes nothing
+    changed = priority.lower_threads(threads, min(base + 6, priority.MAX_NICE))
+    assert changed == {t: base for t in threads}
+    assert [os.getpriority(os.PRIO_PROCESS, t) for t in threads] == [base + 6] * len(threads)
+    assert priority.lower_threads(threads, base + 6) == {}  # already there
+    if os.geteuid() == 0:
+      assert priority.restore(changed) == len(threads)
+      assert [os.getpriority(os.PRIO_PROCESS, t) for t in threads] == [base] * len(threads)
+  finally:
+    child.stdin.close()
+    child.wait()
+  with pytest.raises(ValueError, match="nice must be in \\[0, 19\\], got 20"):
+    priority.lower_threads([], 20)
+
+
 def test_the_server_hands_load_nice_to_its_manager(tmp_path):
   from serving.model_server import ModelServer
   server = ModelServer("m", str(tmp_path), port=0, load_nice=3)

@@ -122,6 +122,7 @@ def run(work_dir: str) -> Dict:
   request = client.context_request(MODEL_NAME, client.example_list_with_context(context, rooms))
   with synthetic_model.ServerProcess(MODEL_NAME, base, os.path.join(work_dir, "server.log"),
                                      "--poll_seconds", str(FLAGS.poll_seconds),
+                                     "--load_nice", str(FLAGS.load_nice),
                                      version_processes=FLAGS.version_processes) as server:
     print(f"[load] serving {FLAGS.model} (L={FLAGS.lifelong_len}, version_processes="
           f"{FLAGS.version_processes}) at {server.target}; "
@@ -202,7 +203,8 @@ def main(argv):
   report = run(work_dir)
   report.update(clients=FLAGS.clients, seconds=FLAGS.seconds, candidates=FLAGS.candidates,
                 lifelong_len=FLAGS.lifelong_len, model=FLAGS.model,
-                version_processes=FLAGS.version_processes)
+                version_processes=FLAGS.version_processes, load_nice=FLAGS.load_nice,
+                poll_seconds=FLAGS.poll_seconds)
   print(format_report(report))
   path = write_json(report, FLAGS.out_dir, FLAGS.name)
   plot(report, os.path.join(FLAGS.out_dir, f"{FLAGS.name}.png"))
@@ -219,6 +221,8 @@ def define_flags() -> None:
   flags.DEFINE_float("window_seconds", 10.0, "Width of the latency windows.")
   flags.DEFINE_float("poll_seconds", model_server.POLL_SECONDS,
                      "The server's version-polling interval.")
+  flags.DEFINE_integer("load_nice", model_server.LOAD_NICE,
+                       "How far the served version's threads yield to a loading one.")
   flags.DEFINE_bool("version_processes", True,
                     "Serve each version from a worker process (the server's default); "
                     "--noversion_processes loads versions in the server's process.")

@@ -45,7 +45,10 @@ SIGNATURE_DEF_FIELD = "signature_def"
 MAX_BATCH_SIZE = 10_000
 MAX_REQUEST_BYTES = 64 << 20
 DEFAULT_SIGNATURE = "serving_default"
-POLL_SECONDS = 1.0  # TF Serving's --file_system_poll_wait_seconds default
+# How often the model directory is listed (TF Serving's --file_system_poll_wait_seconds, whose
+# default is 1 s). A listing costs microseconds; at 1 s the poll's phase was on average 0.5 s of
+# a version change's ~5 s under load (BUILD_NOTES, issue 7).
+POLL_SECONDS = 0.25
 # How far below a loading version's thread the request threads run (serving.priority); the
 # command line's default, measured in BUILD_NOTES (issue 7). Library use defaults to 0 (no change).
 LOAD_NICE = 10

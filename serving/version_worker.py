@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from typing import Dict, List, Mapping
 
 import grpc
@@ -320,8 +321,13 @@ def _serve(message: Mapping, out) -> None:
   """The worker's side: load the version, answer frames on the socket until stdin closes."""
   # pylint: disable=import-outside-toplevel
   from serving import model_server
+  wall, cpu = time.perf_counter(), time.process_time()
   try:
     model = model_server.LoadedModel(message["load"], message["version"])
+    # This process does nothing else yet: its CPU time is the load's (all threads).
+    logging.info("version %d: load and warm-up %.1f s, %.1f CPU-s in worker process %d",
+                 message["version"], time.perf_counter() - wall, time.process_time() - cpu,
+                 os.getpid())
   except Exception as e:  # noqa: BLE001 - any broken SavedModel is reported to the front
     out.write(json.dumps({"state": FAILED,
                           "reason": f"{type(e).__name__}: {model_server.first_line(e)}"}) + "\n")

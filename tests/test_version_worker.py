@@ -105,3 +105,59 @@ def test_each_version_is_served_by_a_worker_process_through_its_life(tmp_path):
     srv.stop()
   # The shutdown closes every worker: none is left behind.
   assert all(_exited(pid) for pid in pids)
+
+
+class _FakeModel:
+  """Answers with its version, or raises what it was given."""
+  version = 7
+
+  def __init__(self, error=None):
+    self.error = error
+
+  def respond(self, request, model_name, max_batch_size):
+    from tensorflow_serving.apis import predict_pb2
+    if self.error is not None:
+      raise self.error
+    resp = predict_pb2.PredictResponse()
+    resp.model_spec.name = model_name
+    resp.model_spec.version.value = self.version
+    resp.outputs["batch"].int64_val.append(max_batch_size)
+    return resp
+
+
+@pytest.mark.parametrize("error,code,message", [
+    (None, None, None),
+    ("request", "INVALID_ARGUMENT", "input 'x' must be string, got float32"),
+    (RuntimeError("boom\nwith a trace"), "INTERNAL", "RuntimeError: boom"),
+])
+def test_the_worker_answers_each_frame_with_a_response_or_a_one_line_status(error, code,
+                                                                          message):
+  import json
+  import socket
+  import threading
+
+  from tensorflow_serving.apis import predict_pb2
+
+  from serving import version_worker
+  from serving.model_server import RequestError
+  if error == "request":
+    error = RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+  answering = version_worker._Answering(_FakeModel(error), MODEL, 12)
+  front, worker = socket.socketpair()
+  thread = threading.Thread(target=answering._answer, args=(worker,))
+  thread.start()
+  try:
+    for _ in range(2):  # the connection stays usable after an answer of either kind
+      version_worker.send_frame(front, _predict_request({}).SerializeToString())
+      reply = version_worker.read_frame(front)
+      if code is None:
+        assert reply[:1] == b"\0"
+        resp = predict_pb2.PredictResponse.FromString(reply[1:])
+        assert (resp.model_spec.name, resp.model_spec.version.value) == (MODEL, 7)
+        assert list(resp.outputs["batch"].int64_val) == [12]
+      else:
+        assert json.loads(reply) == {"code": code, "message": message}
+  finally:
+    front.close()  # the worker's thread sees the connection close and ends
+    thread.join(30)
+  assert not thread.is_alive() and answering.drain(0.0)

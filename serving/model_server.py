@@ -4,6 +4,8 @@ TF Serving's binary cannot be installed on these machines, so this serves the sa
 (``<model_base_path>/<version>/saved_model.pb``) through the same protocol: PredictionService
 (Predict, GetModelMetadata) and ModelService (GetModelStatus). Clients use only the official
 ``tensorflow-serving-api`` stubs, so they work unchanged against a real ``tensorflow/serving``.
+From the command line each version is loaded and served by a worker process of its own
+(:mod:`serving.version_worker`), so a load does not stall the requests on the served version.
 
     python -m serving.model_server --model_name livestream-ranking \
         --model_base_path work/serving/livestream-ranking --port 8500

@@ -75,8 +75,9 @@ def test_served_scores_match_the_saved_model(pipeline_run):
   requests = client.candidate_requests(context, candidates)
   direct = tf.saved_model.load(model_dir).signatures[S.SERVING_SIGNATURE](
       examples=tf.constant(requests))
+  # As the command line serves it (and the demo): the pushed version in a worker process.
   server = ModelServer(local_runner.configs.PIPELINE_NAME, os.path.dirname(model_dir), port=0,
-                       poll_seconds=3600).start()
+                       poll_seconds=3600, version_processes=True).start()
   try:
     served = client.predict(f"127.0.0.1:{server.port}", local_runner.configs.PIPELINE_NAME,
                             requests)

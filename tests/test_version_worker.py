@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+from test_model_server import MODEL, _ex, _predict_request, _predict_spec, _save, _stub
 
 from serving import client
 from serving.model_server import ModelServer, VersionPolicy
-from tests.test_model_server import MODEL, _ex, _predict_request, _predict_spec, _save, _stub
 
 
 def _status(target):

@@ -689,9 +689,13 @@ class ModelServer:
     try:
       self.port = self._server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as e:  # newer grpcio raises where older ones return 0
-      raise OSError(f"cannot bind {host}:{port}: the port is already in use ({e})") from e
+      self.port, reason = 0, f" ({e})"
+    else:
+      reason = ""
     if self.port == 0:
-      raise OSError(f"cannot bind {host}:{port}: the port is already in use")
+      if self._loader is not None:
+        self._loader.close()  # its workers have started: none is left behind
+      raise OSError(f"cannot bind {host}:{port}: the port is already in use{reason}")
     self._poll_seconds = poll_seconds
     self._stop = threading.Event()
     self._watcher = threading.Thread(target=self._watch, daemon=True)

@@ -161,3 +161,30 @@ def test_the_worker_answers_each_frame_with_a_response_or_a_one_line_status(erro
     front.close()  # the worker's thread sees the connection close and ends
     thread.join(30)
   assert not thread.is_alive() and answering.drain(0.0)
+
+
+def test_a_server_that_cannot_bind_leaves_no_worker_behind(tmp_path):
+  _save(tmp_path, 1, 1.0)
+  srv = ModelServer(MODEL, str(tmp_path), port=0, poll_seconds=3600).start()
+  before = _children()
+  try:
+    with pytest.raises(OSError, match=f"cannot bind 127.0.0.1:{srv.port}: the port is already"):
+      ModelServer(MODEL, str(tmp_path), port=srv.port, poll_seconds=3600, version_processes=True)
+  finally:
+    srv.stop()
+  assert _children() == before  # the refused server's two workers were started and closed
+
+
+def _children():
+  """This process's live child processes (zombies are ended ones)."""
+  ours = set()
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        with open(f"/proc/{entry}/stat") as f:
+          fields = f.read().rsplit(") ", 1)[1].split()
+      except FileNotFoundError:
+        continue
+      if int(fields[1]) == os.getpid() and fields[0] != "Z":
+        ours.add(int(entry))
+  return ours

@@ -39,7 +39,7 @@ from tensorflow_serving.apis import (
 
 from models import request_checks, warmup
 from pipeline.configs import PIPELINE_NAME
-from serving import priority
+from serving import priority, version_worker
 
 SIGNATURE_DEF_FIELD = "signature_def"
 # Request limits: larger requests are refused with a message saying so (the byte limit by gRPC,
@@ -672,7 +672,6 @@ class ModelServer:
                load_nice: int = 0, version_processes: bool = False):
     self._loader = None
     if manager is None and version_processes:
-      from serving import version_worker  # pylint: disable=import-outside-toplevel
       self._loader = version_worker.WorkerLoader(model_name, max_batch_size, load_nice)
       manager = ModelManager(model_name, model_base_path, policy, loader=self._loader,
                              standby_versions=standby_versions)
@@ -743,7 +742,8 @@ def main(argv=None) -> None:
   parser.add_argument("--poll_seconds", type=float, default=POLL_SECONDS,
                       help="How often to look for new versions.")
   parser.add_argument("--load_nice", type=int, default=LOAD_NICE,
-                      help="While a version loads, the request threads run this much lower "
+                      help="While a version loads, the served version's threads run this much "
+                           "lower "
                            f"(Linux nice, 0-{priority.MAX_NICE}; 0: no change).")
   parser.add_argument("--version_policy", default="latest:1",
                       help="Versions to serve: latest:N, all, or specific:V1,V2.")

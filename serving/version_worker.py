@@ -220,6 +220,7 @@ class WorkerModel:
   def respond(self, request: predict_pb2.PredictRequest, model_name: str,
               max_batch_size: int) -> predict_pb2.PredictResponse:
     """Forwards the request to the worker; its rejection becomes the same status here."""
+    # model_server imports this module, so its names are imported where they are used.
     from serving.model_server import RequestError  # pylint: disable=import-outside-toplevel
     del model_name, max_batch_size  # the worker was started with both
     try:

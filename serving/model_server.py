@@ -102,6 +102,16 @@ def session_config() -> config_pb2.ConfigProto:
   return config
 
 
+def run_options(timeout: float | None) -> config_pb2.RunOptions | None:
+  """A session run's options for a request with ``timeout`` seconds left (None: no deadline).
+
+  At least 1 ms: a timeout of 0 would mean none, and a deadline already past fails at once.
+  """
+  if timeout is None:
+    return None
+  return config_pb2.RunOptions(timeout_in_ms=max(1, int(timeout * 1000)))
+
+
 class LoadedModel:
   """One SavedModel version, loaded as TF Serving loads it: the serving MetaGraph in a session.
 
@@ -177,10 +187,13 @@ class LoadedModel:
     return "ran"
 
   def predict(self, signature_name: str, input_protos: Mapping[str, tensor_pb2.TensorProto],
-              output_filter: Sequence[str], max_batch_size: int) -> Dict[str, tf.Tensor]:
+              output_filter: Sequence[str], max_batch_size: int,
+              timeout: float | None = None) -> Dict[str, tf.Tensor]:
     """Checks a request against the signature (before converting or running anything), runs it.
 
     Every rejection is one line naming the input, what was expected and what was received.
+    ``timeout`` (seconds, None for none) bounds the run as TF Serving bounds it by the request's
+    deadline: a run still going then is cancelled (DEADLINE_EXCEEDED).
     """
     name = signature_name or DEFAULT_SIGNATURE
     if name not in self.signature_defs:
@@ -226,17 +239,23 @@ class LoadedModel:
                            f"{sorted(outputs)}")
       outputs = [k for k in outputs if k in output_filter]
     try:
-      values = self._session.run({k: signature.outputs[k].name for k in outputs}, feed)
+      values = self._session.run({k: signature.outputs[k].name for k in outputs}, feed,
+                                 options=run_options(timeout))
+    except tf.errors.DeadlineExceededError as e:
+      raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                         f"signature {name!r} did not finish within the request's deadline "
+                         f"({timeout:.3g} s)") from e
     except (tf.errors.InvalidArgumentError, ValueError) as e:
       raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                          f"signature {name!r} rejected the input: {first_line(e)}") from e
     return {k: tf.constant(v) for k, v in values.items()}
 
   def respond(self, request: predict_pb2.PredictRequest, model_name: str,
-              max_batch_size: int) -> predict_pb2.PredictResponse:
-    """Answers a PredictRequest as TF Serving does: typed outputs, the version that answered."""
+              max_batch_size: int, timeout: float | None = None) -> predict_pb2.PredictResponse:
+    """Answers a PredictRequest as TF Serving does: typed outputs, the version that answered;
+    within ``timeout`` seconds (the request's deadline) or DEADLINE_EXCEEDED."""
     outputs = self.predict(request.model_spec.signature_name, request.inputs,
-                           list(request.output_filter), max_batch_size)
+                           list(request.output_filter), max_batch_size, timeout)
     resp = predict_pb2.PredictResponse()
     resp.model_spec.name = model_name
     resp.model_spec.version.value = self.version
@@ -610,7 +629,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
   @_abort_on_error
   def Predict(self, request, context):
     with self._manager.use(request.model_spec) as model:
-      return model.respond(request, self._manager.model_name, self._max_batch_size)
+      # As TF Serving: the client's deadline bounds the run (None when it set none).
+      return model.respond(request, self._manager.model_name, self._max_batch_size,
+                           context.time_remaining())
 
   @_abort_on_error
   def GetModelMetadata(self, request, context):

@@ -9,7 +9,8 @@ limits) and forwards each request over a Unix socket to the process that holds t
 for. A load runs in its own process and interpreter, and the scheduler can run it ahead of the
 served processes (``load_nice``).
 
-The hop is a serialized PredictRequest in a length-prefixed frame, and the serialized
+The hop is a serialized PredictRequest in a length-prefixed frame (after the seconds left before
+its deadline, which bound the worker's run as they bound TF Serving's), and the serialized
 PredictResponse (or the status code and one-line message of a rejection) back. A gRPC hop cost
 ~0.5 ms and ~0.6 CPU-ms per request on this machine, about 2 CPU-ms with the server around it,
 which lowered the busy server's throughput by a third; a frame on a Unix socket costs tens of
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import shutil
 import socket
@@ -58,6 +60,12 @@ STANDBY, SERVING, FAILED = "standby", "serving", "failed"
 # version once none of its requests is in flight, so this is a backstop).
 DRAIN_SECONDS = 10.0
 _LENGTH = struct.Struct("<Q")  # a frame: its length, then the bytes
+# A request frame: the seconds left before the request's deadline (infinity: none), then the
+# request.
+_TIMEOUT = struct.Struct("<d")
+# How much longer than a request's deadline the front waits for its worker's reply: the worker's
+# run is cancelled at the deadline and says so; a worker that cannot even say so is not answering.
+REPLY_GRACE_SECONDS = 1.0
 _OK = b"\0"  # a reply frame's first byte: the response follows, or else a JSON status
 
 
@@ -78,6 +86,12 @@ def _read_exactly(conn: socket.socket, size: int) -> bytes:
 
 def send_frame(conn: socket.socket, payload: bytes) -> None:
   conn.sendall(_LENGTH.pack(len(payload)) + payload)
+
+
+def request_frame(request: predict_pb2.PredictRequest, timeout: float | None) -> bytes:
+  """A request frame's bytes: ``timeout`` (seconds left before the deadline; None: none), then
+  the serialized request."""
+  return _TIMEOUT.pack(math.inf if timeout is None else timeout) + request.SerializeToString()
 
 
 def read_frame(conn: socket.socket) -> bytes:
@@ -218,19 +232,30 @@ class WorkerModel:
     return conn
 
   def respond(self, request: predict_pb2.PredictRequest, model_name: str,
-              max_batch_size: int) -> predict_pb2.PredictResponse:
-    """Forwards the request to the worker; its rejection becomes the same status here."""
+              max_batch_size: int, timeout: float | None = None) -> predict_pb2.PredictResponse:
+    """Forwards the request to the worker; its rejection becomes the same status here.
+
+    ``timeout`` (seconds, None for none) goes with the request: the worker's run is cancelled
+    at it. A worker that has not replied :data:`REPLY_GRACE_SECONDS` later (stopped, or stuck)
+    gets DEADLINE_EXCEEDED, and the request's thread is free again.
+    """
     # model_server imports this module, so its names are imported where they are used.
     from serving.model_server import RequestError  # pylint: disable=import-outside-toplevel
     del model_name, max_batch_size  # the worker was started with both
     try:
       conn = self._connection()
       try:
-        send_frame(conn, request.SerializeToString())
+        conn.settimeout(None if timeout is None else max(timeout, 0.0) + REPLY_GRACE_SECONDS)
+        send_frame(conn, request_frame(request, timeout))
         reply = read_frame(conn)
+        conn.settimeout(None)
       except BaseException:
         conn.close()  # a half-read frame would leave the connection out of step
         raise
+    except TimeoutError as e:  # before OSError, of which it is one
+      raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                         f"version {self.version}'s worker process {self.pid} did not answer "
+                         f"within the request's deadline ({timeout:.3g} s)") from e
     except (OSError, EOFError) as e:
       state = "exited" if not self.alive() else "did not answer"
       raise RequestError(grpc.StatusCode.UNAVAILABLE,
@@ -386,9 +411,11 @@ class _Answering:
     # pylint: disable=import-outside-toplevel
     from serving.model_server import RequestError, first_line
     try:
-      request = predict_pb2.PredictRequest.FromString(payload)
-      return _OK + self._model.respond(request, self._model_name,
-                                       self._max_batch_size).SerializeToString()
+      (timeout,) = _TIMEOUT.unpack_from(payload)
+      request = predict_pb2.PredictRequest.FromString(payload[_TIMEOUT.size:])
+      return _OK + self._model.respond(request, self._model_name, self._max_batch_size,
+                                       None if math.isinf(timeout) else timeout
+                                       ).SerializeToString()
     except RequestError as e:
       code, text = e.code, str(e)
     except Exception as e:  # noqa: BLE001 - the front answers INTERNAL; the worker keeps serving

@@ -33,6 +33,17 @@ class _Toy(tf.Module):
     return {"score": tf.reshape(x, [-1]) * self.scale}
 
 
+class _Slow(tf.Module):
+  """Scores x as x, after a loop of x steps (~2.5 µs each here): x = 1e7 runs for ~25 s."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+  def serve(self, examples):
+    x = tf.io.parse_example(examples, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+    steps = tf.while_loop(lambda i: i < tf.cast(tf.reduce_max(x), tf.int64), lambda i: i + 1,
+                          [tf.constant(0, tf.int64)])
+    return {"score": tf.reshape(x, [-1]) + 0.0 * tf.cast(steps, tf.float32)}
+
+
 def _save(base, version, scale):
   m = _Toy(scale)
   tf.saved_model.save(m, str(base / str(version)), signatures={"serving_default": m.serve})
@@ -356,6 +367,32 @@ def test_stop_drains_in_flight_requests_within_the_grace_period(tmp_path, serve,
   with pytest.raises(grpc.RpcError) as err:  # stopped: new requests are refused
     _predict_spec(target)
   assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_run_past_the_requests_deadline_is_cancelled_and_frees_its_thread(tmp_path, serve):
+  from serving.model_server import LoadedModel, RequestError
+  m = _Slow()
+  tf.saved_model.save(m, str(tmp_path / "1"), signatures={"serving_default": m.serve})
+  slow = _predict_request({"examples": tf.make_tensor_proto([_ex(1e7)], dtype=tf.string)})
+  # The run is cancelled at the deadline, with one line saying so.
+  with pytest.raises(RequestError) as err:
+    LoadedModel(str(tmp_path / "1"), 1).respond(slow, MODEL, 10, timeout=0.2)
+  assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+  assert str(err.value) == ("signature 'serving_default' did not finish within the request's "
+                            "deadline (0.2 s)")
+  # Through the stubs, the client's deadline bounds the run: as many slow requests as the
+  # server has threads end at theirs, and the threads answer the next requests (without the
+  # deadline they would run each loop to its end, ~25 s, and the status request would time out).
+  srv, target = serve(max_workers=2)
+  calls = [_stub(target).Predict.future(slow, timeout=1.0) for _ in range(2)]
+  for call in calls:
+    assert call.exception().code() == grpc.StatusCode.DEADLINE_EXCEEDED
+  req = get_model_status_pb2.GetModelStatusRequest()
+  req.model_spec.name = MODEL
+  status = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(target)).GetModelStatus(
+      req, timeout=10)
+  assert [s.version for s in status.model_version_status] == [1]
+  assert _predict_spec(target, x=3.0).outputs["score"].float_val[0] == 3.0
 
 
 def test_sigterm_and_sigint_stop_the_server_process_cleanly(tmp_path):

@@ -21,9 +21,15 @@ from serving.model_server import ModelServer, VersionPolicy
 def _status(target):
   req = get_model_status_pb2.GetModelStatusRequest()
   req.model_spec.name = MODEL
-  channel = grpc.insecure_channel(target)
-  return {s.version: s for s in
-          model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(req).model_version_status}
+  stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(target))
+  return {s.version: s for s in stub.GetModelStatus(req, timeout=30).model_version_status}
+
+
+REQUEST_THREADS = 2  # the server's gRPC request threads
+
+
+def _spec_request(x=1.0):
+  return _predict_request({"examples": tf.make_tensor_proto([_ex(x)], dtype=tf.string)})
 
 
 def _worker_pid(srv, version):
@@ -43,7 +49,7 @@ def _exited(pid):
 
 def test_each_version_is_served_by_a_worker_process_through_its_life(tmp_path):
   _save(tmp_path, 1, 2.0)
-  srv = ModelServer(MODEL, str(tmp_path), port=0, poll_seconds=3600,
+  srv = ModelServer(MODEL, str(tmp_path), port=0, poll_seconds=3600, max_workers=REQUEST_THREADS,
                     policy=VersionPolicy(latest=1), version_processes=True).start()
   target = f"127.0.0.1:{srv.port}"
   pids = []
@@ -89,6 +95,20 @@ def test_each_version_is_served_by_a_worker_process_through_its_life(tmp_path):
     assert _predict_spec(target).model_spec.version.value == 1
     shutil.rmtree(tmp_path / "3")
 
+    # A stopped worker: its requests end at their deadline and free the server's request
+    # threads (as many as it has), so the server still answers; once the worker runs again, so
+    # does the version.
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+      calls = [_stub(target).Predict.future(_spec_request(), timeout=1.0)
+               for _ in range(REQUEST_THREADS)]
+      for call in calls:
+        assert call.exception().code() == grpc.StatusCode.DEADLINE_EXCEEDED
+      assert _status(target)[1].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    finally:
+      os.kill(pids[0], signal.SIGCONT)
+    assert _predict_spec(target, x=1.5).outputs["score"].float_val[0] == 3.0
+
     # A worker that dies: its requests get UNAVAILABLE naming the version, the next poll loads
     # the version again in a new process, and it answers.
     os.kill(pids[0], signal.SIGKILL)
@@ -113,9 +133,11 @@ class _FakeModel:
 
   def __init__(self, error=None):
     self.error = error
+    self.timeouts = []
 
-  def respond(self, request, model_name, max_batch_size):
+  def respond(self, request, model_name, max_batch_size, timeout=None):
     from tensorflow_serving.apis import predict_pb2
+    self.timeouts.append(timeout)
     if self.error is not None:
       raise self.error
     resp = predict_pb2.PredictResponse()
@@ -142,13 +164,16 @@ def test_the_worker_answers_each_frame_with_a_response_or_a_one_line_status(erro
   from serving.model_server import RequestError
   if error == "request":
     error = RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
-  answering = version_worker._Answering(_FakeModel(error), MODEL, 12)
+  model = _FakeModel(error)
+  answering = version_worker._Answering(model, MODEL, 12)
   front, worker = socket.socketpair()
   thread = threading.Thread(target=answering._answer, args=(worker,))
   thread.start()
   try:
-    for _ in range(2):  # the connection stays usable after an answer of either kind
-      version_worker.send_frame(front, _predict_request({}).SerializeToString())
+    # The connection stays usable after an answer of either kind; each request's deadline
+    # reaches the model with it.
+    for timeout in (2.5, None):
+      version_worker.send_frame(front, version_worker.request_frame(_predict_request({}), timeout))
       reply = version_worker.read_frame(front)
       if code is None:
         assert reply[:1] == b"\0"
@@ -161,6 +186,7 @@ def test_the_worker_answers_each_frame_with_a_response_or_a_one_line_status(erro
     front.close()  # the worker's thread sees the connection close and ends
     thread.join(30)
   assert not thread.is_alive() and answering.drain(0.0)
+  assert model.timeouts == [2.5, None]
 
 
 def test_a_server_that_cannot_bind_leaves_no_worker_behind(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import List
+from typing import Dict, List
 
 import numpy as np
 from absl import flags
@@ -125,6 +125,28 @@ def _stat_fields(pid: int) -> List[str]:
     return f.read().rsplit(")", 1)[1].split()
 
 
+def _process_stats() -> Dict[int, List[str]]:
+  stats = {}
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        stats[int(entry)] = _stat_fields(int(entry))
+      except (FileNotFoundError, ProcessLookupError):
+        continue
+  return stats
+
+
+def _descendants(pid: int, stats: Dict[int, List[str]]) -> List[int]:
+  """The live processes under ``pid`` at any depth (ppid is the 2nd field after the name)."""
+  parents, found = {pid}, []
+  while True:
+    children = [p for p, f in stats.items() if int(f[1]) in parents and p not in parents]
+    if not children:
+      return found
+    parents.update(children)
+    found += children
+
+
 def process_cpu_seconds(pid: int) -> float:
   """User + system CPU seconds a process and its child processes have used so far (Linux).
 
@@ -137,18 +159,35 @@ def process_cpu_seconds(pid: int) -> float:
 
   fields = _stat_fields(pid)
   ticks = own(fields) + int(fields[13]) + int(fields[14])  # + cutime, cstime
-  parents = {pid}
-  stats = {}
-  for entry in os.listdir("/proc"):
-    if entry.isdigit():
-      try:
-        stats[int(entry)] = _stat_fields(int(entry))
-      except (FileNotFoundError, ProcessLookupError):
-        continue
-  grew = True
-  while grew:  # descendants at any depth (ppid is the 2nd field after the name)
-    children = {p for p, f in stats.items() if int(f[1]) in parents and p not in parents}
-    grew = bool(children)
-    parents |= children
-    ticks += sum(own(stats[p]) for p in children)
+  stats = _process_stats()
+  ticks += sum(own(stats[p]) for p in _descendants(pid, stats))
   return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _smaps_kb(pid: int, field: str) -> int:
+  with open(f"/proc/{pid}/smaps_rollup") as f:
+    for line in f:
+      if line.startswith(field + ":"):
+        return int(line.split()[1])
+  raise ValueError(f"/proc/{pid}/smaps_rollup has no {field!r} line")
+
+
+def process_tree_memory_mb(pid: int) -> Dict[str, float]:
+  """The memory of a process and its live descendants (Linux), in MB.
+
+  ``pss_mb`` is the proportional set size summed over the processes: a page shared by n of them
+  (TensorFlow's library code in every worker) counts 1/n in each, so the sum is what the tree
+  holds. ``rss_mb`` sums the resident sets (shared pages counted in each). ``processes`` is how
+  many were read.
+  """
+  pss = rss = 0
+  pids = [pid] + _descendants(pid, _process_stats())
+  read = 0
+  for p in pids:
+    try:
+      pss += _smaps_kb(p, "Pss")
+      rss += _smaps_kb(p, "Rss")
+      read += 1
+    except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+      continue
+  return {"pss_mb": pss / 1024, "rss_mb": rss / 1024, "processes": read}

@@ -28,7 +28,13 @@ from absl import app, flags
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from bench import synthetic_model
-from bench.common import define_output_flags, pyplot, save_figure, write_json
+from bench.common import (
+  define_output_flags,
+  process_tree_memory_mb,
+  pyplot,
+  save_figure,
+  write_json,
+)
 from models import features as F
 from serving import client, model_server
 
@@ -64,15 +70,33 @@ def _first_answer(outcomes: List[Outcome], version: int, after: float) -> float 
   return min(starts) - after if starts else None
 
 
+@dataclasses.dataclass(frozen=True)
+class MemorySample:
+  at: float  # seconds since the run started
+  pss_mb: float  # the server and its worker processes (bench.common.process_tree_memory_mb)
+  processes: int
+
+
+def _memory_loop(pid: int, stop: threading.Event, t0: float, every: float,
+                 out: List[MemorySample]) -> None:
+  while not stop.is_set():
+    memory = process_tree_memory_mb(pid)
+    out.append(MemorySample(time.perf_counter() - t0, memory["pss_mb"], memory["processes"]))
+    stop.wait(every)  # the sampling schedule
+
+
 def summarize(outcomes: List[Outcome], swap_at: float, rollback_at: float, seconds: float,
-              window: float) -> Dict:
-  """Errors by code, per-window p99 and versions, and how fast each change answered."""
+              window: float, memory: List[MemorySample] = ()) -> Dict:
+  """Errors by code, per-window p99, versions and memory, and how fast each change answered."""
   outcomes = sorted(outcomes, key=lambda o: o.start)
   windows = []
   for lo in np.arange(0.0, seconds, window):
     cell = [o for o in outcomes if lo <= o.start < lo + window]
     ok = [o.latency_ms for o in cell if o.code == "OK"]
+    held = [m for m in memory if lo <= m.at < lo + window]
     windows.append({
+        "pss_mb_max": max((m.pss_mb for m in held), default=None),
+        "processes_max": max((m.processes for m in held), default=None),
         "start_s": float(lo), "requests": len(cell),
         "p50_ms": float(np.percentile(ok, 50)) if ok else None,
         "p99_ms": float(np.percentile(ok, 99)) if ok else None,
@@ -106,8 +130,23 @@ def summarize(outcomes: List[Outcome], swap_at: float, rollback_at: float, secon
       "change_to_steady_p99": during_p99 / steady_p99 if steady_p99 and during_p99 else None,
       "loading_p99_ms": loading_p99,
       "loading_to_steady_p99": loading_p99 / steady_p99 if steady_p99 and loading_p99 else None,
+      "memory": _memory_summary(memory, swap_at),
       "windows": windows,
   }
+
+
+def _memory_summary(memory: List[MemorySample], swap_at: float) -> Dict:
+  """The server's memory (PSS of it and its workers) before the push, at its peak, at the end."""
+  if not memory:
+    return {}
+  before = [m for m in memory if m.at < swap_at] or memory[:1]
+  peak = max(memory, key=lambda m: m.pss_mb)
+  return {"steady_pss_mb": max(m.pss_mb for m in before),
+          "steady_processes": max(m.processes for m in before),
+          "peak_pss_mb": peak.pss_mb, "peak_at_s": peak.at,
+          "peak_processes": max(m.processes for m in memory),
+          "end_pss_mb": memory[-1].pss_mb, "end_processes": memory[-1].processes,
+          "samples": len(memory)}
 
 
 def run(work_dir: str) -> Dict:
@@ -128,11 +167,14 @@ def run(work_dir: str) -> Dict:
           f"{FLAGS.version_processes}) at {server.target}; "
           f"{FLAGS.clients} clients x {FLAGS.seconds} s, 1 x {FLAGS.candidates} rooms", flush=True)
     outcomes: List[Outcome] = []  # list.append is atomic under the GIL
+    memory: List[MemorySample] = []
     stop = threading.Event()
     t0 = time.perf_counter()
     threads = [threading.Thread(target=_client_loop,
                                 args=(server.target, request, stop, t0, outcomes))
                for _ in range(FLAGS.clients)]
+    threads.append(threading.Thread(target=_memory_loop, args=(
+        server.pid, stop, t0, FLAGS.memory_every_seconds, memory)))
     for t in threads:
       t.start()
     swap_at, rollback_at = FLAGS.seconds / 3, 2 * FLAGS.seconds / 3
@@ -148,7 +190,8 @@ def run(work_dir: str) -> Dict:
     stop.set()
     for t in threads:
       t.join()
-  return summarize(list(outcomes), swap_at, rollback_at, FLAGS.seconds, FLAGS.window_seconds)
+  return summarize(list(outcomes), swap_at, rollback_at, FLAGS.seconds, FLAGS.window_seconds,
+                   list(memory))
 
 
 def _sleep_until(deadline: float) -> None:
@@ -161,11 +204,14 @@ def _num(value: float | None, unit: str, digits: int = 1) -> str:
 
 
 def format_report(report: Dict) -> str:
-  lines = [f"{'window':>8} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  versions"]
+  lines = [f"{'window':>8} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
+           f"{'PSS MB':>7} {'procs':>5}  versions"]
   for w in report["windows"]:
     fmt = lambda v: f"{v:7.1f}" if v is not None else f"{'-':>7}"  # noqa: E731
+    procs = w.get("processes_max")
     lines.append(f"{w['start_s']:6.0f} s {w['requests']:>8} {fmt(w['p50_ms'])} "
-                 f"{fmt(w['p99_ms'])} {w['errors']:>6}  {w['versions']}")
+                 f"{fmt(w['p99_ms'])} {w['errors']:>6} {fmt(w.get('pss_mb_max'))} "
+                 f"{procs if procs is not None else '-':>5}  {w['versions']}")
   lines.append(f"requests {report['requests']}, errors {report['errors_by_code'] or 0}; "
                f"version 2 answered {report['swap_answered_after_s']} s after the push, "
                f"version 1 {report['rollback_answered_after_s']} s after the rollback; "
@@ -174,6 +220,13 @@ def format_report(report: Dict) -> str:
                f"({_num(report['change_to_steady_p99'], 'x', 2)}), while version 2 loaded "
                f"{_num(report['loading_p99_ms'], ' ms')} "
                f"({_num(report['loading_to_steady_p99'], 'x', 2)})")
+  memory = report.get("memory")
+  if memory:
+    lines.append(f"memory (PSS, server and workers): {memory['steady_pss_mb']:.0f} MB in "
+                 f"{memory['steady_processes']} processes before the push, peak "
+                 f"{memory['peak_pss_mb']:.0f} MB at {memory['peak_at_s']:.0f} s (up to "
+                 f"{memory['peak_processes']} processes), {memory['end_pss_mb']:.0f} MB in "
+                 f"{memory['end_processes']} at the end")
   return "\n".join(lines)
 
 
@@ -192,7 +245,14 @@ def plot(outcomes_report: Dict, path: str) -> None:
          title=f"{outcomes_report['clients']} clients, 1 x {outcomes_report['candidates']} "
                f"rooms: errors "
                f"{sum(outcomes_report['errors_by_code'].values())}")
-  ax.legend()
+  held = [w.get("pss_mb_max") for w in windows]
+  if any(v is not None for v in held):
+    memory_ax = ax.twinx()
+    memory_ax.step(starts, [v or 0 for v in held], where="post", color="tab:green",
+                   label="PSS MB (server + workers)")
+    memory_ax.set(ylabel="memory (MB, PSS)", ylim=(0, max(v or 0 for v in held) * 1.2))
+    memory_ax.legend(loc="lower right")
+  ax.legend(loc="upper left")
   save_figure(fig, path)
 
 
@@ -219,6 +279,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("lifelong_len", F.LIFELONG_SEQ_LEN, "Lifelong history length L.")
   flags.DEFINE_string("model", "baseline", "Trainer model name to serve.")
   flags.DEFINE_float("window_seconds", 10.0, "Width of the latency windows.")
+  flags.DEFINE_float("memory_every_seconds", 1.0,
+                     "How often the server's memory (PSS of it and its workers) is read.")
   flags.DEFINE_float("poll_seconds", model_server.POLL_SECONDS,
                      "The server's version-polling interval.")
   flags.DEFINE_integer("load_nice", model_server.LOAD_NICE,

@@ -70,6 +70,31 @@ def test_process_cpu_seconds_counts_a_child_process_s_cpu_time():
   assert 0.25 <= live <= 2.0 and 0.25 <= ended <= 2.0, (live, ended)
 
 
+def test_process_tree_memory_counts_a_child_process_s_pages():
+  import os
+  import subprocess
+  import sys
+
+  from bench.common import process_tree_memory_mb
+  before = process_tree_memory_mb(os.getpid())
+  # A child that writes 200 MB (so the pages are resident), says so, and waits for its stdin.
+  child = subprocess.Popen(
+      [sys.executable, "-c", "import sys\nheld = b'x' * (200 << 20)\nprint('ready', flush=True)\n"
+       "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  try:
+    assert child.stdout.readline() == "ready\n"
+    during = process_tree_memory_mb(os.getpid())
+  finally:
+    child.stdin.close()
+    child.wait()
+  after = process_tree_memory_mb(os.getpid())
+  assert during["processes"] == before["processes"] + 1 == after["processes"] + 1
+  grew = during["pss_mb"] - before["pss_mb"]
+  assert 195 <= grew <= 260, grew  # the 200 MB, plus an interpreter's own few MB
+  assert during["rss_mb"] >= during["pss_mb"]
+  assert abs(after["pss_mb"] - before["pss_mb"]) < 50, (before, after)
+
+
 def test_median_and_range_gives_bar_heights_and_error_bars():
   from bench.common import median_and_range
   meds, err = median_and_range([spread_summary([1.0, 2.0, 6.0]), spread_summary([5.0])])

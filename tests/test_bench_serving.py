@@ -44,6 +44,25 @@ def test_load_summary_counts_errors_change_times_and_windows():
   assert third["versions"] == {"1": 1}
 
 
+def test_load_summary_reports_memory_before_the_push_at_its_peak_and_at_the_end():
+  # Two processes (front, version 1's worker) before the push at 9 s, four while version 2 loads
+  # beside a standby, three after the rollback.
+  memory = [load.MemorySample(at=t, pss_mb=mb, processes=n) for t, mb, n in (
+      (1.0, 900.0, 2), (8.0, 950.0, 2), (10.0, 1500.0, 4), (12.0, 1800.0, 4), (19.0, 1300.0, 3))]
+  report = load.summarize(_outcomes(), swap_at=9.0, rollback_at=18.0, seconds=21.0, window=10.0,
+                          memory=memory)
+  assert report["memory"] == {"steady_pss_mb": 950.0, "steady_processes": 2,
+                              "peak_pss_mb": 1800.0, "peak_at_s": 12.0, "peak_processes": 4,
+                              "end_pss_mb": 1300.0, "end_processes": 3, "samples": 5}
+  assert [(w["pss_mb_max"], w["processes_max"]) for w in report["windows"]] == [
+      (950.0, 2), (1800.0, 4), (None, None)]
+  assert ("memory (PSS, server and workers): 950 MB in 2 processes before the push, peak 1800 MB "
+          "at 12 s (up to 4 processes), 1300 MB in 3 at the end") in load.format_report(report)
+  # Without samples (an older report) there is no memory line.
+  assert "memory" not in load.format_report(load.summarize(
+      _outcomes(), swap_at=9.0, rollback_at=18.0, seconds=21.0, window=10.0)).split("\n")[-1]
+
+
 def test_rollback_counts_from_after_the_last_answer_of_the_removed_version():
   # Version 2 is removed at 20 s while still loading: 1 keeps answering, 2 goes live at 22 s
   # for a second, then the rollback puts 1 back at 23.5 s.

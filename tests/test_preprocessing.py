@@ -65,6 +65,22 @@ def test_shared_host_vocabulary_keeps_padding_zero(transformed):
   assert list(transformed[1][xf(F.seq_key(F.RT_POS, "host_ids"))]) == [0, 0]
 
 
+def test_an_id_outside_the_vocabulary_maps_to_v_plus_one_and_padding_stays_zero(tmp_path):
+  metadata = dataset_metadata.DatasetMetadata(build_schema(RT, LL))
+  fn = functools.partial(P.preprocessing_fn, custom_config={P.LIFELONG_SEQ_LEN_CONFIG: LL})
+  with tft_beam.Context(temp_dir=str(tmp_path)):
+    transform_fn = (ROWS, metadata) | tft_beam.AnalyzeDataset(fn)
+    # Hosts 5, 7, 9 (V = 3) and categories 4, 6 (V = 2) were seen; 999 and 77 were not.
+    new = [_row(host_id=[999], host_category_ids=[77, 4, 0], rt_pos_host_ids=[7, 0])]
+    out, _ = ((new, metadata), transform_fn) | tft_beam.TransformDataset(
+        output_record_batches=False)
+  (row,) = out
+  # The seen ones keep their indices (the most frequent first), and padding stays 0.
+  assert list(row[xf(F.HOST_ID)]) == [4]
+  assert list(row[xf(F.seq_key(F.RT_POS, "host_ids"))]) == [1, 0]
+  assert list(row[xf(F.HOST_CATEGORY_IDS)]) == [3, 1, 0]
+
+
 def test_other_shared_vocabularies(transformed):
   assert [list(r[xf(F.HOST_SHOP_ID)]) for r in transformed] == [[1], [1], [2]]
   assert [list(r[xf(F.HOST_CATEGORY_IDS)]) for r in transformed] == [[1, 0, 0], [1, 2, 0],

@@ -102,6 +102,16 @@ def session_config() -> config_pb2.ConfigProto:
   return config
 
 
+# gRPC reports a call without a deadline as ~9.2e18 s remaining; any longer than this is none.
+NO_DEADLINE_SECONDS = 1e9
+
+
+def request_timeout(context: grpc.ServicerContext) -> float | None:
+  """Seconds left before a call's deadline; None if the client set none."""
+  remaining = context.time_remaining()
+  return None if remaining is None or remaining > NO_DEADLINE_SECONDS else remaining
+
+
 def run_options(timeout: float | None) -> config_pb2.RunOptions | None:
   """A session run's options for a request with ``timeout`` seconds left (None: no deadline).
 
@@ -631,7 +641,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     with self._manager.use(request.model_spec) as model:
       # As TF Serving: the client's deadline bounds the run (None when it set none).
       return model.respond(request, self._manager.model_name, self._max_batch_size,
-                           context.time_remaining())
+                           request_timeout(context))
 
   @_abort_on_error
   def GetModelMetadata(self, request, context):

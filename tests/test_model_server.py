@@ -393,6 +393,9 @@ def test_a_run_past_the_requests_deadline_is_cancelled_and_frees_its_thread(tmp_
       req, timeout=10)
   assert [s.version for s in status.model_version_status] == [1]
   assert _predict_spec(target, x=3.0).outputs["score"].float_val[0] == 3.0
+  # A call without a deadline runs unbounded (gRPC reports its time left as ~9e18 s).
+  fast = _predict_request({"examples": tf.make_tensor_proto([_ex(2.0)], dtype=tf.string)})
+  assert _stub(target).Predict(fast).outputs["score"].float_val[0] == 2.0
 
 
 def test_sigterm_and_sigint_stop_the_server_process_cleanly(tmp_path):

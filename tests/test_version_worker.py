@@ -108,6 +108,8 @@ def test_each_version_is_served_by_a_worker_process_through_its_life(tmp_path):
     finally:
       os.kill(pids[0], signal.SIGCONT)
     assert _predict_spec(target, x=1.5).outputs["score"].float_val[0] == 3.0
+    # And a call without a deadline (gRPC reports its time left as ~9e18 s) is answered.
+    assert _stub(target).Predict(_spec_request(2.5)).outputs["score"].float_val[0] == 5.0
 
     # A worker that dies: its requests get UNAVAILABLE naming the version, the next poll loads
     # the version again in a new process, and it answers.

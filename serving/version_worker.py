@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Tuple
 
 import grpc
 from absl import logging
@@ -92,6 +92,13 @@ def request_frame(request: predict_pb2.PredictRequest, timeout: float | None) ->
   """A request frame's bytes: ``timeout`` (seconds left before the deadline; None: none), then
   the serialized request."""
   return _TIMEOUT.pack(math.inf if timeout is None else timeout) + request.SerializeToString()
+
+
+def parse_request_frame(payload: bytes) -> Tuple[predict_pb2.PredictRequest, float | None]:
+  """The request and its timeout from a :func:`request_frame`'s bytes."""
+  (timeout,) = _TIMEOUT.unpack_from(payload)
+  request = predict_pb2.PredictRequest.FromString(payload[_TIMEOUT.size:])
+  return request, None if math.isinf(timeout) else timeout
 
 
 def read_frame(conn: socket.socket) -> bytes:
@@ -411,11 +418,9 @@ class _Answering:
     # pylint: disable=import-outside-toplevel
     from serving.model_server import RequestError, first_line
     try:
-      (timeout,) = _TIMEOUT.unpack_from(payload)
-      request = predict_pb2.PredictRequest.FromString(payload[_TIMEOUT.size:])
+      request, timeout = parse_request_frame(payload)
       return _OK + self._model.respond(request, self._model_name, self._max_batch_size,
-                                       None if math.isinf(timeout) else timeout
-                                       ).SerializeToString()
+                                       timeout).SerializeToString()
     except RequestError as e:
       code, text = e.code, str(e)
     except Exception as e:  # noqa: BLE001 - the front answers INTERNAL; the worker keeps serving

@@ -164,12 +164,18 @@ def process_cpu_seconds(pid: int) -> float:
   return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _smaps_kb(pid: int, field: str) -> int:
+def _smaps_kb(pid: int, fields: List[str]) -> Dict[str, int]:
+  """``fields`` (e.g. Pss, Rss) of a process's memory in kB, from one read of its smaps_rollup."""
+  found = {}
   with open(f"/proc/{pid}/smaps_rollup") as f:
     for line in f:
-      if line.startswith(field + ":"):
-        return int(line.split()[1])
-  raise ValueError(f"/proc/{pid}/smaps_rollup has no {field!r} line")
+      name, _, value = line.partition(":")
+      if name in fields:
+        found[name] = int(value.split()[0])
+  missing = [name for name in fields if name not in found]
+  if missing:
+    raise ValueError(f"/proc/{pid}/smaps_rollup has no {missing} line")
+  return found
 
 
 def process_tree_memory_mb(pid: int) -> Dict[str, float]:
@@ -185,9 +191,8 @@ def process_tree_memory_mb(pid: int) -> Dict[str, float]:
   read = 0
   for p in pids:
     try:
-      pss += _smaps_kb(p, "Pss")
-      rss += _smaps_kb(p, "Rss")
-      read += 1
+      kb = _smaps_kb(p, ["Pss", "Rss"])
     except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
       continue
+    pss, rss, read = pss + kb["Pss"], rss + kb["Rss"], read + 1
   return {"pss_mb": pss / 1024, "rss_mb": rss / 1024, "processes": read}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Mapping, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -24,9 +24,15 @@ from models.weight_average import WeightAverage
 
 @dataclasses.dataclass(frozen=True)
 class ModelDef:
-  """A model by name: its network builder and the heads it is trained on."""
-  network: Callable[[ModelSpec], tf.keras.Model]
+  """A model by name: its network builder, the heads it is trained on and the TrainConfig
+  fields its builder takes (``{builder argument: TrainConfig field}``)."""
+  network: Callable[..., tf.keras.Model]
   tasks: Callable[[TrainConfig], tasks_lib.Tasks] = lambda cfg: tasks_lib.ENGAGEMENT
+  settings: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+  def build_network(self, spec: ModelSpec, cfg: TrainConfig) -> tf.keras.Model:
+    """The network with this config's settings."""
+    return self.network(spec, **{arg: getattr(cfg, field) for arg, field in self.settings.items()})
 
 
 def _multitask(kind: str, **kwargs) -> ModelDef:
@@ -42,8 +48,9 @@ def _feedback(**switches) -> ModelDef:
 
 def _lifelong(**switches) -> ModelDef:
   aux = switches.get("use_aux", True)
-  return ModelDef(lambda s: lifelong.build_lifelong(s, **switches),
-                  lambda cfg: lifelong.lifelong_tasks(cfg.lifelong_aux_weight if aux else 0.0))
+  return ModelDef(lambda s, **settings: lifelong.build_lifelong(s, **switches, **settings),
+                  lambda cfg: lifelong.lifelong_tasks(cfg.lifelong_aux_weight if aux else 0.0),
+                  settings={"top_k": "lifelong_top_k"})
 
 
 def _stcrank(raw_labels: bool = False, name: str = "stcrank") -> ModelDef:
@@ -111,6 +118,8 @@ class TrainConfig:
   triplet_weight: float = 0.1
   triplet_margin: float = 0.2
   lifelong_aux_weight: float = 0.1  # the lifelong model's auxiliary head (0: none)
+  # Purchases each lifelong extraction channel takes (its top-K) for the attention.
+  lifelong_top_k: int = lifelong.DEFAULT_TOP_K
   # STCRank's MOC rules (models/moc.py): the swipe-down head's purchase exits, the view head's
   # weight of views that ended in a purchase.
   moc_purchase_exit: str = moc.MocRules.purchase_exit
@@ -158,7 +167,7 @@ class TrainConfig:
     cfg = cls(**(custom or {}))
     if cfg.model_name not in MODELS:
       raise ValueError(f"model_name {cfg.model_name!r} is not one of {sorted(MODELS)}")
-    for name in ("batch_size", "embedding_dim", "max_epochs"):
+    for name in ("batch_size", "embedding_dim", "max_epochs", "lifelong_top_k"):
       if getattr(cfg, name) < 1:
         raise ValueError(f"trainer {name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.embedding_l2 < 0:
@@ -277,7 +286,7 @@ def fit(model: tf.keras.Model, train_ds: tf.data.Dataset, eval_ds: tf.data.Datas
 def build_model(spec: ModelSpec, cfg: TrainConfig) -> tasks_lib.RankingModel:
   """The named model's network wrapped with its heads, compiled with Adam."""
   definition = MODELS[cfg.model_name]
-  model = tasks_lib.RankingModel(definition.network(spec), definition.tasks(cfg))
+  model = tasks_lib.RankingModel(definition.build_network(spec, cfg), definition.tasks(cfg))
   model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate))
   return model
 

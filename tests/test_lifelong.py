@@ -340,6 +340,24 @@ def test_train_config_validates_lifelong_settings():
     trainer.TrainConfig.from_custom_config({"mixout_rate": 2})
   with pytest.raises(ValueError, match="lifelong_aux_weight must be >= 0, got -1"):
     trainer.TrainConfig.from_custom_config({"lifelong_aux_weight": -1})
+  with pytest.raises(ValueError, match="lifelong_top_k must be >= 1, got 0"):
+    trainer.TrainConfig.from_custom_config({"lifelong_top_k": 0})
+
+
+def test_the_configured_top_k_reaches_every_multi_channel_lifelong_model():
+  """TrainConfig.lifelong_top_k is each channel's K in the built network (the extraction layer
+  and the attention's [B, C, K] weights), for every model whose builder takes it."""
+  spec = _spec()
+  for name in ("lifelong", "lifelong_merged_softmax", "lifelong_no_bias_net"):
+    for k in (3, 7):
+      cfg = trainer.TrainConfig(model_name=name, lifelong_top_k=k)
+      network = trainer.MODELS[name].build_network(spec, cfg)
+      assert network.get_layer(lifelong.EXTRACTION_LAYER).k == k, (name, k)
+  # The pooled variant has no extraction: the setting does not reach (or break) it.
+  pooled = trainer.MODELS["lifelong_mean_pool"].build_network(
+      spec, trainer.TrainConfig(model_name="lifelong_mean_pool", lifelong_top_k=3))
+  assert lifelong.EXTRACTION_LAYER not in {layer.name for layer in pooled.layers}
+  assert trainer.TrainConfig().lifelong_top_k == lifelong.DEFAULT_TOP_K
 
 
 def test_relevance_by_extraction_merges_channels_and_builds_the_recency_baselines():

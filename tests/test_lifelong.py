@@ -345,8 +345,8 @@ def test_train_config_validates_lifelong_settings():
 
 
 def test_the_configured_top_k_reaches_every_multi_channel_lifelong_model():
-  """TrainConfig.lifelong_top_k is each channel's K in the built network (the extraction layer
-  and the attention's [B, C, K] weights), for every model whose builder takes it."""
+  """TrainConfig.lifelong_top_k is the K of the built network's extraction layer, for every
+  model whose builder takes it."""
   spec = _spec()
   for name in ("lifelong", "lifelong_merged_softmax", "lifelong_no_bias_net"):
     for k in (3, 7):

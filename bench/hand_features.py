@@ -19,9 +19,13 @@ from what any model sees: the raw tf.Examples. The features follow the simulator
 With ``--group_drops`` the regression is re-fit without each feature group (``FEATURE_GROUPS``,
 the room one-hot included); with ``--stacking`` a regression on the pushed model's logit plus the
 features, cross-validated on the test split by user, shows what the features add to the model.
+With ``--model_features`` the regression is fitted on the model's own numeric inputs instead (its
+encoders' match features and the room's numbers, through the pushed model's Transform graph), and
+re-fitted with each hand feature added: what the model's inputs lack in a linear form.
 
     python -m bench.hand_features --work /work/w7f --name hand_features_seed7
     python -m bench.hand_features --work /work/w7h --group_drops --stacking --name hand_probes_seed7
+    python -m bench.hand_features --work /work/w9 --model_features --name hand_model_features_seed7
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ from bench.quality_report import ORACLE_FIELD, truth_column
 from data_gen import behaviour as bh
 from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
+from models import encoders
 from models import features as F
+from models import signatures as S
 from serving.examples_io import latest_examples_dir, read_examples
 
 # The simulator's appetite moves (data_gen/README.md "Real-time state and sessions").
@@ -312,6 +318,48 @@ def stacking_probe(test: Dict[str, np.ndarray], x_test: np.ndarray, names: List[
   return out
 
 
+def model_feature_columns(x: Dict[str, tf.Tensor]) -> np.ndarray:
+  """[B, D] the model's numeric inputs for one transformed batch: every match feature its encoders
+  compute (``context_match``, ``realtime_match``, ``lifelong_match``; fresh layers, so at their
+  initial decays and with an identity normalisation), the room's statistics and its flash sale."""
+  parts = encoders.context_match(x) + encoders.realtime_match(x) + encoders.lifelong_match(x)
+  parts += [x[F.transformed_name(k)] for k in (*F.HOST_STAT_KEYS, F.HOST_FLASH_SALE)]
+  rows = int(parts[0].shape[0])
+  return np.concatenate([tf.reshape(tf.cast(p, tf.float32), [rows, -1]).numpy() for p in parts],
+                        axis=1)
+
+
+def model_features(model_dir: str, split_dir: str, batch_size: int = 4096) -> np.ndarray:
+  """``model_feature_columns`` of every example of a split, in file order (as ``read_columns``),
+  through the SavedModel's Transform signature."""
+  transform = tf.saved_model.load(model_dir).signatures[S.TRANSFORM_SIGNATURE]
+  files = sorted(glob.glob(os.path.join(split_dir, "*.gz")))
+  return np.concatenate([
+      model_feature_columns(transform(**{S.EXAMPLES_INPUT: batch}))
+      for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size)])
+
+
+def model_features_probe(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray],
+                         design: Design, g_train: np.ndarray, g_test: np.ndarray) -> dict:
+  """The regression (room one-hot included) on the model's inputs, alone and with each hand
+  feature added: per head the test AUC, and per hand feature the AUC change it brings.
+
+  Args:
+    g_train, g_test: ``model_features`` of the two splits; columns constant on train are dropped.
+  """
+  keep = g_train.std(axis=0) > 0
+  g_train, g_test = g_train[:, keep], g_test[:, keep]
+  base = _test_auc(test, _regression_scores(g_train, g_test, train, test))
+  out = {"columns": int(keep.sum()), "auc": base, "hand_feature_gain": {}}
+  for i, name in enumerate(design.names):
+    got = _test_auc(test, _regression_scores(np.hstack([g_train, design.x_train[:, i:i + 1]]),
+                                             np.hstack([g_test, design.x_test[:, i:i + 1]]),
+                                             train, test))
+    out["hand_feature_gain"][name] = {h: got[h] - base[h] for h in got}
+    logging.info("model inputs + %s: %s", name, " / ".join(f"{got[h] - base[h]:+.4f}" for h in got))
+  return out
+
+
 def report(test: Dict[str, np.ndarray], scores: Dict[str, Dict[str, np.ndarray]],
            truth: Dict[int, dict], model_report: dict | None) -> dict:
   """Test AUC per head: each baseline, the pipeline's model (if reported), reachable, oracle."""
@@ -348,12 +396,15 @@ def plot(result: dict, path: str) -> None:
 
 
 def plot_probes(result: dict, path: str) -> None:
-  """Left: each group's AUC change when dropped from the regression; right: what each group adds
-  to the model's logit (stacking gain)."""
+  """One panel per probe run: each group's AUC change when dropped from the regression; what each
+  group adds to the model's logit (stacking gain); what each hand feature adds to a regression on
+  the model's own inputs."""
   plt = pyplot()
   panels = [(key, title) for key, title in (
       ("group_drops", "regression AUC change without the group"),
-      ("stacking", "AUC gain over the model's logit (stacking)")) if key in result]
+      ("stacking", "AUC gain over the model's logit (stacking)"),
+      ("model_features", "AUC gain of a hand feature over the model's inputs (top 12)"))
+      if key in result]
   fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
   heads = list(F.HEADS)
   height = 0.8 / len(heads)
@@ -361,6 +412,10 @@ def plot_probes(result: dict, path: str) -> None:
     if key == "group_drops":
       groups = [g for g in result[key] if g != "all"]
       values = {h: [result[key][g]["heads"][h]["delta"] for g in groups] for h in heads}
+    elif key == "model_features":
+      gains = result[key]["hand_feature_gain"]
+      groups = sorted(gains, key=lambda n: -sum(gains[n].values()))[:12]
+      values = {h: [gains[g][h] for g in groups] for h in heads}
     else:
       groups = ["all"] + list(next(iter(result[key].values()))["gain_by_group"])
       values = {h: [result[key][h]["gain"]] + list(result[key][h]["gain_by_group"].values())
@@ -415,9 +470,19 @@ def main(argv):
       print(f"{head:<16}{row['logit_only']:.4f} -> {row['with_all_features']:.4f} "
             f"({row['gain']:+.4f}); by group " + ", ".join(
                 f"{g} {v:+.4f}" for g, v in row["gain_by_group"].items()))
+  if fl.model_features:
+    model_dir = fl.model_dir or qr.pushed_model_dir(fl.work, fl.pipeline_name)
+    probe = model_features_probe(train, test, design, model_features(model_dir, train_dir),
+                                 model_features(model_dir, test_dir))
+    result["model_features"] = dict(probe, model_dir=model_dir)
+    print(f"\nregression on the model's {probe['columns']} inputs ({model_dir}): "
+          + " / ".join(f"{a:.4f}" for a in probe["auc"].values()))
+    gains = sorted(probe["hand_feature_gain"].items(), key=lambda kv: -sum(kv[1].values()))
+    for name, gain in gains[:10]:
+      print(f"  + {name:<30}" + " / ".join(f"{g:+.4f}" for g in gain.values()))
   path = write_json(result, fl.out_dir, fl.name)
   plot(result, os.path.join(fl.out_dir, f"{fl.name}.png"))
-  if fl.group_drops or fl.stacking:
+  if fl.group_drops or fl.stacking or fl.model_features:
     plot_probes(result, os.path.join(fl.out_dir, f"{fl.name}_probes.png"))
   print(f"wrote {path} and .png")
 
@@ -426,5 +491,8 @@ if __name__ == "__main__":
   define_run_flags("hand_features")
   flags.DEFINE_bool("group_drops", False, "Also re-fit the regression without each feature group.")
   flags.DEFINE_bool("stacking", False, "Also probe what the features add to the model's logit.")
-  flags.DEFINE_string("model_dir", None, "SavedModel for --stacking (default: the pushed one).")
+  flags.DEFINE_bool("model_features", False,
+                    "Also fit the regression on the model's own inputs, with each hand feature added.")
+  flags.DEFINE_string("model_dir", None,
+                      "SavedModel for --stacking and --model_features (default: the pushed one).")
   app.run(main)

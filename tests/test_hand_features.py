@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from bench import hand_features as hf
 from models import features as F
+from models.spec import ModelSpec
 
 RT_LEN, LL_LEN = 4, 5
 
@@ -100,3 +102,25 @@ def test_stacking_probe_finds_what_a_blind_model_misses():
   knows = {head: 0.2 + 0.6 * test[label][:, 0] for head, label in F.HEADS.items()}
   for head, row in hf.stacking_probe(test, x, names, knows, folds=5).items():
     assert row["logit_only"] == pytest.approx(1.0) and row["gain"] == pytest.approx(0.0), head
+
+
+def test_model_feature_columns_are_the_encoders_matches_and_the_room_numbers():
+  spec = ModelSpec.without_transform(12, realtime_len=RT_LEN, lifelong_len=LL_LEN)
+  rng = np.random.default_rng(0)
+  batch = {name: (rng.normal(size=(16, spec.feature_shapes[name])).astype(np.float32)
+                  if inp.dtype == tf.float32 else
+                  rng.integers(0, 3, size=(16, spec.feature_shapes[name])).astype(np.int64))
+           for name, inp in spec.inputs().items()}
+  cols = hf.model_feature_columns({k: tf.constant(v) for k, v in batch.items()})
+  assert cols.shape[0] == 16 and np.isfinite(cols).all()
+  # The first column is the trigger-category hit, through a fresh (identity) normalisation.
+  room = batch[F.transformed_name(F.HOST_CATEGORY_IDS)]
+  trigger = batch[F.transformed_name(F.TRIGGER_CATEGORY_ID)]
+  hits = ((room == trigger) & (room > 0)).sum(1)
+  assert hits.min() == 0 and hits.max() > 0  # the batch has both
+  scale = cols[hits > 0, 0][0] / hits[hits > 0][0]
+  assert scale == pytest.approx(1.0, abs=1e-3)
+  np.testing.assert_allclose(cols[:, 0], hits * scale, rtol=1e-6)
+  # The last columns are the room's statistics and flash sale, as transformed.
+  room_numbers = [batch[F.transformed_name(k)] for k in (*F.HOST_STAT_KEYS, F.HOST_FLASH_SALE)]
+  np.testing.assert_allclose(cols[:, -len(room_numbers):], np.concatenate(room_numbers, 1))

@@ -61,6 +61,15 @@ POSITIVE_BUMP, NEGATIVE_BUMP = 0.5, -0.7
 DIRICHLET_PRIOR = 0.25
 
 
+def split_batches(split_dir: str, batch_size: int) -> tf.data.Dataset:
+  """A split's serialized examples in batches, its files in name order: every reader of a split
+  here goes through this, so their rows line up."""
+  files = sorted(glob.glob(os.path.join(split_dir, "*.gz")))
+  if not files:
+    raise FileNotFoundError(f"no examples under {split_dir}")
+  return tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size)
+
+
 def read_columns(split_dir: str, batch_size: int = 4096) -> Dict[str, np.ndarray]:
   """Every raw feature of a split's examples as a dense array (lifelong fields 0-padded).
 
@@ -72,11 +81,8 @@ def read_columns(split_dir: str, batch_size: int = 4096) -> Dict[str, np.ndarray
                          tf.io.FixedLenFeature([s.length], {"int": tf.int64, "float": tf.float32,
                                                             "bytes": tf.string}[s.dtype]))
                 for s in specs}
-  files = sorted(glob.glob(os.path.join(split_dir, "*.gz")))
-  if not files:
-    raise FileNotFoundError(f"no examples under {split_dir}")
   parts: Dict[str, List[np.ndarray]] = {s.name: [] for s in specs}
-  for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
+  for batch in split_batches(split_dir, batch_size):
     parsed = tf.io.parse_example(batch, parse_spec)
     for s in specs:
       x = parsed[s.name]
@@ -329,20 +335,21 @@ def model_feature_columns(x: Dict[str, tf.Tensor]) -> np.ndarray:
                         axis=1)
 
 
-def model_features(model_dir: str, split_dir: str, batch_size: int = 4096) -> np.ndarray:
-  """``model_feature_columns`` of every example of a split, in file order (as ``read_columns``),
-  through the SavedModel's Transform signature."""
-  transform = tf.saved_model.load(model_dir).signatures[S.TRANSFORM_SIGNATURE]
-  files = sorted(glob.glob(os.path.join(split_dir, "*.gz")))
-  return np.concatenate([
-      model_feature_columns(transform(**{S.EXAMPLES_INPUT: batch}))
-      for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size)])
+def model_features(transform, split_dir: str, batch_size: int = 4096) -> np.ndarray:
+  """``model_feature_columns`` of every example of a split, in ``read_columns``' row order.
+
+  Args:
+    transform: a SavedModel's Transform signature (serialized examples -> transformed features).
+  """
+  return np.concatenate([model_feature_columns(transform(**{S.EXAMPLES_INPUT: batch}))
+                         for batch in split_batches(split_dir, batch_size)])
 
 
 def model_features_probe(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray],
                          design: Design, g_train: np.ndarray, g_test: np.ndarray) -> dict:
   """The regression (room one-hot included) on the model's inputs, alone and with each hand
-  feature added: per head the test AUC, and per hand feature the AUC change it brings.
+  feature added: per head the test AUC, and per hand feature the AUC change it brings (largest
+  summed change first).
 
   Args:
     g_train, g_test: ``model_features`` of the two splits; columns constant on train are dropped.
@@ -350,14 +357,16 @@ def model_features_probe(train: Dict[str, np.ndarray], test: Dict[str, np.ndarra
   keep = g_train.std(axis=0) > 0
   g_train, g_test = g_train[:, keep], g_test[:, keep]
   base = _test_auc(test, _regression_scores(g_train, g_test, train, test))
-  out = {"columns": int(keep.sum()), "auc": base, "hand_feature_gain": {}}
+  gains = {}
   for i, name in enumerate(design.names):
     got = _test_auc(test, _regression_scores(np.hstack([g_train, design.x_train[:, i:i + 1]]),
                                              np.hstack([g_test, design.x_test[:, i:i + 1]]),
                                              train, test))
-    out["hand_feature_gain"][name] = {h: got[h] - base[h] for h in got}
-    logging.info("model inputs + %s: %s", name, " / ".join(f"{got[h] - base[h]:+.4f}" for h in got))
-  return out
+    gains[name] = {h: got[h] - base[h] for h in got}
+    logging.info("model inputs + %s: %s", name, " / ".join(f"{g:+.4f}" for g in gains[name].values()))
+  ranked = sorted(gains, key=lambda n: -sum(gains[n].values()))
+  return {"columns": int(keep.sum()), "auc": base,
+          "hand_feature_gain": {n: gains[n] for n in ranked}}
 
 
 def report(test: Dict[str, np.ndarray], scores: Dict[str, Dict[str, np.ndarray]],
@@ -413,8 +422,8 @@ def plot_probes(result: dict, path: str) -> None:
       groups = [g for g in result[key] if g != "all"]
       values = {h: [result[key][g]["heads"][h]["delta"] for g in groups] for h in heads}
     elif key == "model_features":
-      gains = result[key]["hand_feature_gain"]
-      groups = sorted(gains, key=lambda n: -sum(gains[n].values()))[:12]
+      gains = result[key]["hand_feature_gain"]  # largest first
+      groups = list(gains)[:12]
       values = {h: [gains[g][h] for g in groups] for h in heads}
     else:
       groups = ["all"] + list(next(iter(result[key].values()))["gain_by_group"])
@@ -472,13 +481,14 @@ def main(argv):
                 f"{g} {v:+.4f}" for g, v in row["gain_by_group"].items()))
   if fl.model_features:
     model_dir = fl.model_dir or qr.pushed_model_dir(fl.work, fl.pipeline_name)
-    probe = model_features_probe(train, test, design, model_features(model_dir, train_dir),
-                                 model_features(model_dir, test_dir))
+    loaded = tf.saved_model.load(model_dir)  # held while its signature runs
+    transform = loaded.signatures[S.TRANSFORM_SIGNATURE]
+    probe = model_features_probe(train, test, design, model_features(transform, train_dir),
+                                 model_features(transform, test_dir))
     result["model_features"] = dict(probe, model_dir=model_dir)
     print(f"\nregression on the model's {probe['columns']} inputs ({model_dir}): "
           + " / ".join(f"{a:.4f}" for a in probe["auc"].values()))
-    gains = sorted(probe["hand_feature_gain"].items(), key=lambda kv: -sum(kv[1].values()))
-    for name, gain in gains[:10]:
+    for name, gain in list(probe["hand_feature_gain"].items())[:10]:
       print(f"  + {name:<30}" + " / ".join(f"{g:+.4f}" for g in gain.values()))
   path = write_json(result, fl.out_dir, fl.name)
   plot(result, os.path.join(fl.out_dir, f"{fl.name}.png"))

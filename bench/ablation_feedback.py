@@ -78,9 +78,10 @@ def train_variant(name: str, tft_output, examples_dir: str, seed: int, cfg: trai
   tf.keras.utils.set_random_seed(seed)
   cfg = dataclasses.replace(cfg, model_name=name)
   model = trainer.build_model(cfg.model_spec(tft_output), cfg)
-  data = lambda split, shuffle: trainer.transformed_dataset(  # noqa: E731
-      os.path.join(examples_dir, f"Split-{split}", "*.gz"), tft_output, cfg.batch_size,
+  data = lambda split, shuffle, batch=cfg.batch_size: trainer.transformed_dataset(  # noqa: E731
+      os.path.join(examples_dir, f"Split-{split}", "*.gz"), tft_output, batch,
       model.tasks, shuffle_seed=seed if shuffle else None, repeat=False)
+  trainer.start_linear_path(model, data("train", False, trainer.LINEAR_START_BATCH), cfg)
   start = time.perf_counter()
   history = trainer.fit(model, data("train", True), data("eval", False), cfg, verbose=0)
   seconds = time.perf_counter() - start

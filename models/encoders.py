@@ -107,18 +107,21 @@ def display_tokens(emb: Embeddings, x: Dict[str, tf.Tensor]) -> tf.Tensor:
           + emb(P.BRAND_VOCAB, x[xf(F.DISPLAY_BRAND_IDS)]))  # [B, N, D]
 
 
-def context_features(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
-  """Non-sequence features: user, context, candidate room, host statistics, displayed products.
-
-  The candidate-vs-session match features are separate (:func:`context_match`) so a model can
-  also route them to a linear path.
-  """
-  pool = MaskedMeanPooling(name="pool_display")
+def context_numeric(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+  """The room's numbers: mean displayed log price, flash sale, window statistics, and the
+  sequence lengths (log1p); [B, 1], [B, 1], [B, 12], [B, 5]."""
   display_price = MaskedMeanPooling(name="mean_display_log_price")(
       [x[xf(F.DISPLAY_PRICES)][..., tf.newaxis], x[xf(F.DISPLAY_LEN)]])  # [B, 1]
   stats = tf.concat([x[xf(k)] for k in F.HOST_STAT_KEYS], axis=-1)  # [B, 12]
   lengths = tf.math.log1p(tf.cast(BroadcastConcatenate(name="lengths")(
       [x[xf(k)] for k in P.LENGTH_FEATURES]), tf.float32))  # [B, 5]: user's and room's
+  return [display_price, x[xf(F.HOST_FLASH_SALE)], stats, lengths]
+
+
+def context_embeddings(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+  """The embedded non-sequence features: candidate room, activity, hour, slot, trigger category,
+  displayed products; [B, D] each."""
+  pool = MaskedMeanPooling(name="pool_display")
   return [
       candidate_tokens(emb, x),
       emb("activity", x[xf(F.ACTIVITY_LEVEL)])[:, 0], emb("hour", x[xf(F.HOUR_OF_DAY)])[:, 0],
@@ -127,10 +130,17 @@ def context_features(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor
       # session, shared by every impression of it) memorised the training sessions' outcomes
       # (eval AUC fell from the second epoch on; BUILD_NOTES "Why the models did not learn").
       emb(P.CATEGORY_VOCAB, x[xf(F.TRIGGER_CATEGORY_ID)])[:, 0],
-      pool([display_tokens(emb, x), x[xf(F.DISPLAY_LEN)]]), display_price,
-      x[xf(F.HOST_FLASH_SALE)],  # [B, 1]
-      stats, lengths,
+      pool([display_tokens(emb, x), x[xf(F.DISPLAY_LEN)]]),
   ]
+
+
+def context_features(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+  """Non-sequence features: user, context, candidate room, host statistics, displayed products.
+
+  The candidate-vs-session match features are separate (:func:`context_match`) so a model can
+  also route them to a linear path.
+  """
+  return context_embeddings(emb, x) + context_numeric(x)
 
 
 def _match(name: str, query: tf.Tensor, keys: tf.Tensor, width: int = 1) -> tf.Tensor:

@@ -18,6 +18,26 @@ from models.layers.experts import PLE, mmoe, shared_bottom
 from models.spec import ModelSpec
 
 NUM_TASKS = len(F.HEADS)
+# Layer names of the linear path (models/linear_start.py reads and sets them).
+WIDE_FEATURES = "wide"
+ROOM_OFFSET = "room_offset"
+
+
+def wide_layer_name(head: str) -> str:
+  """The head's linear layer on the wide features."""
+  return f"{head}_wide"
+
+
+def deep_tower_name(head: str) -> str:
+  """The head's MLP tower when its logit has other terms (wide path, bias logits)."""
+  return f"{head}_deep"
+
+
+def linear_heads(network: tf.keras.Model) -> List[str]:
+  """The heads of ``network`` with a linear layer on the wide features, in ``F.HEADS`` order
+  (the room offsets' column order)."""
+  names = {layer.name for layer in network.layers}
+  return [h for h in F.HEADS if wide_layer_name(h) in names]
 
 
 def task_heads(task_inputs: List[tf.Tensor], tower_units: Sequence[int] = (32,),
@@ -40,9 +60,9 @@ def task_heads(task_inputs: List[tf.Tensor], tower_units: Sequence[int] = (32,),
     if wide is None and bias_logits is None:
       outputs[head] = MLP(list(tower_units) + [1], final_activation="sigmoid", name=head)(x)
       continue
-    terms = [MLP(list(tower_units) + [1], final_activation=None, name=f"{head}_deep")(x)]
+    terms = [MLP(list(tower_units) + [1], final_activation=None, name=deep_tower_name(head))(x)]
     if wide is not None:
-      terms.append(tf.keras.layers.Dense(1, name=f"{head}_wide")(wide))  # [B, 1]
+      terms.append(tf.keras.layers.Dense(1, name=wide_layer_name(head))(wide))  # [B, 1]
     if bias_logits is not None:
       terms.append(bias_logits[:, i:i + 1])  # [B, 1]
     logit = tf.keras.layers.Add(name=f"{head}_logit")(terms) if len(terms) > 1 else terms[0]
@@ -55,7 +75,7 @@ def room_offsets(spec: ModelSpec, inputs: dict, num_heads: int = NUM_TASKS) -> t
   if not spec.room_offset_rate:
     return None
   return IdLogitOffset(spec.vocab_sizes[P.HOST_VOCAB], num_heads, spec.room_offset_rate,
-                       name="room_offset")(inputs[F.transformed_name(F.HOST_ID)])
+                       name=ROOM_OFFSET)(inputs[F.transformed_name(F.HOST_ID)])
 
 
 def extractor(kind: str, expert_units: Sequence[int] = (128, 64)) -> tf.keras.layers.Layer:
@@ -78,19 +98,21 @@ def build_multitask(spec: ModelSpec, kind: str, use_sequences: bool = True,
   Args:
     use_sequences: add the pooled sequences and their match features against the candidate.
     cross_layers: stacked DCN-v2 cross layers before the expert block (0: none).
-    wide: the match features also enter each head's logit linearly (Wide & Deep).
+    wide: the match features and the room's numbers also enter each head's logit linearly
+      (Wide & Deep; the trainer solves that path first, models/linear_start.py).
   """
   inputs = spec.inputs()
   emb = encoders.Embeddings(spec)
   matches = encoders.context_match(inputs)
-  parts = encoders.context_features(emb, inputs)
+  numeric = encoders.context_numeric(inputs)
+  parts = encoders.context_embeddings(emb, inputs) + numeric
   if use_sequences:
     parts += encoders.pooled_sequences(emb, inputs)
     matches += encoders.realtime_match(inputs) + encoders.lifelong_match(inputs)
   x = BroadcastConcatenate(name="features")(parts + matches)  # [B, D]
   if cross_layers:
     x = CrossNetwork(cross_layers, name="cross")(x)  # [B, D]
-  wide_x = BroadcastConcatenate(name="wide")(matches) if wide else None
+  wide_x = BroadcastConcatenate(name=WIDE_FEATURES)(matches + numeric) if wide else None  # [B, W]
   outputs = task_heads(extractor(kind)(x), wide=wide_x, bias_logits=room_offsets(spec, inputs))
   return tf.keras.Model(inputs, outputs, name=name or kind)
 

@@ -13,7 +13,17 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import distribution, feedback, lifelong, moc, msc, multitask, request_checks, warmup
+from models import (
+  distribution,
+  feedback,
+  lifelong,
+  linear_start,
+  moc,
+  msc,
+  multitask,
+  request_checks,
+  warmup,
+)
 from models import features as F
 from models import signatures as S
 from models import tasks as tasks_lib
@@ -67,7 +77,8 @@ MODELS: Dict[str, ModelDef] = {
     "dcn": ModelDef(multitask.build_dcn),
     "wide_deep": _multitask("shared_bottom", wide=True, name="wide_deep"),
     "shared_bottom": _multitask("shared_bottom"),
-    "baseline": _multitask("shared_bottom", name="baseline"),
+    # The demo's default: the shared bottom on a linear path solved first (models/linear_start.py).
+    "baseline": _multitask("shared_bottom", wide=True, name="baseline"),
     "mmoe": _multitask("mmoe"),
     "ple": _multitask("ple"),
     "feedback": _feedback(),
@@ -115,6 +126,10 @@ class TrainConfig:
   # export use (models/weight_average.py; ~100 steps); 0: the last iterate. BUILD_NOTES "Averaged
   # weights" has the measurement.
   weight_average_decay: float = 0.99
+  # A network with a linear path (``wide``) starts from that path solved exactly, an L2-penalised
+  # logistic regression per head with this penalty (models/linear_start.py), which then stays
+  # fixed while the rest trains; 0: the linear path trains with the rest from its initial values.
+  linear_start_l2: float = 1.0
   triplet_weight: float = 0.1
   triplet_margin: float = 0.2
   lifelong_aux_weight: float = 0.1  # the lifelong model's auxiliary head (0: none)
@@ -174,6 +189,8 @@ class TrainConfig:
       raise ValueError(f"trainer embedding_l2 must be >= 0, got {cfg.embedding_l2}")
     if cfg.room_offset_rate < 0:
       raise ValueError(f"trainer room_offset_rate must be >= 0, got {cfg.room_offset_rate}")
+    if cfg.linear_start_l2 < 0:
+      raise ValueError(f"trainer linear_start_l2 must be >= 0, got {cfg.linear_start_l2}")
     if cfg.lifelong_aux_weight < 0:
       raise ValueError(f"trainer lifelong_aux_weight must be >= 0, got {cfg.lifelong_aux_weight}")
     cfg.moc_rules()  # raises on a bad rule, naming it
@@ -281,6 +298,27 @@ def fit(model: tf.keras.Model, train_ds: tf.data.Dataset, eval_ds: tf.data.Datas
   # (patience, epoch budget or step budget); the test pins that.
   return model.fit(train_ds, epochs=cfg.max_epochs, validation_data=eval_ds,
                    callbacks=callbacks, verbose=verbose)
+
+
+# Batch size of the linear start's passes over the train split (memory, not the result).
+LINEAR_START_BATCH = 4096
+
+
+def start_linear_path(model: tasks_lib.RankingModel, train_batches, cfg: TrainConfig) -> bool:
+  """Solves the network's linear path on ``train_batches`` (models/linear_start.py) and freezes it,
+  when the config asks for it and the network has one; call before :func:`fit`.
+
+  Returns:
+    Whether it ran.
+  """
+  if not cfg.linear_start_l2 or not linear_start.has_linear_path(model.network):
+    return False
+  linear_start.linear_start(model.network, train_batches, cfg.linear_start_l2)
+  for layer in linear_start.linear_layers(model.network):
+    layer.trainable = False
+  # Keras reads the trainable flags when the model is compiled; the optimizer has no state yet.
+  model.compile(optimizer=model.optimizer)
+  return True
 
 
 def build_model(spec: ModelSpec, cfg: TrainConfig) -> tasks_lib.RankingModel:
@@ -505,6 +543,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
           files, fn_args.data_accessor, tf_transform_output, cfg.batch_size, model.tasks,
           cfg.seed, num_epochs=1))
       for files in (fn_args.train_files, fn_args.eval_files))
+  # Every worker reads the whole train split here (not its shard), so all solve the same path.
+  if start_linear_path(model, make_dataset(fn_args.train_files, fn_args.data_accessor,
+                                           tf_transform_output, LINEAR_START_BATCH, model.tasks,
+                                           cfg.seed, num_epochs=1), cfg):
+    logging.info("%s: linear path solved (L2 %s) and frozen", cfg.model_name, cfg.linear_start_l2)
   logging.info("training %s: up to %d epochs (patience %d), at most %s steps, %d replica(s) "
                "(%s)", cfg.model_name, cfg.max_epochs, cfg.patience, fn_args.train_steps,
                strategy.num_replicas_in_sync, cfg.distribution)

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from models import features as F
-from models import lifelong, trainer
+from models import lifelong, linear_start, multitask, trainer
 from models.layers import (
     MLP,
     BroadcastConcatenate,
@@ -415,3 +415,113 @@ def test_one_user_against_n_rooms_scores_as_n_full_rows(name):
   for output in full:
     assert once[output].shape == full[output].shape == (5, 1), output
     np.testing.assert_allclose(once[output].numpy(), full[output].numpy(), rtol=1e-5, atol=1e-6)
+
+
+# The linear start (models/linear_start.py).
+
+
+def _logistic_data(n=400, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, 3)) * [1.0, 5.0, 0.1] + [0.0, 2.0, 1.0]
+  ids = rng.integers(0, 5, n)
+  logit = x @ [0.5, -0.2, 3.0] + np.linspace(-1, 1, 5)[ids] - 0.3
+  y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+  return x, ids, y
+
+
+def test_fit_logistic_reproduces_each_groups_rate_when_the_penalty_is_negligible():
+  # One binary feature, one id: the unpenalised optimum predicts each group's label mean.
+  x = np.array([[0.0]] * 4 + [[1.0]] * 5)
+  y = np.array([1, 0, 0, 0, 1, 1, 1, 0, 1], float)
+  fit = linear_start.fit_logistic(x, np.zeros(9, int), 1, y, np.ones(9), l2=1e-9)
+  p = 1 / (1 + np.exp(-(x[:, 0] * fit.coef[0] + fit.intercept + fit.id_coef[0])))
+  np.testing.assert_allclose(p[[0, 4]], [0.25, 0.8], atol=1e-6)
+
+
+def test_fit_logistic_is_stationary_and_ignores_zero_weight_examples():
+  x, ids, y = _logistic_data()
+  w = np.where(np.arange(len(y)) % 7 == 0, 0.0, 1.0)
+  fit = linear_start.fit_logistic(x, ids, 6, y, w, l2=2.0)  # id 5 never occurs
+  p = 1 / (1 + np.exp(-(x @ fit.coef + fit.intercept + fit.id_coef[ids])))
+  r = w * (p - y)
+  assert abs(r.sum()) < 1e-6  # the intercept is not penalised
+  np.testing.assert_allclose(np.bincount(ids, r, 6) + 2.0 * fit.id_coef, 0, atol=1e-6)
+  assert fit.id_coef[5] == pytest.approx(0.0, abs=1e-9)
+  # The features' penalty is on the standardised coefficients (coef × weighted sd).
+  sd2 = np.average((x - np.average(x, 0, weights=w)) ** 2, 0, weights=w)
+  np.testing.assert_allclose(x.T @ r + 2.0 * fit.coef * sd2, 0, atol=1e-6)
+  flipped = np.where(w == 0, 1 - y, y)
+  again = linear_start.fit_logistic(x, ids, 6, flipped, w, l2=2.0)
+  np.testing.assert_allclose(again.coef, fit.coef, rtol=1e-8)
+  assert 2 <= fit.iterations < linear_start.MAX_ITERATIONS
+
+
+@pytest.mark.parametrize("change,fragment", [({"l2": 0.0}, "l2 must be > 0, got 0.0"),
+                                             ({"num_ids": 3}, r"ids must be in \[0, 3\)"),
+                                             ({"weights": 0.0}, "every example weight is 0")])
+def test_fit_logistic_rejects_bad_arguments(change, fragment):
+  x, ids, y = _logistic_data(50)
+  args = {"num_ids": 5, "weights": 1.0, "l2": 1.0, **change}
+  with pytest.raises(ValueError, match=fragment):
+    linear_start.fit_logistic(x, ids, args["num_ids"], y, np.full(50, args["weights"]), args["l2"])
+
+
+def test_batch_norm_statistics_are_the_inputs_moments():
+  inputs = tf.keras.Input((2,))
+  network = tf.keras.Model(inputs, tf.keras.layers.BatchNormalization()(inputs))
+  x = np.array([[1.0, 10.0], [3.0, 10.0], [5.0, 16.0], [7.0, 12.0]], np.float32)
+  batches = [(x[:3], None, None), (x[3:], None, None)]
+  assert linear_start.set_batch_norm_statistics(network, batches) == 4
+  bn = network.layers[-1]
+  np.testing.assert_allclose(bn.moving_mean.numpy(), [4.0, 12.0])
+  np.testing.assert_allclose(bn.moving_variance.numpy(), [5.0, 6.0])
+
+
+def _linear_baseline(n=64):
+  spec = dataclasses.replace(_spec(), room_offset_rate=3.0)
+  model = _build("baseline", spec)
+  batch = _batch(spec, n=n, seed=5)
+  batch[F.transformed_name(F.HOST_ID)] = np.arange(n).reshape(-1, 1) % 4
+  data = tf.data.Dataset.from_tensor_slices(batch).batch(16).map(model.tasks.split)
+  return model, batch, data
+
+
+def test_linear_start_scores_are_each_heads_regression():
+  model, batch, data = _linear_baseline()
+  network = model.network
+  assert linear_start.has_linear_path(network)
+  assert not linear_start.has_linear_path(_build("shared_bottom", _spec()).network)
+  iterations = linear_start.linear_start(network, data, l2=1.0)
+  assert set(iterations) == set(F.HEADS)
+  features, labels, weights = model.tasks.split(batch)
+  wide = tf.keras.Model(network.inputs, network.get_layer(multitask.WIDE_FEATURES).output)
+  x = wide(features, training=False).numpy()
+  rooms = batch[F.transformed_name(F.HOST_ID)][:, 0]
+  scores = network(features, training=False)
+  for head in F.HEADS:
+    tower = network.get_layer(multitask.deep_tower_name(head)).output_layer
+    assert all(not w.any() for w in tower.get_weights())
+    w = weights[head].numpy().reshape(-1)
+    y = labels[head].numpy().reshape(-1)
+    fit = linear_start.fit_logistic(x, rooms, network.get_layer("room_offset").num_ids, y, w, 1.0)
+    expected = 1 / (1 + np.exp(-(x @ fit.coef + fit.intercept + fit.id_coef[rooms])))
+    np.testing.assert_allclose(scores[head].numpy().reshape(-1), expected, rtol=1e-4, atol=1e-5)
+    assert abs((w * (expected - y)).sum()) < 1e-4  # the unpenalised intercept
+
+
+def test_start_linear_path_freezes_the_path_and_the_rest_trains():
+  model, _, data = _linear_baseline()
+  cfg = trainer.TrainConfig()
+  assert not trainer.start_linear_path(model, data, dataclasses.replace(cfg, linear_start_l2=0.0))
+  assert all(layer.trainable for layer in linear_start.linear_layers(model.network))
+  assert trainer.start_linear_path(model, data, cfg)
+  frozen = linear_start.linear_layers(model.network)
+  assert len(frozen) == len(F.HEADS) + 1 and not any(layer.trainable for layer in frozen)
+  before = [layer.get_weights() for layer in frozen]
+  others = [w.numpy().copy() for w in model.trainable_weights]
+  model.run_eagerly = True
+  model.fit(data.take(1), epochs=1, verbose=0)
+  for layer, weights in zip(frozen, before):
+    for a, b in zip(layer.get_weights(), weights):
+      np.testing.assert_array_equal(a, b)
+  assert any(not np.allclose(a, b.numpy()) for a, b in zip(others, model.trainable_weights))

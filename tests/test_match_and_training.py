@@ -374,7 +374,9 @@ def test_fit_scores_and_keeps_the_averaged_weights_and_trains_on_the_raw_ones():
 
 @pytest.mark.parametrize("custom,fragment", [({"max_epochs": 0}, "max_epochs must be >= 1"),
                                              ({"patience": -1}, "patience must be >= 0"),
-                                             ({"learning_rate": 0.0}, "learning_rate must be > 0")])
+                                             ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+                                             ({"linear_start_l2": -1.0},
+                                              "linear_start_l2 must be >= 0, got -1.0")])
 def test_train_config_rejects_bad_values(custom, fragment):
   with pytest.raises(ValueError, match=fragment):
     trainer.TrainConfig.from_custom_config(custom)

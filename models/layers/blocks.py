@@ -51,6 +51,13 @@ class MLP(tf.keras.layers.Layer):
                   if self.dropout else [])
     super().build(input_shape)
 
+  @property
+  def output_layer(self) -> tf.keras.layers.Dense:
+    """The last Dense layer (it exists once the MLP is built)."""
+    if not self.built:
+      raise ValueError(f"MLP {self.name!r} has no output layer before it is built")
+    return self._dense[-1]
+
   def call(self, x, training=None):  # x: [B, D_in] -> [B, units[-1]]
     for i, dense in enumerate(self._dense):
       x = dense(x)

@@ -19,6 +19,7 @@ from models.layers import (
     MaskedMeanPooling,
     MatchSummary,
     SequenceEmbedding,
+    SessionPosition,
 )
 from models.layers.match import LookupMatchSummary, match_counts
 from models.spec import ModelSpec
@@ -170,6 +171,19 @@ def context_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
       trigger,
       MatchSummary(name="summary_session_categories")([session_cats, n_shown]),
       MatchSummary(name="summary_session_room")([session_room, n_shown])])]
+
+
+def session_position(x: Dict[str, tf.Tensor]) -> tf.Tensor:
+  """The candidate's repeats in this session and the trigger's pull at this slot
+  (:class:`SessionPosition`): [B, 2], for a linear path. Its two match counts repeat two of
+  :func:`context_match`'s, which models without a linear path do not need."""
+  cand_cats = x[xf(F.HOST_CATEGORY_IDS)]
+  return SessionPosition(name="session_position")([
+      _match("position_session_categories", cand_cats, x[xf(F.SESSION_CATEGORY_IDS)],
+             F.HOST_MAX_CATEGORIES),  # [B, S]
+      x[xf(F.SESSION_HOSTS_LEN_KEY)],
+      _match("position_trigger_category", cand_cats, x[xf(F.TRIGGER_CATEGORY_ID)]),  # [B, 1]
+      x[xf(F.SLOT_INDEX)]])
 
 
 def realtime_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:

@@ -98,8 +98,9 @@ def build_multitask(spec: ModelSpec, kind: str, use_sequences: bool = True,
   Args:
     use_sequences: add the pooled sequences and their match features against the candidate.
     cross_layers: stacked DCN-v2 cross layers before the expert block (0: none).
-    wide: the match features and the room's numbers also enter each head's logit linearly
-      (Wide & Deep; the trainer solves that path first, models/linear_start.py).
+    wide: the match features, the room's numbers and the candidate's place in the session
+      (``encoders.session_position``) also enter each head's logit linearly (Wide & Deep; the
+      trainer solves that path first, models/linear_start.py).
   """
   inputs = spec.inputs()
   emb = encoders.Embeddings(spec)
@@ -112,7 +113,8 @@ def build_multitask(spec: ModelSpec, kind: str, use_sequences: bool = True,
   x = BroadcastConcatenate(name="features")(parts + matches)  # [B, D]
   if cross_layers:
     x = CrossNetwork(cross_layers, name="cross")(x)  # [B, D]
-  wide_x = BroadcastConcatenate(name=WIDE_FEATURES)(matches + numeric) if wide else None  # [B, W]
+  wide_x = (BroadcastConcatenate(name=WIDE_FEATURES)(
+      matches + numeric + [encoders.session_position(inputs)]) if wide else None)  # [B, W]
   outputs = task_heads(extractor(kind)(x), wide=wide_x, bias_logits=room_offsets(spec, inputs))
   return tf.keras.Model(inputs, outputs, name=name or kind)
 

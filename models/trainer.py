@@ -129,7 +129,8 @@ class TrainConfig:
   # A network with a linear path (``wide``) starts from that path solved exactly, an L2-penalised
   # logistic regression per head with this penalty (models/linear_start.py), which then stays
   # fixed while the rest trains; 0: the linear path trains with the rest from its initial values.
-  linear_start_l2: float = 1.0
+  # 10 against 1 and 30 in a one-seed screen at world seeds 7 and 8 (BUILD_NOTES "A linear start").
+  linear_start_l2: float = 10.0
   triplet_weight: float = 0.1
   triplet_margin: float = 0.2
   lifelong_aux_weight: float = 0.1  # the lifelong model's auxiliary head (0: none)

@@ -281,7 +281,7 @@ def test_savedmodel_round_trip(tmp_path, name):
     np.testing.assert_allclose(again[h].numpy(), preds[h].numpy(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["feedback", "lifelong"])
+@pytest.mark.parametrize("name", ["feedback", "lifelong", "baseline"])
 def test_one_user_at_batch_one_scores_as_the_user_repeated_per_room(name):
   # The context signature passes the user's side with a static batch of 1 (the shared paths of
   # IdMatchCount, TokenScores and the extraction); the scores must equal full rows per room.

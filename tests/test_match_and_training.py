@@ -5,7 +5,13 @@ import pytest
 import tensorflow as tf
 
 from models import trainer
-from models.layers import CrossNetwork, DecayedMatchSum, IdMatchCount, MatchSummary
+from models.layers import (
+    CrossNetwork,
+    DecayedMatchSum,
+    IdMatchCount,
+    MatchSummary,
+    SessionPosition,
+)
 from models.layers.match import (
     LookupMatchSummary,
     match_counts,
@@ -22,6 +28,23 @@ def test_id_match_count_hand_computed_with_width_and_padding():
   out = IdMatchCount(width=3)([query, keys]).numpy()
   # Row 0: room 1 shares 5; room 2 shares 7 and 5. Row 1: padding never matches query padding.
   np.testing.assert_array_equal(out, [[1.0, 2.0], [0.0, 2.0]])
+
+
+def test_session_position_hand_computed_and_one_context_row():
+  hits = tf.constant([[1.0, 2.0, 1.0], [0.0, 1.0, 3.0]])  # per session room, most recent first
+  shown = tf.constant([[2], [3]], tf.int64)  # row 0: the third room is padding
+  trigger = tf.constant([[1.0], [0.0]])
+  slot = tf.constant([[2], [0]], tf.int64)
+  layer = SessionPosition(decay=0.5)
+  np.testing.assert_allclose(layer([hits, shown, trigger, slot]).numpy(),
+                             [[3.0, 0.25], [4.0, 0.0]])
+  # The context request: one session's length and slot against N rooms' hits.
+  np.testing.assert_allclose(layer([hits, shown[:1], trigger, slot[:1]]).numpy(),
+                             [[3.0, 0.25], [1.0, 0.0]])
+  again = SessionPosition.from_config(layer.get_config())
+  assert again.decay == 0.5
+  with pytest.raises(ValueError, match="decay must be in \\(0, 1\\], got 1.5"):
+    SessionPosition(decay=1.5)
 
 
 def test_id_match_count_counts_occurrences_when_the_query_is_a_sequence():

@@ -13,11 +13,11 @@ from models.layers.blocks import (
     batch_gather,
 )
 from models.layers.experts import CGC, PLE, ExpertGate
-from models.layers.match import DecayedMatchSum, IdMatchCount, MatchSummary
+from models.layers.match import DecayedMatchSum, IdMatchCount, MatchSummary, SessionPosition
 
 __all__ = ["CGC", "MLP", "PLE", "BroadcastConcatenate", "CrossNetwork",
            "DecayedMatchSum", "ExpertGate",
            "IdLogitOffset", "IdMatchCount", "MaskedMeanPooling", "MatchSummary", "ScoringDense",
-           "SequenceEmbedding",
+           "SequenceEmbedding", "SessionPosition",
            "TargetAttention", "TokenLookup", "TokenScores",
            "batch_gather"]

@@ -320,3 +320,42 @@ class DecayedMatchSum(tf.keras.layers.Layer):
   def get_config(self):
     return dict(super().get_config(), half_lives_hours=list(self.half_lives_hours),
                 position_decay=self.position_decay)
+
+
+@tf.keras.utils.register_keras_serializable(package=PACKAGE)
+class SessionPosition(tf.keras.layers.Layer):
+  """Where the candidate stands in its session, as two numbers for a linear path.
+
+  Call with ``(session_hits [B, S], shown [B or 1, 1], trigger_hits [B, 1], slot [B or 1, 1])``
+  (``session_hits``: per session room, its categories shared with the candidate, most recent
+  first; ``shown``: the rooms shown so far). Returns [B, 2]:
+
+  - the repeats: ``sum_s session_hits[s]`` over the shown rooms, a plain count (a session tires
+    of a category by each repeat; :class:`MatchSummary` has the count's log and shares only);
+  - the trigger's pull at this slot: ``1[trigger_hits > 0] * decay ** slot`` (the item that
+    opened the session matters less the deeper the session goes).
+
+  Args:
+    decay: per-slot decay of the trigger's pull, in (0, 1].
+  """
+
+  def __init__(self, decay: float = 0.85, **kwargs):
+    super().__init__(**kwargs)
+    if not 0.0 < float(decay) <= 1.0:
+      raise ValueError(f"SessionPosition decay must be in (0, 1], got {decay}")
+    self.decay = float(decay)
+
+  def call(self, inputs):
+    if len(inputs) != 4:
+      raise ValueError(f"SessionPosition expects (session_hits, shown, trigger_hits, slot), got "
+                       f"{len(inputs)} inputs")
+    session_hits, shown, trigger_hits, slot = inputs
+    session_hits = tf.cast(session_hits, tf.float32)  # [B, S]
+    valid = valid_positions(shown, tf.shape(session_hits)[1])  # [B or 1, S]
+    repeats = tf.reduce_sum(session_hits * valid, axis=1, keepdims=True)  # [B, 1]
+    pull = tf.pow(self.decay, tf.cast(tf.reshape(slot, [-1, 1]), tf.float32))  # [B or 1, 1]
+    trigger = tf.cast(trigger_hits > 0, tf.float32) * pull  # [B, 1]
+    return tf.concat([repeats, trigger], axis=1)  # [B, 2]
+
+  def get_config(self):
+    return dict(super().get_config(), decay=self.decay)

@@ -75,7 +75,6 @@ def _stcrank(raw_labels: bool = False, name: str = "stcrank") -> ModelDef:
 MODELS: Dict[str, ModelDef] = {
     "dnn": ModelDef(multitask.build_dnn),
     "dcn": ModelDef(multitask.build_dcn),
-    "wide_deep": _multitask("shared_bottom", wide=True, name="wide_deep"),
     "shared_bottom": _multitask("shared_bottom"),
     # The demo's default: the shared bottom on a linear path solved first (models/linear_start.py).
     "baseline": _multitask("shared_bottom", wide=True, name="baseline"),

@@ -192,7 +192,11 @@ def test_two_workers_train_what_one_worker_trains(pipeline_run, tmp_path):
   assert not (tmp_path / "worker1").exists()
   assert sorted(os.listdir(tmp_path / "worker0" / "model_run")) == ["train", "validation"]
   # Each worker takes half of every global batch; gradients and batch-norm statistics are the
-  # global batch's: the weights equal one worker's up to float summation order.
+  # global batch's: the weights equal one worker's up to float summation order. That order can
+  # flip the sign of a gradient that is zero but for rounding (the deep towers start from a
+  # zeroed output layer after the linear start), and Adam makes that a whole step (lr 2e-3) on
+  # the weight: a few weights may differ, never by more than a step (one did in CI, by 2.7e-4
+  # of the average).
   two, one = (tf.train.load_checkpoint(str(tmp_path / d / "model" / "Format-Serving" /
                                            "variables" / "variables"))
               for d in ("worker0", "single"))
@@ -201,5 +205,7 @@ def test_two_workers_train_what_one_worker_trains(pipeline_run, tmp_path):
   assert len(names) > 20
   assert set(names) <= set(two.get_variable_to_shape_map())
   for name in names:
-    np.testing.assert_allclose(two.get_tensor(name), one.get_tensor(name), rtol=1e-3, atol=1e-4,
-                               err_msg=name)
+    a, b = two.get_tensor(name), one.get_tensor(name)
+    close = np.isclose(a, b, rtol=1e-3, atol=1e-4)
+    assert close.mean() >= 0.99 and np.abs(a - b).max() < 2e-3, (
+        name, int((~close).sum()), close.size, float(np.abs(a - b).max()))

@@ -6,7 +6,7 @@ calls :class:`Embeddings` and :func:`context_features` instead of building its o
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import tensorflow as tf
 
@@ -159,13 +159,25 @@ def _normalized(name: str, parts: List[tf.Tensor]) -> tf.Tensor:
       BroadcastConcatenate(name=f"{name}_concat")(parts))
 
 
-def context_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
-  """The candidate against this session: trigger-category hit, repeated rooms and categories."""
+def session_category_hits(x: Dict[str, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
+  """The candidate's categories against the trigger item's ([B, 1]) and against each room shown
+  in this session ([B, S]); :func:`context_match` and :func:`session_position` both read them."""
   cand_cats = x[xf(F.HOST_CATEGORY_IDS)]  # [B, C]
-  n_shown = x[xf(F.SESSION_HOSTS_LEN_KEY)]
   trigger = _match("trigger_category", cand_cats, x[xf(F.TRIGGER_CATEGORY_ID)])  # [B, 1]
   session_cats = _match("session_categories", cand_cats, x[xf(F.SESSION_CATEGORY_IDS)],
                         F.HOST_MAX_CATEGORIES)  # [B, S]
+  return trigger, session_cats
+
+
+def context_match(x: Dict[str, tf.Tensor],
+                  hits: Tuple[tf.Tensor, tf.Tensor] | None = None) -> List[tf.Tensor]:
+  """The candidate against this session: trigger-category hit, repeated rooms and categories.
+
+  Args:
+    hits: :func:`session_category_hits` of ``x`` when the caller has them already.
+  """
+  n_shown = x[xf(F.SESSION_HOSTS_LEN_KEY)]
+  trigger, session_cats = hits or session_category_hits(x)
   session_room = _match("session_room", x[xf(F.HOST_ID)], x[xf(F.SESSION_HOSTS)])  # [B, S]
   return [_normalized("context_match", [
       trigger,
@@ -173,17 +185,16 @@ def context_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
       MatchSummary(name="summary_session_room")([session_room, n_shown])])]
 
 
-def session_position(x: Dict[str, tf.Tensor]) -> tf.Tensor:
+def session_position(x: Dict[str, tf.Tensor], hits: Tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
   """The candidate's repeats in this session and the trigger's pull at this slot
-  (:class:`SessionPosition`): [B, 2], for a linear path. Its two match counts repeat two of
-  :func:`context_match`'s, which models without a linear path do not need."""
-  cand_cats = x[xf(F.HOST_CATEGORY_IDS)]
+  (:class:`SessionPosition`): [B, 2], for a linear path.
+
+  Args:
+    hits: :func:`session_category_hits` of ``x`` (the ones :func:`context_match` reads).
+  """
+  trigger, session_cats = hits
   return SessionPosition(name="session_position")([
-      _match("position_session_categories", cand_cats, x[xf(F.SESSION_CATEGORY_IDS)],
-             F.HOST_MAX_CATEGORIES),  # [B, S]
-      x[xf(F.SESSION_HOSTS_LEN_KEY)],
-      _match("position_trigger_category", cand_cats, x[xf(F.TRIGGER_CATEGORY_ID)]),  # [B, 1]
-      x[xf(F.SLOT_INDEX)]])
+      session_cats, x[xf(F.SESSION_HOSTS_LEN_KEY)], trigger, x[xf(F.SLOT_INDEX)]])
 
 
 def realtime_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:

@@ -104,7 +104,8 @@ def build_multitask(spec: ModelSpec, kind: str, use_sequences: bool = True,
   """
   inputs = spec.inputs()
   emb = encoders.Embeddings(spec)
-  matches = encoders.context_match(inputs)
+  session_hits = encoders.session_category_hits(inputs)
+  matches = encoders.context_match(inputs, session_hits)
   numeric = encoders.context_numeric(inputs)
   parts = encoders.context_embeddings(emb, inputs) + numeric
   if use_sequences:
@@ -114,7 +115,8 @@ def build_multitask(spec: ModelSpec, kind: str, use_sequences: bool = True,
   if cross_layers:
     x = CrossNetwork(cross_layers, name="cross")(x)  # [B, D]
   wide_x = (BroadcastConcatenate(name=WIDE_FEATURES)(
-      matches + numeric + [encoders.session_position(inputs)]) if wide else None)  # [B, W]
+      matches + numeric + [encoders.session_position(inputs, session_hits)]) if wide
+            else None)  # [B, W]
   outputs = task_heads(extractor(kind)(x), wide=wide_x, bias_logits=room_offsets(spec, inputs))
   return tf.keras.Model(inputs, outputs, name=name or kind)
 

@@ -21,7 +21,7 @@ from models.layers import MLP, BroadcastConcatenate
 from models.layers.attention import TargetAttention
 from models.layers.experts import PLE
 from models.losses import LabelAwareTripletLoss
-from models.multitask import room_offsets, task_heads
+from models.multitask import room_offsets, task_heads, wide_features
 from models.spec import ModelSpec
 
 xf = F.transformed_name
@@ -53,7 +53,7 @@ def _cosine_distance(a, b):
 
 def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool = True,
                    use_realtime: bool = True, num_heads: int = 2,
-                   heads: Sequence[str] = tuple(F.HEADS),
+                   heads: Sequence[str] = tuple(F.HEADS), wide: bool = True,
                    name: str = "feedback") -> tf.keras.Model:
   """Builds the feedback model; the switches give the ablations.
 
@@ -64,6 +64,9 @@ def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool
     use_realtime: read the real-time sequences at all (False: the same model without them, the
       reference the real-time mechanism is measured against).
     heads: the task outputs, one PLE task each (STCRank adds MOC's swipe-down head).
+    wide: the match features (the real-time ones only with ``use_realtime``), the room's numbers
+      and the candidate's place in the session also enter each head's logit linearly, a path
+      the trainer solves first (``multitask.wide_features``, models/linear_start.py).
   """
   if use_triplet and not use_negative:
     raise ValueError("the triplet loss needs the negative sequence (use_negative=True)")
@@ -75,19 +78,25 @@ def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool
   cand = encoders.candidate_tokens(emb, inputs)  # [B, D]
   attend = lambda prefix: TargetAttention(num_heads, d, output_dim=d, name=f"att_{prefix}")(  # noqa: E731
       [cand, encoders.sequence_tokens(emb, inputs, prefix), inputs[xf(F.len_key(prefix))]])
-  parts = encoders.context_features(emb, inputs) + encoders.context_match(inputs)
+  session_hits = encoders.session_category_hits(inputs)
+  numeric = encoders.context_numeric(inputs)
+  matches = encoders.context_match(inputs, session_hits)
+  parts = encoders.context_embeddings(emb, inputs) + numeric
   if use_realtime:
     u_pos = attend(F.RT_POS)  # [B, D]
-    parts += [u_pos, u_pos * cand] + encoders.realtime_match(inputs)
+    parts += [u_pos, u_pos * cand]
+    matches += encoders.realtime_match(inputs)
   if use_negative:
     u_neg = attend(F.RT_NEG)  # [B, D]
     residual = MLP([d], name="contrastive_residual")(u_pos - u_neg)  # [B, D]
     parts += [u_neg, residual, residual * cand]
-  parts += encoders.pooled_session_and_lifelong(emb, inputs) + encoders.lifelong_match(inputs)
-  x = BroadcastConcatenate(name="features")(parts)
+  parts += encoders.pooled_session_and_lifelong(emb, inputs)
+  matches += encoders.lifelong_match(inputs)
+  x = BroadcastConcatenate(name="features")(parts + matches)
   tasks = PLE(len(heads), num_levels=2, task_experts=2, shared_experts=2,
               expert_units=(128, 64), name="ple")(x)
-  outputs = task_heads(tasks, heads=heads,
+  wide_x = wide_features(inputs, matches, numeric, session_hits) if wide else None  # [B, W]
+  outputs = task_heads(tasks, heads=heads, wide=wide_x,
                        bias_logits=room_offsets(spec, inputs, num_heads=len(heads)))
   if use_triplet:
     gap = _cosine_distance(cand, u_neg) - _cosine_distance(cand, u_pos)  # [B, 1]

@@ -38,7 +38,14 @@ from models.layers import (
 )
 from models.layers.lifelong import ChannelDINAttention, ChannelExtraction
 from models.layers.match import IdMatchCount, valid_positions
-from models.multitask import NUM_TASKS, extractor, room_offsets, task_heads
+from models.multitask import (
+  BIAS_NET,
+  NUM_TASKS,
+  extractor,
+  room_offsets,
+  task_heads,
+  wide_features,
+)
 from models.spec import ModelSpec
 
 xf = F.transformed_name
@@ -223,7 +230,7 @@ def relevance_by_extraction(indices, valid, purchase_categories, room_categories
 def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: int = DEFAULT_TOP_K,
                    channel_softmax: bool = True, use_bias_net: bool = True,
                    use_aux: bool = True, channel_statistics: bool = True,
-                   name: str = "lifelong") -> tf.keras.Model:
+                   wide: bool = True, name: str = "lifelong") -> tf.keras.Model:
   """Builds the lifelong model; ``extraction`` and the switches give the ablations.
 
   Args:
@@ -236,6 +243,9 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
     use_aux: expose the auxiliary ``lifelong_interest`` output.
     channel_statistics: add the relevance channels' whole-sequence hit statistics
       (``encoders.lifelong_match``; multi-channel extraction only).
+    wide: the match features (the lifelong ones only with the channel statistics), the room's
+      numbers and the candidate's place in the session also enter each head's logit linearly, a
+      path the trainer solves first (``multitask.wide_features``, models/linear_start.py).
   """
   if extraction not in EXTRACTIONS:
     raise ValueError(f"lifelong extraction {extraction!r} is not one of {EXTRACTIONS}")
@@ -254,12 +264,6 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
     counts = tf.reduce_sum(valid, axis=-1)  # [B, C]
     history = [tf.math.log1p(counts),
                counts / tf.maximum(tf.cast(length, tf.float32), 1.0)]  # [B, C] each
-    if channel_statistics:
-      # What the relevance channels find in the whole sequence, before their top-K cap (a heavy
-      # buyer's extracted count saturates at K): the lookup summaries every model reads the
-      # purchases through, of the room's categories and shop and the displayed brands and
-      # categories (the category and shop/brand channels' hits); O(1) in L per room.
-      history += encoders.lifelong_match(inputs)  # [B, 22]
   else:
     per_channel = MaskedMeanPooling(name="pool_lifelong")(
         [purchases.all(inputs), length])[:, tf.newaxis, :]  # [B, 1, D]
@@ -268,21 +272,32 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
   affinity = tf.reduce_sum(per_channel * query[:, tf.newaxis, :], axis=-1)  # [B, C]: vs the room
   history.append(tf.math.log1p(tf.cast(length, tf.float32)))  # [B, 1]
 
-  parts = (encoders.context_features(emb, inputs) + encoders.pooled_realtime(emb, inputs)
-           + [encoders.pooled_session(emb, inputs)] + encoders.context_match(inputs)
-           + encoders.realtime_match(inputs)
-           + [interest, affinity] + history)
+  session_hits = encoders.session_category_hits(inputs)
+  numeric = encoders.context_numeric(inputs)
+  matches = encoders.context_match(inputs, session_hits) + encoders.realtime_match(inputs)
+  lifelong_matches = []
+  if extraction == "multi_channel" and channel_statistics:
+    # What the relevance channels find in the whole sequence, before their top-K cap (a heavy
+    # buyer's extracted count saturates at K): the lookup summaries every model reads the
+    # purchases through, of the room's categories and shop and the displayed brands and
+    # categories (the category and shop/brand channels' hits); O(1) in L per room.
+    lifelong_matches = encoders.lifelong_match(inputs)  # [B, 22]
+  parts = (encoders.context_embeddings(emb, inputs) + numeric
+           + encoders.pooled_realtime(emb, inputs) + [encoders.pooled_session(emb, inputs)]
+           + matches + [interest, affinity] + history + lifelong_matches)
   main = BroadcastConcatenate(name="features")(parts)
   bias = None
   if use_bias_net:
     user_bias = BroadcastConcatenate(name="bias_features")(
         [emb("activity", inputs[xf(F.ACTIVITY_LEVEL)])[:, 0],
-         emb(P.HOST_VOCAB, inputs[xf(F.HOST_ID)])[:, 0], affinity] + history)
-    bias = MLP([32, NUM_TASKS], final_activation=None, name="bias_net")(user_bias)  # [B, T]
+         emb(P.HOST_VOCAB, inputs[xf(F.HOST_ID)])[:, 0], affinity] + history + lifelong_matches)
+    bias = MLP([32, NUM_TASKS], final_activation=None, name=BIAS_NET)(user_bias)  # [B, T]
   offsets = room_offsets(spec, inputs)
   if offsets is not None:
     bias = offsets if bias is None else tf.keras.layers.Add(name="bias_logits")([bias, offsets])
-  outputs = task_heads(extractor("shared_bottom")(main), bias_logits=bias)
+  wide_x = (wide_features(inputs, matches + lifelong_matches, numeric, session_hits) if wide
+            else None)  # [B, W]
+  outputs = task_heads(extractor("shared_bottom")(main), wide=wide_x, bias_logits=bias)
   if use_aux:
     outputs[AUX_OUTPUT] = MLP([32, 1], final_activation="sigmoid", name=AUX_OUTPUT)(
         BroadcastConcatenate(name="aux_features")([interest, query, affinity]))

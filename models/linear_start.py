@@ -9,8 +9,9 @@ a wide path (``multitask.task_heads(wide=...)``) starts from the regression itse
 2. per head, an L2-penalised logistic regression on the wide features, the room one-hot and an
    intercept is solved by Newton's method (the room block of the Hessian is diagonal, so it is
    eliminated by its Schur complement: the cost does not grow with the number of rooms);
-3. its coefficients go into ``<head>_wide`` and the ``room_offset`` table, and each deep tower's
-   output layer is zeroed, so the network's scores are the regression's.
+3. its coefficients go into ``<head>_wide`` and the ``room_offset`` table, and the output layers
+   of each deep tower and of a Bias Net (``multitask.BIAS_NET``) are zeroed, so the network's
+   scores are the regression's.
 
 The trainer then freezes the linear path and trains the rest as a residual on it.
 """
@@ -169,6 +170,10 @@ def _collect(network: tf.keras.Model, batches, heads: Sequence[str], id_key: str
           {h: np.concatenate(v) for h, v in weights.items()})
 
 
+def _zero(layer: tf.keras.layers.Layer) -> None:
+  layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+
+
 def linear_start(network: tf.keras.Model, batches: Iterable[Tuple[dict, dict, dict]],
                  l2: float) -> Dict[str, int]:
   """Sets ``network``'s linear path to each head's penalised logistic regression (module doc).
@@ -196,10 +201,11 @@ def linear_start(network: tf.keras.Model, batches: Iterable[Tuple[dict, dict, di
     network.get_layer(multitask.wide_layer_name(head)).set_weights(
         [fit.coef[:, None].astype(np.float32), np.array([fit.intercept], np.float32)])
     table[:, column] = fit.id_coef / offset.rate_multiplier
-    tower_output = network.get_layer(multitask.deep_tower_name(head)).output_layer
-    tower_output.set_weights([np.zeros_like(w) for w in tower_output.get_weights()])
+    _zero(network.get_layer(multitask.deep_tower_name(head)).output_layer)
     iterations[head] = fit.iterations
   offset.table.assign(table)
+  if multitask.BIAS_NET in {layer.name for layer in network.layers}:
+    _zero(network.get_layer(multitask.BIAS_NET).output_layer)
   logging.info("linear start: %d examples, %d wide features, %d rooms; Newton iterations %s",
                examples, x.shape[1], offset.num_ids, iterations)
   return iterations

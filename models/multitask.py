@@ -21,6 +21,9 @@ NUM_TASKS = len(F.HEADS)
 # Layer names of the linear path (models/linear_start.py reads and sets them).
 WIDE_FEATURES = "wide"
 ROOM_OFFSET = "room_offset"
+# A model's Bias Net (an MLP whose [B, heads] output adds to the heads' logits); the linear start
+# zeroes its output layer with the deep towers', so the network starts at the regression.
+BIAS_NET = "bias_net"
 
 
 def wide_layer_name(head: str) -> str:
@@ -38,6 +41,22 @@ def linear_heads(network: tf.keras.Model) -> List[str]:
   (the room offsets' column order)."""
   names = {layer.name for layer in network.layers}
   return [h for h in F.HEADS if wide_layer_name(h) in names]
+
+
+def wide_features(inputs: dict, matches: List[tf.Tensor], numeric: List[tf.Tensor],
+                  session_hits) -> tf.Tensor:
+  """The linear path's input, [B, W]: the match features the model reads, the room's numbers
+  (``encoders.context_numeric``) and the candidate's place in the session.
+
+  Args:
+    inputs: the model's transformed inputs.
+    matches: the model's batch-normalised match features (``encoders.*_match``); a model without
+      a signal leaves its matches out here too, so an ablation pair differs only by that signal.
+    numeric: ``encoders.context_numeric(inputs)`` as the model already built it.
+    session_hits: ``encoders.session_category_hits(inputs)``.
+  """
+  return BroadcastConcatenate(name=WIDE_FEATURES)(
+      matches + numeric + [encoders.session_position(inputs, session_hits)])  # [B, W]
 
 
 def task_heads(task_inputs: List[tf.Tensor], tower_units: Sequence[int] = (32,),
@@ -114,9 +133,7 @@ def build_multitask(spec: ModelSpec, kind: str, use_sequences: bool = True,
   x = BroadcastConcatenate(name="features")(parts + matches)  # [B, D]
   if cross_layers:
     x = CrossNetwork(cross_layers, name="cross")(x)  # [B, D]
-  wide_x = (BroadcastConcatenate(name=WIDE_FEATURES)(
-      matches + numeric + [encoders.session_position(inputs, session_hits)]) if wide
-            else None)  # [B, W]
+  wide_x = wide_features(inputs, matches, numeric, session_hits) if wide else None  # [B, W]
   outputs = task_heads(extractor(kind)(x), wide=wide_x, bias_logits=room_offsets(spec, inputs))
   return tf.keras.Model(inputs, outputs, name=name or kind)
 

@@ -66,7 +66,9 @@ def _lifelong(**switches) -> ModelDef:
 def _stcrank(raw_labels: bool = False, name: str = "stcrank") -> ModelDef:
   """The feedback network with MOC's swipe-down head; its rules from the config, or none."""
   return ModelDef(
-      lambda s: feedback.build_feedback(s, heads=moc.STCRANK_HEADS, name=name),
+      # No linear path: the linear start fits the engagement heads only (``F.HEADS``), and a
+      # frozen room-offset table would leave the swipe-down head's column at zero.
+      lambda s: feedback.build_feedback(s, heads=moc.STCRANK_HEADS, wide=False, name=name),
       lambda cfg: moc.stcrank_tasks(moc.RAW_LABELS if raw_labels else cfg.moc_rules(),
                                     (feedback.triplet_head(cfg.triplet_weight,
                                                            cfg.triplet_margin),)))

@@ -477,21 +477,25 @@ def test_batch_norm_statistics_are_the_inputs_moments():
   np.testing.assert_allclose(bn.moving_variance.numpy(), [5.0, 6.0])
 
 
-def _linear_baseline(n=64):
+def _linear_baseline(n=64, name="baseline"):
   spec = dataclasses.replace(_spec(), room_offset_rate=3.0)
-  model = _build("baseline", spec)
+  model = _build(name, spec)
   batch = _batch(spec, n=n, seed=5)
   batch[F.transformed_name(F.HOST_ID)] = np.arange(n).reshape(-1, 1) % 4
   data = tf.data.Dataset.from_tensor_slices(batch).batch(16).map(model.tasks.split)
   return model, batch, data
 
 
-def test_linear_start_scores_are_each_heads_regression():
-  model, batch, data = _linear_baseline()
+@pytest.mark.parametrize("name", ["baseline", "feedback", "lifelong"])
+def test_linear_start_scores_are_each_heads_regression(name):
+  model, batch, data = _linear_baseline(name=name)
   network = model.network
   assert linear_start.has_linear_path(network)
   assert not linear_start.has_linear_path(_build("shared_bottom", _spec()).network)
   iterations = linear_start.linear_start(network, data, l2=1.0)
+  if name == "lifelong":  # the Bias Net's logits start at zero with the deep towers'
+    bias_net = network.get_layer(multitask.BIAS_NET).output_layer
+    assert bias_net.get_weights() and all(not w.any() for w in bias_net.get_weights())
   assert set(iterations) == set(F.HEADS)
   features, labels, weights = model.tasks.split(batch)
   wide = tf.keras.Model(network.inputs, network.get_layer(multitask.WIDE_FEATURES).output)
@@ -507,6 +511,19 @@ def test_linear_start_scores_are_each_heads_regression():
     expected = 1 / (1 + np.exp(-(x @ fit.coef + fit.intercept + fit.id_coef[rooms])))
     np.testing.assert_allclose(scores[head].numpy().reshape(-1), expected, rtol=1e-4, atol=1e-5)
     assert abs((w * (expected - y)).sum()) < 1e-4  # the unpenalised intercept
+
+
+def test_ablation_pairs_share_the_linear_path_except_their_signal():
+  # Like with like: a reference model's linear path lacks only the signal its pair measures.
+  spec = _spec()
+  width = lambda network, layer: network.get_layer(layer).output.shape[-1]  # noqa: E731
+  for model, reference, signal in (("feedback", "feedback_no_realtime", "realtime_match_norm"),
+                                   ("lifelong", "lifelong_mean_pool", "lifelong_match_norm")):
+    full, ref = _build(model, spec).network, _build(reference, spec).network
+    assert width(full, multitask.WIDE_FEATURES) - width(ref, multitask.WIDE_FEATURES) == (
+        width(full, signal)) > 0
+  stcrank = _build("stcrank", spec).network
+  assert not linear_start.has_linear_path(stcrank)
 
 
 def test_start_linear_path_freezes_the_path_and_the_rest_trains():

@@ -5,7 +5,9 @@ swipe-away) real-time sequences with multi-head target attention; a contrastive 
 the two interests, the room's real-time statistics and displayed products, and the pooled
 lifelong/session sequences feed a PLE with heads for effective view, interact and buy. A
 label-aware triplet loss (on the ``triplet_gap`` output) pulls the candidate toward the positive
-interest for engaged samples and toward the negative one otherwise.
+interest for engaged samples and toward the negative one otherwise. As in the baseline, the match
+features also reach each head's logit through a linear path the trainer solves before SGD
+(models/linear_start.py), so the attention and the PLE learn what a regression cannot.
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ channels each extract a top-K from the whole sequence:
 
 DIN target attention weighs the extracted items against the room with a softmax per channel. A
 Main Net (shared bottom over every feature) and a Bias Net (the user's activity and history size
-against the room) add up to each head's logit; an auxiliary head predicts the effective view from
-the lifelong interest alone, so that representation is trained directly. ``extraction="mean_pool"``
-is the same model with the whole sequence mean-pooled: the reference the extraction is measured
-against.
+against the room) add up to each head's logit, with a linear path on the match features that
+the trainer solves before SGD (models/linear_start.py); an auxiliary head predicts the effective
+view from the lifelong interest alone, so that representation is trained directly.
+``extraction="mean_pool"`` is the same model with the whole sequence mean-pooled: the reference
+the extraction is measured against.
 """
 
 from __future__ import annotations

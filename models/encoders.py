@@ -209,7 +209,8 @@ def realtime_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
       parts.append(MatchSummary(decay=0.85, num_buckets=AGE_BUCKETS,
                                 name=f"summary_{prefix}_{field}")([hits, length, age]))  # [B, 6]
       parts.append(DecayedMatchSum(name=f"decayed_{prefix}_{field}")(
-          [hits, length, x[xf(F.seq_key(prefix, F.RT_AGE_HOURS))]]))  # [B, 3]
+          [hits, length, x[xf(F.seq_key(prefix, F.RT_AGE_HOURS))],
+           x[xf(F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE))]]))  # [B, 3]
   return [_normalized("realtime_match", parts)]
 
 

@@ -85,7 +85,13 @@ HOST_STAT_KEYS: Tuple[str, ...] = tuple(
 RT_POS = "rt_pos"
 RT_NEG = "rt_neg"
 RT_PREFIXES = (RT_POS, RT_NEG)
-RT_FIELDS = ("host_ids", "category_ids", "shop_ids", "stay_buckets", "age_seconds")
+# Per event: how many of the user's impressions ended after it and before the example's time.
+# The simulator decays the appetite by a factor per impression, any impression, so an event's rank
+# in its own sequence undercounts that distance (BUILD_NOTES, "The linear path in the feedback and
+# lifelong models").
+RT_IMPRESSIONS_SINCE = "impressions_since"
+RT_FIELDS = ("host_ids", "category_ids", "shop_ids", "stay_buckets", "age_seconds",
+             RT_IMPRESSIONS_SINCE)
 # Made by Transform from ``age_seconds`` (not stored): each position's age in hours, 0 on padding,
 # for the learned time decays of the match features (the stored seconds are also bucketized).
 RT_AGE_HOURS = "age_hours"

@@ -165,6 +165,9 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
     out[xf(F.seq_key(prefix, F.RT_AGE_HOURS))] = tf.where(valid, age_hours,
                                                           tf.zeros_like(age_hours))
     out[xf(F.seq_key(prefix, "stay_buckets"))] = inputs[F.seq_key(prefix, "stay_buckets")]
+    since = tf.cast(inputs[F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE)], tf.float32)
+    out[xf(F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE))] = tf.where(valid, since,
+                                                                  tf.zeros_like(since))
   ll_valid = _seq_valid(inputs, F.LL, inputs[F.seq_key(F.LL, "age_days")].shape[-1])
   out[xf(F.seq_key(F.LL, "age_days"))] = _bucketize(inputs[F.seq_key(F.LL, "age_days")],
                                                    AGE_DAYS_BOUNDARIES, ll_valid)

@@ -69,7 +69,8 @@ class ModelSpec:
 def _expected_dtype(name: str) -> tf.DType:
   float_keys = ({xf(k) for k in F.HOST_STAT_KEYS} | {xf(F.DISPLAY_PRICES), xf(F.HOST_FLASH_SALE)}
                 | {xf(F.seq_key(F.LL, f)) for f in F.LL_FLOAT_FIELDS}
-                | {xf(F.seq_key(p, F.RT_AGE_HOURS)) for p in F.RT_PREFIXES})
+                | {xf(F.seq_key(p, f)) for p in F.RT_PREFIXES
+                   for f in (F.RT_AGE_HOURS, F.RT_IMPRESSIONS_SINCE)})
   return tf.float32 if name in float_keys else tf.int64
 
 
@@ -80,7 +81,8 @@ def transformed_feature_shapes(realtime_len: int = F.REALTIME_SEQ_LEN,
   keys = [k for ks in P.SHARED_VOCABS.values() for k in ks] + P.ITEM_FEATURES + P.LENGTH_FEATURES
   keys += [F.ACTIVITY_LEVEL, F.HOUR_OF_DAY, F.SLOT_INDEX, F.DISPLAY_PRICES, F.HOST_FLASH_SALE,
            *F.HOST_STAT_KEYS]
-  keys += [F.seq_key(p, f) for p in F.RT_PREFIXES for f in ("age_seconds", "stay_buckets")]
+  keys += [F.seq_key(p, f) for p in F.RT_PREFIXES
+           for f in ("age_seconds", "stay_buckets", F.RT_IMPRESSIONS_SINCE)]
   keys += [F.seq_key(F.LL, "age_days")] + [F.seq_key(F.LL, f) for f in F.LL_FLOAT_FIELDS]
   shapes = {xf(k): raw[k] for k in keys}
   shapes.update({xf(F.seq_key(p, F.RT_AGE_HOURS)): raw[F.seq_key(p, "age_seconds")]

@@ -444,6 +444,10 @@ def test_feedback_index_reads_what_sorting_the_whole_history_gives_at_every_time
           2 - len(want)), (ts, prefix)
       assert got[F.seq_key(prefix, "age_seconds")][:len(want)] == [
           int(ts - h.leave_ts) for h in want], (ts, prefix)
+      # Every impression that ended after the event and before ts, positive, negative or neither.
+      assert got[F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE)] == [
+          sum(h.leave_ts < other.leave_ts < ts for other in history) for h in want] + [0] * (
+          2 - len(want)), (ts, prefix)
   # Hand-checked at T0 + 20.5: positives 3 (50 s) then 1 (40 s); negatives 4 then 2 (the same
   # end, the larger id first); each room's categories padded to its own slot.
   at = index.sequences(T0 + 20.5, 2)
@@ -453,6 +457,14 @@ def test_feedback_index_reads_what_sorting_the_whole_history_gives_at_every_time
       pad - 1)
   assert at[F.seq_key(F.RT_POS, "host_ids")] == [2, 1]
   assert at[F.seq_key(F.RT_POS, "shop_ids")] == [52, 51]
+  # The three stays that end together are not after one another; 1 (at +10) has those three
+  # after it.
+  assert at[F.seq_key(F.RT_NEG, F.RT_IMPRESSIONS_SINCE)] == [0, 0]
+  assert at[F.seq_key(F.RT_POS, F.RT_IMPRESSIONS_SINCE)] == [0, 3]
+  # At +45: positives 5 (the like, ended +30) then 3 (+20); 6 (middling, +40) counts for both.
+  later = index.sequences(T0 + 45, 2)
+  assert later[F.seq_key(F.RT_POS, "host_ids")] == [1, 2]
+  assert later[F.seq_key(F.RT_POS, F.RT_IMPRESSIONS_SINCE)] == [1, 2]
 
 
 def test_purchase_index_reads_purchases_strictly_before_a_time_most_recent_first():

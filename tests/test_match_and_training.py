@@ -214,6 +214,10 @@ def test_decayed_match_sum_hand_computed_at_its_initial_rates():
   # Kernel 1 (4 h): 1 * 2^-1 * 0.5^0 + 2 * 2^-2 * 0.5^1; kernel 2 (1 h): 1 * 2^-4 + 2 * 2^-8 * 0.5.
   np.testing.assert_allclose(out[0], [0.5 + 0.25, 2.0 ** -4 + 2.0 ** -8], rtol=1e-5)
   np.testing.assert_allclose(out[1], [0.0, 0.0])  # nothing in the sequence: zeros
+  # Distances (e.g. impressions since each event) replace the positions' indices 0, 1.
+  spaced = layer([matches, tf.constant([[2], [0]]), ages, tf.constant([[2.0, 3.0, 9.0]] * 2)])
+  np.testing.assert_allclose(spaced.numpy()[0], [0.5 * 0.25 + 0.5 * 0.125,
+                                                 2.0 ** -4 * 0.25 + 2.0 ** -7 * 0.125], rtol=1e-5)
 
 
 def test_decayed_match_sum_learns_its_rates_and_round_trips():
@@ -232,7 +236,7 @@ def test_decayed_match_sum_learns_its_rates_and_round_trips():
     DecayedMatchSum(half_lives_hours=(0.0,))
   with pytest.raises(ValueError, match="position_decay must be in \\(0, 1\\), got 1.0"):
     DecayedMatchSum(position_decay=1.0)
-  with pytest.raises(ValueError, match="expects \\(matches, length, ages\\), got 2 inputs"):
+  with pytest.raises(ValueError, match="expects \\(matches, length, ages\\[, distances\\]\\), got 2"):
     layer([matches, length])
 
 

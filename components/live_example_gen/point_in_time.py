@@ -87,6 +87,7 @@ class FeedbackIndex:
 
   def __init__(self, history: Sequence[ImpressionRecord], host_info: Dict[int, dict]):
     done = sorted(history, key=lambda h: (h.leave_ts, h.impression_id))
+    self._all_leave_ts = [h.leave_ts for h in done]  # every impression, for impressions_since
     self._leave_ts: Dict[str, List[float]] = {}
     self._records: Dict[str, List[ImpressionRecord]] = {}
     self._categories: Dict[int, list] = {}
@@ -101,8 +102,10 @@ class FeedbackIndex:
 
   def sequences(self, ts: float, seq_len: int) -> Dict[str, list]:
     """Positive and negative sequences of feedback completed strictly before ``ts``, most recent
-    first (ties: the larger impression id first), each padded to ``seq_len``."""
+    first (ties: the larger impression id first), each padded to ``seq_len``; each event with the
+    number of the index's impressions that ended after it and before ``ts``."""
     out: Dict[str, list] = {}
+    ended = bisect.bisect_left(self._all_leave_ts, ts)  # the user's impressions ended before ts
     for prefix in (F.RT_POS, F.RT_NEG):
       end = bisect.bisect_left(self._leave_ts[prefix], ts)  # the stays that ended before ts
       seq = self._records[prefix][max(0, end - seq_len):end][::-1]
@@ -112,6 +115,9 @@ class FeedbackIndex:
           "shop_ids": [self._host_info[h.host_id]["shop_id"] for h in seq],
           "stay_buckets": [stay_bucket(h.stay_seconds) for h in seq],
           "age_seconds": [int(ts - h.leave_ts) for h in seq],
+          # Impressions that ended after this one (a tie in end time is not after) and before ts.
+          F.RT_IMPRESSIONS_SINCE: [ended - bisect.bisect_right(self._all_leave_ts, h.leave_ts)
+                                   for h in seq],
       }
       for field in F.RT_FIELDS:
         out[F.seq_key(prefix, field)] = _pad(cols[field], F.rt_field_length(field, seq_len))

@@ -269,14 +269,15 @@ def match_counts(query: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
 class DecayedMatchSum(tf.keras.layers.Layer):
   """Match counts summed under learned exponential decays in time and position.
 
-  Call with ``(matches [B, L], length [B] or [B, 1], ages [B, L])`` (ages in hours, position 0
-  the most recent). Returns [B, K], one column per kernel k:
-  ``sum_{l < length} m_l * exp(-a_k * age_l - b_k * l)``, with ``a_k = softplus(.) >= 0`` (per
-  hour) and ``b_k >= 0`` (per position) trained. Age buckets give a step function whose widest
-  steps (6 h to a day) span most of the decay; a feedback effect that fades with both elapsed
-  time and the rooms seen since needs the two rates multiplied (a logistic regression on such
-  sums beat every model by 0.01 AUC: BUILD_NOTES "Demo time, hand-feature baselines, learned
-  decays").
+  Call with ``(matches [B, L], length [B] or [B, 1], ages [B, L][, distances [B, L]])`` (ages in
+  hours, position 0 the most recent; ``distances``, e.g. the impressions since each event, replace
+  the positions' indices). Returns [B, K], one column per kernel k:
+  ``sum_{l < length} m_l * exp(-a_k * age_l - b_k * d_l)``, with ``d_l = distances_l`` or ``l``,
+  ``a_k = softplus(.) >= 0`` (per hour) and ``b_k >= 0`` (per position) trained. Age buckets
+  give a step function whose widest steps (6 h to a day) span most of the decay; a feedback
+  effect that fades with both elapsed time and the rooms seen since needs the two rates
+  multiplied (a logistic regression on such sums beat every model by 0.01 AUC: BUILD_NOTES "Demo
+  time, hand-feature baselines, learned decays").
 
   Args:
     half_lives_hours: initial time half-life of each kernel (one kernel each), > 0.
@@ -306,13 +307,17 @@ class DecayedMatchSum(tf.keras.layers.Layer):
     super().build(input_shape)
 
   def call(self, inputs):
-    if len(inputs) != 3:
-      raise ValueError(f"DecayedMatchSum expects (matches, length, ages), got {len(inputs)} inputs")
-    matches, length, ages = inputs
+    if len(inputs) not in (3, 4):
+      raise ValueError(f"DecayedMatchSum expects (matches, length, ages[, distances]), got "
+                       f"{len(inputs)} inputs")
+    matches, length, ages = inputs[:3]
     matches = tf.cast(matches, tf.float32)  # [B, L]
     max_len = tf.shape(matches)[1]
     valid = valid_positions(length, max_len)  # [B or 1, L]
-    position = tf.cast(tf.range(max_len), tf.float32)[tf.newaxis, :, tf.newaxis]  # [1, L, 1]
+    if len(inputs) == 4:  # e.g. the impressions since each event
+      position = tf.cast(inputs[3], tf.float32)[..., tf.newaxis]  # [B or 1, L, 1]
+    else:
+      position = tf.cast(tf.range(max_len), tf.float32)[tf.newaxis, :, tf.newaxis]  # [1, L, 1]
     exponent = (tf.cast(ages, tf.float32)[..., tf.newaxis] * tf.nn.softplus(self.time_rate_raw)
                 + position * tf.nn.softplus(self.position_rate_raw))  # [B or 1, L, K]
     return position_weighted_sums(matches, valid[..., tf.newaxis] * tf.exp(-exponent))  # [B, K]

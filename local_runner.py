@@ -1,7 +1,9 @@
 """LocalDagRunner entry: what `tfx pipeline create --engine local --pipeline_path local_runner.py`
 reads. Owns the paths (under $DEMO_WORK, default ./work); the pipeline itself knows none."""
 
+import hashlib
 import os
+import shutil
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -49,6 +51,23 @@ def paths(work: str, pipeline_name: str = configs.PIPELINE_NAME) -> dict:
   }
 
 
+def versioned_schema(schema_path: str, work: str) -> str:
+  """A copy of ``schema_path`` under ``work`` at a path named by its content.
+
+  ImportSchemaGen's cache key is its file's path, not the file's content, so an edited schema at
+  the same path would be served from the cache (and ExampleValidator would stop the run on every
+  new column); a path per content re-imports it exactly when it changed.
+  """
+  with open(schema_path, "rb") as f:
+    digest = hashlib.sha256(f.read()).hexdigest()[:16]
+  copy = os.path.join(work, "tfx", "schemas", digest, os.path.basename(schema_path))
+  if not os.path.exists(copy):
+    os.makedirs(os.path.dirname(copy), exist_ok=True)
+    shutil.copyfile(schema_path, copy + ".tmp")
+    os.replace(copy + ".tmp", copy)  # a reader never sees a half-written copy
+  return copy
+
+
 def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.TRAIN_STEPS,
           min_auc: float = configs.MIN_EFFECTIVE_VIEW_AUC,
           warm_start: bool = WARM_START, lifelong_seq_len: int = LIFELONG_SEQ_LEN,
@@ -57,7 +76,8 @@ def build(work: str = WORK, model_name: str = MODEL, train_steps: int = configs.
   p = paths(work)
   return pipeline_lib.create_pipeline(
       pipeline_name=configs.PIPELINE_NAME, pipeline_root=p["pipeline_root"],
-      log_dir=p["log_dir"], schema_path=schema_path, lifelong_seq_len=lifelong_seq_len,
+      log_dir=p["log_dir"], schema_path=versioned_schema(schema_path, work),
+      schema_source=schema_path, lifelong_seq_len=lifelong_seq_len,
       serving_model_dir=os.path.join(p["serving_dir"], configs.PIPELINE_NAME),
       preprocessing_fn=configs.PREPROCESSING_FN, run_fn=configs.RUN_FN,
       train_steps=train_steps,

@@ -262,6 +262,26 @@ def test_eval_config_blesses_against_the_baseline_on_every_head_overall_slice_on
     eval_config(0.6, tasks.ENGAGEMENT.served, max_auc_drop=-0.1)
 
 
+def test_local_runner_imports_the_schema_from_a_path_per_content(tmp_path):
+  # ImportSchemaGen caches by path: an edited schema must get a new one, an unchanged the same.
+  import local_runner
+
+  schema = tmp_path / "schema.pbtxt"
+  schema.write_text('feature { name: "a" }\n')
+  first = local_runner.versioned_schema(str(schema), str(tmp_path / "work"))
+  assert first.startswith(str(tmp_path / "work")) and first != str(schema)
+  assert open(first).read() == schema.read_text()
+  assert local_runner.versioned_schema(str(schema), str(tmp_path / "work")) == first
+  schema.write_text('feature { name: "b" }\n')
+  second = local_runner.versioned_schema(str(schema), str(tmp_path / "work"))
+  assert second != first and open(second).read() == schema.read_text()
+  assert open(first).read() == 'feature { name: "a" }\n'  # the old copy is left as it was
+  built = local_runner.build(work=str(tmp_path / "work"))
+  gen = next(c for c in built.components if c.id == "ImportSchemaGen")
+  assert os.path.dirname(os.path.dirname(gen.exec_properties["schema_file"])) == str(
+      tmp_path / "work" / "tfx" / "schemas")
+
+
 def test_code_version_changes_with_the_code(tmp_path):
   from pipeline.code_version import code_version
 

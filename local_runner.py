@@ -4,6 +4,7 @@ reads. Owns the paths (under $DEMO_WORK, default ./work); the pipeline itself kn
 import hashlib
 import os
 import shutil
+import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -63,8 +64,10 @@ def versioned_schema(schema_path: str, work: str) -> str:
   copy = os.path.join(work, "tfx", "schemas", digest, os.path.basename(schema_path))
   if not os.path.exists(copy):
     os.makedirs(os.path.dirname(copy), exist_ok=True)
-    shutil.copyfile(schema_path, copy + ".tmp")
-    os.replace(copy + ".tmp", copy)  # a reader never sees a half-written copy
+    handle, partial = tempfile.mkstemp(dir=os.path.dirname(copy))
+    os.close(handle)
+    shutil.copyfile(schema_path, partial)
+    os.replace(partial, copy)  # a reader (or a second build) never sees a half-written copy
   return copy
 
 

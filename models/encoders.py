@@ -1,7 +1,8 @@
 """Shared input encoders: embedding tables and the feature groups every model starts from.
 
 Models differ in how they use the sequences; they share how ids become vectors, so every model
-calls :class:`Embeddings` and :func:`context_features` instead of building its own tables.
+calls :class:`Embeddings`, :func:`context_embeddings` and :func:`context_numeric` instead of
+building its own tables.
 """
 
 from __future__ import annotations
@@ -133,15 +134,6 @@ def context_embeddings(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tens
       emb(P.CATEGORY_VOCAB, x[xf(F.TRIGGER_CATEGORY_ID)])[:, 0],
       pool([display_tokens(emb, x), x[xf(F.DISPLAY_LEN)]]),
   ]
-
-
-def context_features(emb: Embeddings, x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
-  """Non-sequence features: user, context, candidate room, host statistics, displayed products.
-
-  The candidate-vs-session match features are separate (:func:`context_match`) so a model can
-  also route them to a linear path.
-  """
-  return context_embeddings(emb, x) + context_numeric(x)
 
 
 def _match(name: str, query: tf.Tensor, keys: tf.Tensor, width: int = 1) -> tf.Tensor:

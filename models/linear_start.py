@@ -196,7 +196,8 @@ def linear_start(network: tf.keras.Model, batches: Iterable[Tuple[dict, dict, di
   offset = network.get_layer(multitask.ROOM_OFFSET)
   table = offset.table.numpy()  # [V, H], read as rate × table
   iterations = {}
-  for column, head in enumerate(heads):
+  for head in heads:
+    column = list(F.HEADS).index(head)  # the offsets' columns follow the heads, F.HEADS first
     fit = fit_logistic(x, ids, offset.num_ids, labels[head], weights[head], l2)
     network.get_layer(multitask.wide_layer_name(head)).set_weights(
         [fit.coef[:, None].astype(np.float32), np.array([fit.intercept], np.float32)])

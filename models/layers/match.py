@@ -273,7 +273,7 @@ class DecayedMatchSum(tf.keras.layers.Layer):
   hours, position 0 the most recent; ``distances``, e.g. the impressions since each event, replace
   the positions' indices). Returns [B, K], one column per kernel k:
   ``sum_{l < length} m_l * exp(-a_k * age_l - b_k * d_l)``, with ``d_l = distances_l`` or ``l``,
-  ``a_k = softplus(.) >= 0`` (per hour) and ``b_k >= 0`` (per position) trained. Age buckets
+  ``a_k = softplus(.) >= 0`` (per hour) and ``b_k >= 0`` (per unit of distance) trained. Age buckets
   give a step function whose widest steps (6 h to a day) span most of the decay; a feedback
   effect that fades with both elapsed time and the rooms seen since needs the two rates
   multiplied (a logistic regression on such sums beat every model by 0.01 AUC: BUILD_NOTES "Demo
@@ -281,7 +281,8 @@ class DecayedMatchSum(tf.keras.layers.Layer):
 
   Args:
     half_lives_hours: initial time half-life of each kernel (one kernel each), > 0.
-    position_decay: initial per-position factor of every kernel, in (0, 1).
+    position_decay: initial factor per position (per unit of distance, when distances are
+      given) of every kernel, in (0, 1).
   """
 
   def __init__(self, half_lives_hours=(0.5, 3.0, 24.0), position_decay: float = 0.9, **kwargs):

@@ -100,6 +100,10 @@ def test_each_version_is_served_by_a_worker_process_through_its_life(tmp_path):
     # does the version.
     os.kill(pids[0], signal.SIGSTOP)
     try:
+      # kill() returns before every thread has stopped (one thread takes the signal and then
+      # stops the others), so a request sent at once could still be answered. The worker is this
+      # process's child: wait for its stop to complete, leaving the event for anyone else.
+      os.waitid(os.P_PID, pids[0], os.WSTOPPED | os.WNOWAIT)
       calls = [_stub(target).Predict.future(_spec_request(), timeout=1.0)
                for _ in range(REQUEST_THREADS)]
       for call in calls:

@@ -16,10 +16,13 @@ ENV TF_USE_LEGACY_KERAS=1
 # whatever the working directory. The packages under /app are the same files as the installed ones.
 ENV PYTHONPATH=/app
 
-# kubeflow_v2_runner.IMAGE_SCHEMA_PATH is /app/schemas/schema.pbtxt: the two move together
-# (tests/test_runners.py checks it).
+# kubeflow_v2_runner.image_schema_path() is where the schema is copied below, at a path named by
+# its content (ImportSchemaGen caches by path; schemas/make_schema.py): the two move together
+# (tests/test_runners.py runs the copy and checks it).
 WORKDIR /app
 COPY . /app
+RUN d=schemas/by_content/$(sha256sum schemas/schema.pbtxt | cut -c1-16) \
+    && mkdir -p "$d" && cp schemas/schema.pbtxt "$d/"
 
 # Not editable: the packages land in site-packages, so the Trainer's and Transform's module paths
 # (models.trainer.run_fn, models.preprocessing.preprocessing_fn) import as installed code; the

@@ -10,6 +10,7 @@ compiled with a placeholder would only fail on Vertex, after the image is pushed
 """
 
 import os
+import posixpath
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -19,12 +20,12 @@ from tfx import v1 as tfx  # noqa: E402
 from pipeline import beam_presets, configs  # noqa: E402
 from pipeline import pipeline as pipeline_lib  # noqa: E402
 from pipeline.code_version import code_version  # noqa: E402
-from schemas.make_schema import SCHEMA_PATH  # noqa: E402
+from schemas.make_schema import BY_CONTENT_DIR, SCHEMA_PATH, content_addressed_name  # noqa: E402
 
 FLAGS = flags.FLAGS
-# The Dockerfile's WORKDIR: the image installs this repository at /app, so its schema is this
-# checkout's schemas/schema.pbtxt (tests/test_runners.py checks the two agree).
-IMAGE_SCHEMA_PATH = "/app/schemas/schema.pbtxt"
+# The Dockerfile's WORKDIR: the image installs this repository at /app, and copies its schema to
+# /app/schemas/by_content/<digest>/schema.pbtxt (tests/test_runners.py checks the two agree).
+IMAGE_SCHEMA_DIR = "/app/schemas"
 # Flag -> the environment variable its default comes from (the TFX CLI passes no arguments).
 ENV_DEFAULTS = {"gcs_root": "VERTEX_GCS_ROOT", "image": "VERTEX_IMAGE",
                 "project": "VERTEX_PROJECT", "region": "VERTEX_REGION",
@@ -61,6 +62,13 @@ def check_required(values: dict) -> None:
     raise app.UsageError(f"kubeflow_v2_runner.py needs {', '.join(missing)}")
 
 
+def image_schema_path(schema_path: str = SCHEMA_PATH) -> str:
+  """Where the image holds the schema ImportSchemaGen reads: a path per content, as the local
+  runner's (ImportSchemaGen, and Vertex's cache, key on the path; an image rebuilt with an edited
+  schema under the same tag would otherwise reuse the old import)."""
+  return posixpath.join(IMAGE_SCHEMA_DIR, BY_CONTENT_DIR, content_addressed_name(schema_path))
+
+
 def compile_pipeline(output: str, gcs_root: str, image: str, model_name: str,
                      project: str, region: str = "us-central1") -> str:
   """Writes the V2 pipeline JSON to ``output`` and returns its path.
@@ -82,7 +90,7 @@ def compile_pipeline(output: str, gcs_root: str, image: str, model_name: str,
   pipeline = pipeline_lib.create_pipeline(
       pipeline_name=configs.PIPELINE_NAME,
       pipeline_root=f"{gcs_root}/tfx/{configs.PIPELINE_NAME}",
-      log_dir=f"{gcs_root}/logs", schema_path=IMAGE_SCHEMA_PATH, schema_source=SCHEMA_PATH,
+      log_dir=f"{gcs_root}/logs", schema_path=image_schema_path(), schema_source=SCHEMA_PATH,
       serving_model_dir=f"{gcs_root}/serving/{configs.PIPELINE_NAME}",
       preprocessing_fn=configs.PREPROCESSING_FN, run_fn=configs.RUN_FN,
       train_steps=configs.TRAIN_STEPS,

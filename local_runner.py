@@ -1,7 +1,6 @@
 """LocalDagRunner entry: what `tfx pipeline create --engine local --pipeline_path local_runner.py`
 reads. Owns the paths (under $DEMO_WORK, default ./work); the pipeline itself knows none."""
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -15,7 +14,7 @@ from models import features as F  # noqa: E402
 from pipeline import beam_presets, configs  # noqa: E402
 from pipeline import pipeline as pipeline_lib  # noqa: E402
 from pipeline.code_version import code_version  # noqa: E402
-from schemas.make_schema import SCHEMA_PATH  # noqa: E402
+from schemas.make_schema import SCHEMA_PATH, content_addressed_name  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.environ.get("DEMO_WORK", os.path.join(HERE, "work"))
@@ -53,15 +52,10 @@ def paths(work: str, pipeline_name: str = configs.PIPELINE_NAME) -> dict:
 
 
 def versioned_schema(schema_path: str, work: str) -> str:
-  """A copy of ``schema_path`` under ``work`` at a path named by its content.
-
-  ImportSchemaGen's cache key is its file's path, not the file's content, so an edited schema at
-  the same path would be served from the cache (and ExampleValidator would stop the run on every
-  new column); a path per content re-imports it exactly when it changed.
-  """
-  with open(schema_path, "rb") as f:
-    digest = hashlib.sha256(f.read()).hexdigest()[:16]
-  copy = os.path.join(work, "tfx", "schemas", digest, os.path.basename(schema_path))
+  """A copy of ``schema_path`` under ``work`` at a path named by its content (ImportSchemaGen
+  caches by path: ``schemas.make_schema.content_addressed_name``), so it is imported again exactly
+  when it changed."""
+  copy = os.path.join(work, "tfx", "schemas", content_addressed_name(schema_path))
   if not os.path.exists(copy):
     os.makedirs(os.path.dirname(copy), exist_ok=True)
     handle, partial = tempfile.mkstemp(dir=os.path.dirname(copy))

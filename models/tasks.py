@@ -116,9 +116,11 @@ class RankingModel(tf.keras.Model):
   """A functional ranking network trained on its :class:`Tasks`.
 
   ``fit`` takes ``(features, labels, sample_weights)`` batches as :meth:`Tasks.split` makes them.
-  The loss is ``sum_h weight_h * loss_h`` plus the network's regularisation losses; each head
-  reports ``<output>_loss`` and, when served, ``<output>_auc`` (``val_`` prefixed on validation
-  data).
+  The training loss is ``sum_h weight_h * loss_h`` plus the network's regularisation losses; the
+  evaluation loss is the heads' sum alone, so early stopping on ``val_loss`` compares the fits to
+  the eval data and not the size of the weights (a growing embedding penalty would otherwise stop
+  training while the eval fit still improves). Each head reports ``<output>_loss`` and, when
+  served, ``<output>_auc`` (``val_`` prefixed on validation data).
 
   Args:
     network: a Keras model whose outputs are a dict keyed by every head's output name.
@@ -155,7 +157,8 @@ class RankingModel(tf.keras.Model):
     return self.network(inputs, training=training)
 
   def _total_loss(self, data, training: bool):
-    """This replica's share of sum_h weight_h * loss_h + regularisation; updates the metrics.
+    """This replica's share of sum_h weight_h * loss_h (+ regularisation when ``training``);
+    updates the metrics.
 
     A head's loss is its weighted per-example losses summed over the global batch and divided by
     the global batch size (Keras' ``SUM_OVER_BATCH_SIZE``). Under a strategy with N replicas each
@@ -181,7 +184,7 @@ class RankingModel(tf.keras.Model):
       self.head_loss_trackers[h.output].update_state(share * replicas)
       terms.append(h.weight * share)
     loss = tf.add_n(terms)
-    if self.network.losses:
+    if training and self.network.losses:
       loss += tf.add_n(self.network.losses) / replicas
     self.loss_tracker.update_state(loss * replicas)
     return loss

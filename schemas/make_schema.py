@@ -8,6 +8,7 @@ after changing features:  python -m schemas.make_schema [--realtime_len N --life
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 from typing import Dict
 
@@ -19,6 +20,20 @@ SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.p
 REGENERATE = "python -m schemas.make_schema --realtime_len {realtime} --lifelong_len {lifelong}"
 TRAINING, SERVING = "TRAINING", "SERVING"
 _BINARY_LABELS = tuple(k for k in F.LABEL_KEYS if k not in F.FLOAT_LABELS)
+# ImportSchemaGen's cache key is its file's path, not the file's content, so an edited schema at
+# the same path would be served from the cache (and ExampleValidator would stop the run on every
+# new column). Both runners import a copy at a path named by the content: the local runner makes
+# it under its work directory, the Dockerfile under BY_CONTENT_DIR (with `cut -c1-16`).
+BY_CONTENT_DIR = "by_content"
+DIGEST_CHARS = 16
+
+
+def content_addressed_name(schema_path: str) -> str:
+  """``<digest>/<file name>`` of ``schema_path``: the first DIGEST_CHARS hex digits of its
+  sha256, so a copy there changes path exactly when the schema changes."""
+  with open(schema_path, "rb") as f:
+    digest = hashlib.sha256(f.read()).hexdigest()[:DIGEST_CHARS]
+  return f"{digest}/{os.path.basename(schema_path)}"
 
 
 def build_schema(realtime_len: int = F.REALTIME_SEQ_LEN,

@@ -64,6 +64,9 @@ def test_kubeflow_v2_compile(tmp_path):
   _assert_compiled_for(spec, "gcr.io/p/img:1", "gs://b/x", "proj-x", "europe-west4")
   # The Transform waits for the anomaly gate, so bad data never reaches training.
   assert "AnomalyGate" in spec["root"]["dag"]["tasks"]["Transform"]["dependentTasks"]
+  # The schema is imported from the image's copy at a path per content.
+  assert kubeflow_v2_runner.image_schema_path() in json.dumps(
+      spec["root"]["dag"]["tasks"]["ImportSchemaGen"])
 
 
 def test_vertex_runner_names_every_missing_setting():
@@ -119,7 +122,7 @@ def _dockerignored(path, patterns):
              for prefix in prefixes for p in patterns)
 
 
-def test_the_image_installs_this_package_where_the_runner_looks():
+def test_the_image_installs_this_package_where_the_runner_looks(tmp_path):
   instructions = _dockerfile(os.path.join(ROOT, "Dockerfile"))
   by_keyword = {}
   for keyword, args in instructions:
@@ -129,10 +132,18 @@ def test_the_image_installs_this_package_where_the_runner_looks():
   # The TFX team's image for the pinned tfx: the venv's TFX and the image's are the same release.
   assert by_keyword["FROM"] == [f"gcr.io/tfx-oss-public/tfx:{pins['tfx']}"]
   (workdir,) = by_keyword["WORKDIR"]
-  # The runner's image path of the schema is this checkout's schema under the WORKDIR...
   from schemas.make_schema import SCHEMA_PATH
   relative = os.path.relpath(SCHEMA_PATH, ROOT).replace(os.sep, "/")
-  assert kubeflow_v2_runner.IMAGE_SCHEMA_PATH == posixpath.join(workdir, relative)
+  # The runner's image path of the schema is where the image's copy step puts this checkout's
+  # schema under the WORKDIR: run that step on a copy of it, as the build runs it.
+  (copy_step,) = [a for a in by_keyword["RUN"] if "sha256sum" in a]
+  image_path = kubeflow_v2_runner.image_schema_path()
+  assert posixpath.dirname(image_path) != posixpath.dirname(posixpath.join(workdir, relative))
+  os.makedirs(tmp_path / os.path.dirname(relative))
+  shutil.copyfile(SCHEMA_PATH, tmp_path / relative)
+  subprocess.run(["bash", "-c", copy_step], cwd=tmp_path, check=True)
+  with open(tmp_path / posixpath.relpath(image_path, workdir)) as f, open(SCHEMA_PATH) as g:
+    assert f.read() == g.read()
   # ...and the build context (the checkout) is what is copied there.
   copies = [shlex.split(a) for a in by_keyword["COPY"]]
   assert any(c[:-1] == ["."] and posixpath.normpath(posixpath.join(workdir, c[-1])) == workdir

@@ -68,6 +68,28 @@ def test_loss_is_the_weighted_sum_of_head_losses_with_masks():
                       | {f"{h}_loss" for h in model.tasks.outputs})
 
 
+def test_the_eval_loss_leaves_out_the_regularisation_that_training_adds():
+  x = tf.keras.Input(shape=(1,), name="x_xf")
+  l2 = tf.keras.regularizers.L2(0.5)
+  network = tf.keras.Model(x, {h: tf.keras.layers.Dense(1, activation="sigmoid", name=h,
+                                                        kernel_regularizer=l2)(x)
+                               for h in F.HEADS})
+  model = tasks.RankingModel(network, tasks.ENGAGEMENT)
+  model.compile(tf.keras.optimizers.SGD(0.0))
+  for h in F.HEADS:
+    network.get_layer(h).set_weights([np.array([[2.0]], np.float32), np.zeros(1, np.float32)])
+  penalty = 0.5 * 4.0 * len(F.HEADS)  # 0.5 * kernel² per head
+  batch = _batch()
+  features, labels, weights = model.tasks.split(batch)
+  preds = model(features)
+  bce = tf.keras.losses.BinaryCrossentropy()
+  heads = sum(float(bce(labels[h], preds[h], sample_weight=weights[h])) for h in F.HEADS)
+  data = tf.data.Dataset.from_tensors(batch).map(model.tasks.split)
+  assert model.evaluate(data, verbose=0, return_dict=True)["loss"] == pytest.approx(heads, rel=1e-5)
+  trained = model.fit(data, epochs=1, verbose=0).history["loss"][0]
+  assert trained == pytest.approx(heads + penalty, rel=1e-5)
+
+
 def test_training_reduces_the_loss_and_reports_val_auc_per_head():
   tf.keras.utils.set_random_seed(0)
   model = tasks.RankingModel(_toy_network(with_gap=False), tasks.ENGAGEMENT)

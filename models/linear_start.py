@@ -216,3 +216,12 @@ def linear_layers(network: tf.keras.Model) -> List[tf.keras.layers.Layer]:
   """The layers :func:`linear_start` sets (the trainer freezes them after it)."""
   return ([network.get_layer(multitask.wide_layer_name(h)) for h in multitask.linear_heads(network)]
           + [network.get_layer(multitask.ROOM_OFFSET)])
+
+
+def wide_feature_layers(network: tf.keras.Model) -> List[tf.keras.layers.Layer]:
+  """The layers with weights that compute the wide features (batch normalisation, learned decays,
+  match summaries): the trainer freezes them with the path, so the features SGD feeds the solved
+  regression are the ones it was solved on (a trainable batch normalisation would read batch
+  moments, and a learned decay would drift away from the solved coefficients)."""
+  path = tf.keras.Model(network.inputs, network.get_layer(multitask.WIDE_FEATURES).output)
+  return [layer for layer in path.layers if layer.weights]

@@ -316,7 +316,8 @@ def start_linear_path(model: tasks_lib.RankingModel, train_batches, cfg: TrainCo
   if not cfg.linear_start_l2 or not linear_start.has_linear_path(model.network):
     return False
   linear_start.linear_start(model.network, train_batches, cfg.linear_start_l2)
-  for layer in linear_start.linear_layers(model.network):
+  for layer in (linear_start.linear_layers(model.network)
+                + linear_start.wide_feature_layers(model.network)):
     layer.trainable = False
   # Keras reads the trainable flags when the model is compiled; the optimizer has no state yet.
   model.compile(optimizer=model.optimizer)

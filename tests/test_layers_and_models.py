@@ -532,8 +532,15 @@ def test_start_linear_path_freezes_the_path_and_the_rest_trains():
   assert not trainer.start_linear_path(model, data, dataclasses.replace(cfg, linear_start_l2=0.0))
   assert all(layer.trainable for layer in linear_start.linear_layers(model.network))
   assert trainer.start_linear_path(model, data, cfg)
-  frozen = linear_start.linear_layers(model.network)
-  assert len(frozen) == len(F.HEADS) + 1 and not any(layer.trainable for layer in frozen)
+  solved = linear_start.linear_layers(model.network)
+  assert len(solved) == len(F.HEADS) + 1
+  # What computes the wide features is frozen too: batch normalisation (which, frozen, also
+  # normalises by the moments the regression was solved on) and the learned decays.
+  feeding = linear_start.wide_feature_layers(model.network)
+  kinds = {type(layer).__name__ for layer in feeding}
+  assert {"BatchNormalization", "DecayedMatchSum", "MatchSummary"} <= kinds, kinds
+  frozen = solved + feeding
+  assert not any(layer.trainable for layer in frozen)
   before = [layer.get_weights() for layer in frozen]
   others = [w.numpy().copy() for w in model.trainable_weights]
   model.run_eagerly = True

@@ -7,6 +7,7 @@ building its own tables.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, List, Tuple
 
 import tensorflow as tf
@@ -175,6 +176,27 @@ def context_match(x: Dict[str, tf.Tensor],
       trigger,
       MatchSummary(name="summary_session_categories")([session_cats, n_shown]),
       MatchSummary(name="summary_session_room")([session_room, n_shown])])]
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """The candidate in its context as every model reads it: built once per network, so the
+  features, the linear path (``multitask.wide_features``) and :func:`session_position` share it.
+
+  Attributes:
+    numeric: :func:`context_numeric`, the room's numbers.
+    matches: :func:`context_match`, the candidate against this session.
+    session_hits: :func:`session_category_hits`, which both of the others' matches read.
+  """
+  numeric: List[tf.Tensor]
+  matches: List[tf.Tensor]
+  session_hits: Tuple[tf.Tensor, tf.Tensor]
+
+
+def context(x: Dict[str, tf.Tensor]) -> Context:
+  """The :class:`Context` of the transformed inputs ``x``."""
+  hits = session_category_hits(x)
+  return Context(numeric=context_numeric(x), matches=context_match(x, hits), session_hits=hits)
 
 
 def session_position(x: Dict[str, tf.Tensor], hits: Tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:

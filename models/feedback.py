@@ -80,24 +80,23 @@ def build_feedback(spec: ModelSpec, use_negative: bool = True, use_triplet: bool
   cand = encoders.candidate_tokens(emb, inputs)  # [B, D]
   attend = lambda prefix: TargetAttention(num_heads, d, output_dim=d, name=f"att_{prefix}")(  # noqa: E731
       [cand, encoders.sequence_tokens(emb, inputs, prefix), inputs[xf(F.len_key(prefix))]])
-  session_hits = encoders.session_category_hits(inputs)
-  numeric = encoders.context_numeric(inputs)
-  matches = encoders.context_match(inputs, session_hits)
-  parts = encoders.context_embeddings(emb, inputs) + numeric
+  context = encoders.context(inputs)
+  parts = encoders.context_embeddings(emb, inputs) + context.numeric
+  signal_matches = []
   if use_realtime:
     u_pos = attend(F.RT_POS)  # [B, D]
     parts += [u_pos, u_pos * cand]
-    matches += encoders.realtime_match(inputs)
+    signal_matches += encoders.realtime_match(inputs)
   if use_negative:
     u_neg = attend(F.RT_NEG)  # [B, D]
     residual = MLP([d], name="contrastive_residual")(u_pos - u_neg)  # [B, D]
     parts += [u_neg, residual, residual * cand]
   parts += encoders.pooled_session_and_lifelong(emb, inputs)
-  matches += encoders.lifelong_match(inputs)
-  x = BroadcastConcatenate(name="features")(parts + matches)
+  signal_matches += encoders.lifelong_match(inputs)
+  x = BroadcastConcatenate(name="features")(parts + context.matches + signal_matches)
   tasks = PLE(len(heads), num_levels=2, task_experts=2, shared_experts=2,
               expert_units=(128, 64), name="ple")(x)
-  wide_x = wide_features(inputs, matches, numeric, session_hits) if wide else None  # [B, W]
+  wide_x = wide_features(inputs, context, signal_matches) if wide else None  # [B, W]
   outputs = task_heads(tasks, heads=heads, wide=wide_x,
                        bias_logits=room_offsets(spec, inputs, num_heads=len(heads)))
   if use_triplet:

@@ -273,9 +273,8 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
   affinity = tf.reduce_sum(per_channel * query[:, tf.newaxis, :], axis=-1)  # [B, C]: vs the room
   history.append(tf.math.log1p(tf.cast(length, tf.float32)))  # [B, 1]
 
-  session_hits = encoders.session_category_hits(inputs)
-  numeric = encoders.context_numeric(inputs)
-  matches = encoders.context_match(inputs, session_hits) + encoders.realtime_match(inputs)
+  context = encoders.context(inputs)
+  realtime_matches = encoders.realtime_match(inputs)
   lifelong_matches = []
   if extraction == "multi_channel" and channel_statistics:
     # What the relevance channels find in the whole sequence, before their top-K cap (a heavy
@@ -283,9 +282,10 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
     # purchases through, of the room's categories and shop and the displayed brands and
     # categories (the category and shop/brand channels' hits); O(1) in L per room.
     lifelong_matches = encoders.lifelong_match(inputs)  # [B, 22]
-  parts = (encoders.context_embeddings(emb, inputs) + numeric
+  parts = (encoders.context_embeddings(emb, inputs) + context.numeric
            + encoders.pooled_realtime(emb, inputs) + [encoders.pooled_session(emb, inputs)]
-           + matches + [interest, affinity] + history + lifelong_matches)
+           + context.matches + realtime_matches + [interest, affinity] + history
+           + lifelong_matches)
   main = BroadcastConcatenate(name="features")(parts)
   bias = None
   if use_bias_net:
@@ -296,7 +296,7 @@ def build_lifelong(spec: ModelSpec, extraction: str = "multi_channel", top_k: in
   offsets = room_offsets(spec, inputs)
   if offsets is not None:
     bias = offsets if bias is None else tf.keras.layers.Add(name="bias_logits")([bias, offsets])
-  wide_x = (wide_features(inputs, matches + lifelong_matches, numeric, session_hits) if wide
+  wide_x = (wide_features(inputs, context, realtime_matches + lifelong_matches) if wide
             else None)  # [B, W]
   outputs = task_heads(extractor("shared_bottom")(main), wide=wide_x, bias_logits=bias)
   if use_aux:

@@ -43,20 +43,21 @@ def linear_heads(network: tf.keras.Model) -> List[str]:
   return [h for h in F.HEADS if wide_layer_name(h) in names]
 
 
-def wide_features(inputs: dict, matches: List[tf.Tensor], numeric: List[tf.Tensor],
-                  session_hits) -> tf.Tensor:
-  """The linear path's input, [B, W]: the match features the model reads, the room's numbers
-  (``encoders.context_numeric``) and the candidate's place in the session.
+def wide_features(inputs: dict, context: encoders.Context,
+                  signal_matches: List[tf.Tensor]) -> tf.Tensor:
+  """The linear path's input, [B, W]: the session matches and the match features of the
+  model's signals, the room's numbers and the candidate's place in the session.
 
   Args:
     inputs: the model's transformed inputs.
-    matches: the model's batch-normalised match features (``encoders.*_match``); a model without
-      a signal leaves its matches out here too, so an ablation pair differs only by that signal.
-    numeric: ``encoders.context_numeric(inputs)`` as the model already built it.
-    session_hits: ``encoders.session_category_hits(inputs)``.
+    context: ``encoders.context(inputs)`` as the model already built it.
+    signal_matches: the batch-normalised match features of the sequences the model reads
+      (``encoders.realtime_match``, ``encoders.lifelong_match``); a model without a signal leaves
+      its matches out here too, so an ablation pair differs only by that signal.
   """
   return BroadcastConcatenate(name=WIDE_FEATURES)(
-      matches + numeric + [encoders.session_position(inputs, session_hits)])  # [B, W]
+      context.matches + signal_matches + context.numeric
+      + [encoders.session_position(inputs, context.session_hits)])  # [B, W]
 
 
 def task_heads(task_inputs: List[tf.Tensor], tower_units: Sequence[int] = (32,),
@@ -123,17 +124,16 @@ def build_multitask(spec: ModelSpec, kind: str, use_sequences: bool = True,
   """
   inputs = spec.inputs()
   emb = encoders.Embeddings(spec)
-  session_hits = encoders.session_category_hits(inputs)
-  matches = encoders.context_match(inputs, session_hits)
-  numeric = encoders.context_numeric(inputs)
-  parts = encoders.context_embeddings(emb, inputs) + numeric
+  context = encoders.context(inputs)
+  parts = encoders.context_embeddings(emb, inputs) + context.numeric
+  signal_matches = []
   if use_sequences:
     parts += encoders.pooled_sequences(emb, inputs)
-    matches += encoders.realtime_match(inputs) + encoders.lifelong_match(inputs)
-  x = BroadcastConcatenate(name="features")(parts + matches)  # [B, D]
+    signal_matches = encoders.realtime_match(inputs) + encoders.lifelong_match(inputs)
+  x = BroadcastConcatenate(name="features")(parts + context.matches + signal_matches)  # [B, D]
   if cross_layers:
     x = CrossNetwork(cross_layers, name="cross")(x)  # [B, D]
-  wide_x = wide_features(inputs, matches, numeric, session_hits) if wide else None  # [B, W]
+  wide_x = wide_features(inputs, context, signal_matches) if wide else None  # [B, W]
   outputs = task_heads(extractor(kind)(x), wide=wide_x, bias_logits=room_offsets(spec, inputs))
   return tf.keras.Model(inputs, outputs, name=name or kind)
 

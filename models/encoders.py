@@ -216,6 +216,8 @@ def realtime_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
   parts = []
   for prefix in F.RT_PREFIXES:
     length, age = x[xf(F.len_key(prefix))], x[xf(F.seq_key(prefix, "age_seconds"))]
+    decay_inputs = [length, x[xf(F.seq_key(prefix, F.RT_AGE_HOURS))],
+                    x[xf(F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE))]]
     for field, query in (("category_ids", F.HOST_CATEGORY_IDS), ("host_ids", F.HOST_ID),
                          ("shop_ids", F.HOST_SHOP_ID)):
       hits = _match(f"{prefix}_{field}", x[xf(query)], x[xf(F.seq_key(prefix, field))],
@@ -223,8 +225,15 @@ def realtime_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
       parts.append(MatchSummary(decay=0.85, num_buckets=AGE_BUCKETS,
                                 name=f"summary_{prefix}_{field}")([hits, length, age]))  # [B, 6]
       parts.append(DecayedMatchSum(name=f"decayed_{prefix}_{field}")(
-          [hits, length, x[xf(F.seq_key(prefix, F.RT_AGE_HOURS))],
-           x[xf(F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE))]]))  # [B, 3]
+          [hits] + decay_inputs))  # [B, 3]
+      if prefix == F.RT_POS and field == "category_ids":
+        # Liked rooms move the appetite further than viewed ones, and the share of liked events
+        # is the user's taste for the rooms they like (negative events are never liked).
+        liked = tf.cast(x[xf(F.seq_key(prefix, F.RT_LIKED))], tf.float32)  # [B, L]
+        parts.append(DecayedMatchSum(name=f"decayed_{prefix}_liked_{field}")(
+            [tf.cast(hits, tf.float32) * liked] + decay_inputs))  # [B, 3]
+        parts.append(MatchSummary(decay=0.85, num_buckets=AGE_BUCKETS,
+                                  name=f"summary_{prefix}_liked")([liked, length, age]))  # [B, 6]
   return [_normalized("realtime_match", parts)]
 
 

@@ -90,8 +90,13 @@ RT_PREFIXES = (RT_POS, RT_NEG)
 # in its own sequence undercounts that distance (BUILD_NOTES, "The linear path in the feedback and
 # lifelong models").
 RT_IMPRESSIONS_SINCE = "impressions_since"
+# Per event: 1 if the user liked the room. A like raises the simulator's appetite more than a view
+# does, and how often a user likes reveals their taste for entertaining rooms, which moves every
+# head (BUILD_NOTES, "Liked events in the real-time sequence"). 0 on every negative event (a quick
+# swipe without interaction) and on padding.
+RT_LIKED = "liked"
 RT_FIELDS = ("host_ids", "category_ids", "shop_ids", "stay_buckets", "age_seconds",
-             RT_IMPRESSIONS_SINCE)
+             RT_IMPRESSIONS_SINCE, RT_LIKED)
 # Made by Transform from ``age_seconds`` (not stored): each position's age in hours, 0 on padding,
 # for the learned time decays of the match features (the stored seconds are also bucketized).
 RT_AGE_HOURS = "age_hours"
@@ -227,6 +232,7 @@ def _with_range(feature: RawFeature, realtime_len: int, lifelong_len: int) -> Ra
            len_key(RT_POS): realtime_len, len_key(RT_NEG): realtime_len,
            len_key(LL): lifelong_len}
   upper.update({seq_key(prefix, "stay_buckets"): MAX_STAY_BUCKET for prefix in RT_PREFIXES})
+  upper.update({seq_key(prefix, RT_LIKED): 1 for prefix in RT_PREFIXES})
   upper.update({k: 1 for k in LABEL_KEYS if k not in FLOAT_LABELS})
   return dataclasses.replace(feature, min_value=0, max_value=upper.get(feature.name))
 

@@ -448,6 +448,8 @@ def test_feedback_index_reads_what_sorting_the_whole_history_gives_at_every_time
       assert got[F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE)] == [
           sum(h.leave_ts < other.leave_ts < ts for other in history) for h in want] + [0] * (
           2 - len(want)), (ts, prefix)
+      assert got[F.seq_key(prefix, F.RT_LIKED)] == [int(h.has(r.LIKE)) for h in want] + [0] * (
+          2 - len(want)), (ts, prefix)
   # Hand-checked at T0 + 20.5: positives 3 (50 s) then 1 (40 s); negatives 4 then 2 (the same
   # end, the larger id first); each room's categories padded to its own slot.
   at = index.sequences(T0 + 20.5, 2)
@@ -465,6 +467,7 @@ def test_feedback_index_reads_what_sorting_the_whole_history_gives_at_every_time
   later = index.sequences(T0 + 45, 2)
   assert later[F.seq_key(F.RT_POS, "host_ids")] == [1, 2]
   assert later[F.seq_key(F.RT_POS, F.RT_IMPRESSIONS_SINCE)] == [1, 2]
+  assert later[F.seq_key(F.RT_POS, F.RT_LIKED)] == [1, 0]
 
 
 def test_purchase_index_reads_purchases_strictly_before_a_time_most_recent_first():

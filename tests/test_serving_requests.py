@@ -34,7 +34,8 @@ def _row(seed: int) -> dict:
     elif spec.dtype == "float":
       row[spec.name] = rng.uniform(0, 1, spec.length).round(3).tolist()
     else:
-      row[spec.name] = rng.integers(1, 4, spec.length).tolist()
+      high = 3 if spec.max_value is None else min(3, int(spec.max_value))  # within the domain
+      row[spec.name] = rng.integers(1, high + 1, spec.length).tolist()
   for key, n in ((F.len_key(F.RT_POS), RT), (F.len_key(F.RT_NEG), 1), (F.len_key(F.LL), LL),
                  (F.DISPLAY_LEN, 2), (F.SESSION_HOSTS_LEN_KEY, 2), (F.HOST_FLASH_SALE, 1),
                  (F.HOUR_OF_DAY, 20)):

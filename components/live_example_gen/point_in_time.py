@@ -118,6 +118,7 @@ class FeedbackIndex:
           # Impressions that ended after this one (a tie in end time is not after) and before ts.
           F.RT_IMPRESSIONS_SINCE: [ended - bisect.bisect_right(self._all_leave_ts, h.leave_ts)
                                    for h in seq],
+          F.RT_LIKED: [int(h.has(r.LIKE)) for h in seq],
       }
       for field in F.RT_FIELDS:
         out[F.seq_key(prefix, field)] = _pad(cols[field], F.rt_field_length(field, seq_len))

@@ -10,8 +10,10 @@ from what any model sees: the raw tf.Examples. The features follow the simulator
 - lifelong: share and count of purchases in the room's categories, the Dirichlet(.25) posterior
   mean preference for them, displayed brands and the room's shop among the purchases;
 - real-time: category overlaps of the positive and negative sequences with the room (counts,
-  decayed by time with the simulator's 4 h half-life, by position with its x0.85 per slot), a signed
-  decayed sum (+.5 per positive, -.7 per negative hit) and the trigger-category hit;
+  decayed by time with the simulator's 4 h half-life, by position with its x0.85 per slot, and by
+  the x0.85 per impression since the event, which is the simulator's rule), a signed decayed sum
+  (+.5 per positive, -.7 per negative hit, decayed per impression since) and the trigger-category
+  hit;
 - session fatigue (shown categories that repeat the room's), slot, hour, activity level;
 - the room: id (one-hot for the regression, categorical for the trees), window statistics, flash
   sale, displayed products and prices.
@@ -117,11 +119,15 @@ def build_features(c: Dict[str, np.ndarray], n_categories: int) -> Tuple[np.ndar
     age = c[F.seq_key(prefix, "age_seconds")].astype(np.float64)
     by_time = 0.5 ** (age / bh.APPETITE_HALF_LIFE_SECONDS)
     by_position = bh.APPETITE_DECAY_PER_SLOT ** np.arange(length)[None, :]
+    # The simulator decays the appetite per impression, any impression: the events' distance.
+    by_impressions = bh.APPETITE_DECAY_PER_SLOT ** c[
+        F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE)].astype(np.float64)
     cols[f"{prefix}_hits"] = hits.sum(1)
     cols[f"{prefix}_hits_time_decayed"] = (hits * by_time).sum(1)
     cols[f"{prefix}_hits_position_decayed"] = (hits * by_position).sum(1)
     cols[f"{prefix}_hits_decayed"] = (hits * by_time * by_position).sum(1)
-    cols[f"{prefix}_signed"] = bump * cols[f"{prefix}_hits_decayed"]
+    cols[f"{prefix}_hits_since_decayed"] = (hits * by_time * by_impressions).sum(1)
+    cols[f"{prefix}_signed"] = bump * cols[f"{prefix}_hits_since_decayed"]
     cols[f"{prefix}_any_hit"] = (hits.sum(1) > 0).astype(float)
     cols[f"{prefix}_log_len"] = np.log1p(n)
   trigger_hit = (c[F.TRIGGER_CATEGORY_ID] == room).any(1).astype(float)
@@ -178,7 +184,8 @@ ROOM_ID = "room_id"
 # is the regression's one-hot of the room, which is not a column of build_features.
 FEATURE_GROUPS: Dict[str, Callable[[str], bool]] = {
     "realtime_overlaps": lambda n: n.startswith(F.RT_PREFIXES) or n == "appetite_estimate",
-    "realtime_time_decay": lambda n: (n.endswith(("_time_decayed", "_hits_decayed", "_signed"))
+    "realtime_time_decay": lambda n: (n.endswith(("_time_decayed", "_hits_decayed",
+                                                  "_since_decayed", "_signed"))
                                       or n == "appetite_estimate"),
     "realtime_position_decay": lambda n: n.endswith("_position_decayed"),
     "trigger": lambda n: n.startswith("trigger_") or n == "ll_posterior_x_trigger",

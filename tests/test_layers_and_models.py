@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from models import encoders, lifelong, linear_start, multitask, trainer
 from models import features as F
-from models import lifelong, linear_start, multitask, trainer
 from models.layers import (
     MLP,
     BroadcastConcatenate,
@@ -549,3 +549,30 @@ def test_start_linear_path_freezes_the_path_and_the_rest_trains():
     for a, b in zip(layer.get_weights(), weights):
       np.testing.assert_array_equal(a, b)
   assert any(not np.allclose(a, b.numpy()) for a, b in zip(others, model.trainable_weights))
+
+
+def test_realtime_match_reads_the_liked_events_of_the_positive_sequence():
+  spec = _spec()
+  inputs = spec.inputs()
+  network = tf.keras.Model(inputs, encoders.realtime_match(inputs))
+  probe = tf.keras.Model(inputs, [network.get_layer("decayed_rt_pos_liked_category_ids").output,
+                                  network.get_layer("summary_rt_pos_liked").output])
+  xf = F.transformed_name
+  width = F.HOST_MAX_CATEGORIES
+  feats = {k: np.zeros((1,) + tuple(v.shape[1:]), v.dtype.as_numpy_dtype)
+           for k, v in inputs.items()}
+  feats[xf(F.HOST_CATEGORY_IDS)][0, :2] = [5, 7]
+  # Three positive events sharing 1, 2 and 1 categories with the room; the first and the third
+  # liked; 0, 1 and 2 impressions ago, just now (age 0 h), so only the distance decays them.
+  cats = feats[xf(F.seq_key(F.RT_POS, "category_ids"))]
+  for position, room in enumerate([[5], [5, 7], [7, 9]]):
+    cats[0, position * width:position * width + len(room)] = room
+  feats[xf(F.len_key(F.RT_POS))][0] = 3
+  feats[xf(F.seq_key(F.RT_POS, F.RT_LIKED))][0, :3] = [1, 0, 1]
+  feats[xf(F.seq_key(F.RT_POS, F.RT_IMPRESSIONS_SINCE))][0, :3] = [0, 1, 2]
+  # A liked flag past the length is padding: it must not count.
+  feats[xf(F.seq_key(F.RT_POS, F.RT_LIKED))][0, 3] = 1
+  decayed, summary = probe(feats)
+  # Each kernel starts at x0.9 per unit of distance: 1 * 0.9^0 + 1 * 0.9^2 (the unliked 2 drops).
+  np.testing.assert_allclose(decayed.numpy(), [[1 + 0.81] * 3], rtol=1e-5)
+  np.testing.assert_allclose(summary.numpy()[0, :2], [np.log1p(2.0), 2 / 3], rtol=1e-5)

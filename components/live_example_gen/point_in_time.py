@@ -103,7 +103,8 @@ class FeedbackIndex:
   def sequences(self, ts: float, seq_len: int) -> Dict[str, list]:
     """Positive and negative sequences of feedback completed strictly before ``ts``, most recent
     first (ties: the larger impression id first), each padded to ``seq_len``; each event with the
-    number of the index's impressions that ended after it and before ``ts``."""
+    number of the index's impressions that ended after it and before ``ts``, and whether it was
+    liked."""
     out: Dict[str, list] = {}
     ended = bisect.bisect_left(self._all_leave_ts, ts)  # the user's impressions ended before ts
     for prefix in (F.RT_POS, F.RT_NEG):

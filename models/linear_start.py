@@ -149,9 +149,14 @@ def fit_logistic(x: np.ndarray, ids: np.ndarray, num_ids: int, labels: np.ndarra
                      iterations=iterations)
 
 
+def _wide_path(network: tf.keras.Model) -> tf.keras.Model:
+  """The part of ``network`` from its inputs to the wide features (its layers are shared)."""
+  return tf.keras.Model(network.inputs, network.get_layer(multitask.WIDE_FEATURES).output)
+
+
 def _collect(network: tf.keras.Model, batches, heads: Sequence[str], id_key: str):
   """The wide features, ids, labels and weights of one pass over ``batches``."""
-  probe = tf.keras.Model(network.inputs, network.get_layer(multitask.WIDE_FEATURES).output)
+  probe = _wide_path(network)
   xs, ids = [], []
   labels: Dict[str, list] = {h: [] for h in heads}
   weights: Dict[str, list] = {h: [] for h in heads}
@@ -223,5 +228,4 @@ def wide_feature_layers(network: tf.keras.Model) -> List[tf.keras.layers.Layer]:
   match summaries): the trainer freezes them with the path, so the features SGD feeds the solved
   regression are the ones it was solved on (a trainable batch normalisation would read batch
   moments, and a learned decay would drift away from the solved coefficients)."""
-  path = tf.keras.Model(network.inputs, network.get_layer(multitask.WIDE_FEATURES).output)
-  return [layer for layer in path.layers if layer.weights]
+  return [layer for layer in _wide_path(network).layers if layer.weights]

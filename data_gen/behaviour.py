@@ -21,7 +21,8 @@ TRIGGER_APPETITE_BUMP = 0.8  # a session's trigger item raises the appetite for 
 # Which real-time appetite a truth is computed with (the reachable ceilings' ablations): all of it,
 # none, or only the part the session's trigger item put there (what a model that sees the trigger
 # but no feedback sequence can know). The appetite is linear in its sources, so the trigger part
-# is exact: the trigger's bump decayed like the rest.
+# is exact: the trigger's bump decayed like the rest. The trigger-only truth also leaves out the
+# satiation: the purchases that raise it are feedback events, in no feature but the sequences.
 APPETITE_FULL, APPETITE_NONE, APPETITE_TRIGGER_ONLY = "full", "none", "trigger_only"
 APPETITE_SOURCES = (APPETITE_FULL, APPETITE_NONE, APPETITE_TRIGGER_ONLY)
 APPETITE_HALF_LIFE_SECONDS = 4 * 3600.0
@@ -241,6 +242,7 @@ class Behaviour:
     appetite = {APPETITE_FULL: room.appetite, APPETITE_NONE: 0.0,
                 APPETITE_TRIGGER_ONLY: room.trigger_appetite}[appetite_source]
     fatigue, hot, q = room.fatigue, room.hot, room.quality
+    satiation = 0.0 if appetite_source == APPETITE_TRIGGER_ONLY else room.satiation
     ent = room.entertain * traits.entertain_taste
     z_view = (-1.3 + 3.0 * aff + 0.9 * appetite + 0.6 * q + 0.4 * room.pop
               + 0.7 * hot + 1.6 * ent - 0.35 * fatigue - 0.02 * room.slot)
@@ -253,7 +255,7 @@ class Behaviour:
                    / len(room.display_brands) * self.world.config.n_brands)
       ps, price_z = traits.price_sensitivity, room.price_z
       p_click_v = sigmoid(-1.8 + 2.4 * room.sell + 0.6 * min(brand_aff, 3.0)
-                          + 1.5 * aff + 0.9 * hot - trap.satiation * room.satiation
+                          + 1.5 * aff + 0.9 * hot - trap.satiation * satiation
                           + trap.hard_sell_lift * room.hard_sell)
       p_cart_c = sigmoid(-0.9 + 0.8 * room.sell - 0.6 * ps * price_z + 0.5 * hot)
       p_direct_c = sigmoid(-3.0 + 1.2 * hot - 0.4 * ps * price_z)

@@ -95,8 +95,15 @@ RT_IMPRESSIONS_SINCE = "impressions_since"
 # head (BUILD_NOTES, "Liked events in the real-time sequence"). 0 on every negative event (a quick
 # swipe without interaction) and on padding.
 RT_LIKED = "liked"
+# Per event: 1 if the user bought in the room. A purchase sates the user: the simulator lowers the
+# item-click logit of later rooms sharing its categories, fading per impression and over a day
+# (BUILD_NOTES, "Purchases in the real-time sequence"). A purchase needs an effective view, so it
+# is always a positive event; 0 on every negative event and on padding.
+RT_PURCHASED = "purchased"
+# The 0/1 flags per event: passed through by Transform, 0 on padding.
+RT_FLAG_FIELDS = (RT_LIKED, RT_PURCHASED)
 RT_FIELDS = ("host_ids", "category_ids", "shop_ids", "stay_buckets", "age_seconds",
-             RT_IMPRESSIONS_SINCE, RT_LIKED)
+             RT_IMPRESSIONS_SINCE) + RT_FLAG_FIELDS
 # Made by Transform from ``age_seconds`` (not stored): each position's age in hours, 0 on padding,
 # for the learned time decays of the match features (the stored seconds are also bucketized).
 RT_AGE_HOURS = "age_hours"
@@ -232,7 +239,7 @@ def _with_range(feature: RawFeature, realtime_len: int, lifelong_len: int) -> Ra
            len_key(RT_POS): realtime_len, len_key(RT_NEG): realtime_len,
            len_key(LL): lifelong_len}
   upper.update({seq_key(prefix, "stay_buckets"): MAX_STAY_BUCKET for prefix in RT_PREFIXES})
-  upper.update({seq_key(prefix, RT_LIKED): 1 for prefix in RT_PREFIXES})
+  upper.update({seq_key(prefix, flag): 1 for prefix in RT_PREFIXES for flag in RT_FLAG_FIELDS})
   upper.update({k: 1 for k in LABEL_KEYS if k not in FLOAT_LABELS})
   return dataclasses.replace(feature, min_value=0, max_value=upper.get(feature.name))
 

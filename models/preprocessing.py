@@ -168,8 +168,9 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
     since = tf.cast(inputs[F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE)], tf.float32)
     out[xf(F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE))] = tf.where(valid, since,
                                                                   tf.zeros_like(since))
-    liked = inputs[F.seq_key(prefix, F.RT_LIKED)]  # int64, as every raw int feature
-    out[xf(F.seq_key(prefix, F.RT_LIKED))] = tf.where(valid, liked, tf.zeros_like(liked))
+    for flag in F.RT_FLAG_FIELDS:
+      values = inputs[F.seq_key(prefix, flag)]  # int64, as every raw int feature
+      out[xf(F.seq_key(prefix, flag))] = tf.where(valid, values, tf.zeros_like(values))
   ll_valid = _seq_valid(inputs, F.LL, inputs[F.seq_key(F.LL, "age_days")].shape[-1])
   out[xf(F.seq_key(F.LL, "age_days"))] = _bucketize(inputs[F.seq_key(F.LL, "age_days")],
                                                    AGE_DAYS_BOUNDARIES, ll_valid)

@@ -82,7 +82,7 @@ def transformed_feature_shapes(realtime_len: int = F.REALTIME_SEQ_LEN,
   keys += [F.ACTIVITY_LEVEL, F.HOUR_OF_DAY, F.SLOT_INDEX, F.DISPLAY_PRICES, F.HOST_FLASH_SALE,
            *F.HOST_STAT_KEYS]
   keys += [F.seq_key(p, f) for p in F.RT_PREFIXES
-           for f in ("age_seconds", "stay_buckets", F.RT_IMPRESSIONS_SINCE, F.RT_LIKED)]
+           for f in ("age_seconds", "stay_buckets", F.RT_IMPRESSIONS_SINCE, *F.RT_FLAG_FIELDS)]
   keys += [F.seq_key(F.LL, "age_days")] + [F.seq_key(F.LL, f) for f in F.LL_FLOAT_FIELDS]
   shapes = {xf(k): raw[k] for k in keys}
   shapes.update({xf(F.seq_key(p, F.RT_AGE_HOURS)): raw[F.seq_key(p, "age_seconds")]

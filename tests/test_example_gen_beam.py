@@ -429,7 +429,8 @@ def test_feedback_index_reads_what_sorting_the_whole_history_gives_at_every_time
   # Long stays (positive), quick swipes (negative), an interaction and a middling stay (neither);
   # three stays end at the same time (T0 + 20), so the impression id orders them.
   history = [_record(1, T0 + 10, 40.0), _record(2, T0 + 20, 1.0, host=2),
-             _record(3, T0 + 20, 50.0, host=2), _record(4, T0 + 20, 2.0),
+             _record(3, T0 + 20, 50.0, host=2, actions=[(r.PURCHASE, T0 + 15)]),
+             _record(4, T0 + 20, 2.0),
              _record(5, T0 + 30, 3.0, actions=[(r.LIKE, T0 + 29)]), _record(6, T0 + 40, 5.0),
              _record(7, T0 + 50, 60.0)]
   index = pit.FeedbackIndex(list(reversed(history)), hosts)
@@ -450,6 +451,8 @@ def test_feedback_index_reads_what_sorting_the_whole_history_gives_at_every_time
           2 - len(want)), (ts, prefix)
       assert got[F.seq_key(prefix, F.RT_LIKED)] == [int(h.has(r.LIKE)) for h in want] + [0] * (
           2 - len(want)), (ts, prefix)
+      assert got[F.seq_key(prefix, F.RT_PURCHASED)] == [
+          int(h.has(r.PURCHASE)) for h in want] + [0] * (2 - len(want)), (ts, prefix)
   # Hand-checked at T0 + 20.5: positives 3 (50 s) then 1 (40 s); negatives 4 then 2 (the same
   # end, the larger id first); each room's categories padded to its own slot.
   at = index.sequences(T0 + 20.5, 2)
@@ -459,6 +462,7 @@ def test_feedback_index_reads_what_sorting_the_whole_history_gives_at_every_time
       pad - 1)
   assert at[F.seq_key(F.RT_POS, "host_ids")] == [2, 1]
   assert at[F.seq_key(F.RT_POS, "shop_ids")] == [52, 51]
+  assert at[F.seq_key(F.RT_POS, F.RT_PURCHASED)] == [1, 0]  # the user bought in room 2 (id 3)
   # The three stays that end together are not after one another; 1 (at +10) has those three
   # after it.
   assert at[F.seq_key(F.RT_NEG, F.RT_IMPRESSIONS_SINCE)] == [0, 0]

@@ -551,12 +551,13 @@ def test_start_linear_path_freezes_the_path_and_the_rest_trains():
   assert any(not np.allclose(a, b.numpy()) for a, b in zip(others, model.trainable_weights))
 
 
-def test_realtime_match_reads_the_liked_events_of_the_positive_sequence():
+def test_realtime_match_reads_the_liked_and_purchased_events_of_the_positive_sequence():
   spec = _spec()
   inputs = spec.inputs()
   network = tf.keras.Model(inputs, encoders.realtime_match(inputs))
   probe = tf.keras.Model(inputs, [network.get_layer("decayed_rt_pos_liked_category_ids").output,
-                                  network.get_layer("summary_rt_pos_liked").output])
+                                  network.get_layer("summary_rt_pos_liked").output,
+                                  network.get_layer("decayed_rt_pos_purchased_category_ids").output])
   xf = F.transformed_name
   width = F.HOST_MAX_CATEGORIES
   feats = {k: np.zeros((1,) + tuple(v.shape[1:]), v.dtype.as_numpy_dtype)
@@ -570,9 +571,14 @@ def test_realtime_match_reads_the_liked_events_of_the_positive_sequence():
   feats[xf(F.len_key(F.RT_POS))][0] = 3
   feats[xf(F.seq_key(F.RT_POS, F.RT_LIKED))][0, :3] = [1, 0, 1]
   feats[xf(F.seq_key(F.RT_POS, F.RT_IMPRESSIONS_SINCE))][0, :3] = [0, 1, 2]
-  # A liked flag past the length is padding: it must not count.
+  # The user bought in the second room only.
+  feats[xf(F.seq_key(F.RT_POS, F.RT_PURCHASED))][0, :3] = [0, 1, 0]
+  # Flags past the length are padding: they must not count.
   feats[xf(F.seq_key(F.RT_POS, F.RT_LIKED))][0, 3] = 1
-  decayed, summary = probe(feats)
+  feats[xf(F.seq_key(F.RT_POS, F.RT_PURCHASED))][0, 3] = 1
+  decayed, summary, purchased = probe(feats)
   # Each kernel starts at x0.9 per unit of distance: 1 * 0.9^0 + 1 * 0.9^2 (the unliked 2 drops).
   np.testing.assert_allclose(decayed.numpy(), [[1 + 0.81] * 3], rtol=1e-5)
   np.testing.assert_allclose(summary.numpy()[0, :2], [np.log1p(2.0), 2 / 3], rtol=1e-5)
+  # The purchased room's 2 shared categories, 1 impression ago: 2 * 0.9 per kernel.
+  np.testing.assert_allclose(purchased.numpy(), [[2 * 0.9] * 3], rtol=1e-5)

@@ -33,11 +33,12 @@ def _row(**values):
 ROWS = [
     _row(host_id=[7], session_host_ids=[9] + [0] * 9, rt_pos_host_ids=[7, 5], rt_pos_len=[2],
          rt_pos_age_seconds=[30, 400], rt_pos_impressions_since=[1, 6], rt_pos_liked=[0, 1],
+         rt_pos_purchased=[1, 0],
          host_shop_id=[11],
          host_category_ids=[4, 0, 0],
          activity_level=[b"new"], host_uv_10m=[0.0], display_len=[0], trigger_item_id=[0]),
     _row(host_id=[7], rt_neg_age_seconds=[5000, 5000], rt_neg_impressions_since=[4, 4],
-         rt_neg_liked=[1, 1], rt_neg_len=[0], host_shop_id=[11],
+         rt_neg_liked=[1, 1], rt_neg_purchased=[1, 1], rt_neg_len=[0], host_shop_id=[11],
          host_category_ids=[4, 6, 0], display_brand_ids=[3, 3, 0, 0, 0, 0], display_len=[2],
          display_prices=[9.0, 99.0, 0, 0, 0, 0], session_category_ids=[4] + [0] * 29,
          activity_level=[b"high"], host_uv_10m=[math.e - 1], trigger_item_id=[123],
@@ -102,9 +103,11 @@ def test_times_bucketized_only_where_the_sequence_is_valid(transformed):
   # Impressions since each event, as floats for the position decays; 0 past the length.
   assert list(transformed[0][xf(F.seq_key(F.RT_POS, F.RT_IMPRESSIONS_SINCE))]) == [1.0, 6.0]
   assert list(transformed[1][xf(F.seq_key(F.RT_NEG, F.RT_IMPRESSIONS_SINCE))]) == [0.0, 0.0]
-  # Liked flags pass through on valid positions; 0 past the length.
+  # Liked and purchased flags pass through on valid positions; 0 past the length.
   assert list(transformed[0][xf(F.seq_key(F.RT_POS, F.RT_LIKED))]) == [0, 1]
   assert list(transformed[1][xf(F.seq_key(F.RT_NEG, F.RT_LIKED))]) == [0, 0]
+  assert list(transformed[0][xf(F.seq_key(F.RT_POS, F.RT_PURCHASED))]) == [1, 0]
+  assert list(transformed[1][xf(F.seq_key(F.RT_NEG, F.RT_PURCHASED))]) == [0, 0]
 
 
 def test_counts_log_then_z_scored(transformed):

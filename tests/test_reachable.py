@@ -68,7 +68,8 @@ def test_trigger_only_appetite_is_the_sessions_trigger_bump_decayed_per_slot():
   beh = bh.Behaviour(world)
   state = beh.new_state()
   t = world.stints[0][1] + 1
-  host = int(world.live_hosts(t)[0][0])
+  # A room that displays products, so that the satiation moves its item clicks.
+  host = next(int(h) for h in world.live_hosts(t)[0] if world.displayed_items(int(h), t + 31))
   cat = int(world.host_categories[host][0])
   state.appetite[cat] = 2.0  # carried over from an earlier session: not the trigger's
   beh.start_session(state, t, trigger_category=cat)
@@ -85,13 +86,27 @@ def test_trigger_only_appetite_is_the_sessions_trigger_bump_decayed_per_slot():
   cats = world.host_cat_matrix[host]
   expected_full = (2.0 + bh.TRIGGER_APPETITE_BUMP) * decay * cats[cat] + 0.5 * cats @ cats
   np.testing.assert_allclose(state.appetite @ cats, expected_full)
-  # The truth with the trigger-only appetite is the truth of a state that holds just that part.
+  # A purchase earlier sated the user on the room's first category.
+  state.satiation[cat] = 1.0
+  # The truth with the trigger-only appetite is the truth of a state that holds just that part
+  # and no satiation (the purchases are feedback events too).
   trig = beh.truth(3, state, host, t + 31, False, 1, appetite=bh.APPETITE_TRIGGER_ONLY)
   only_trigger = beh.new_state()
   only_trigger.appetite = state.trigger_appetite.copy()
   only_trigger.shown_category_counts = state.shown_category_counts.copy()
   assert trig == beh.truth(3, only_trigger, host, t + 31, False, 1)
   full = beh.truth(3, state, host, t + 31, False, 1)
+  not_sated = beh.new_state()
+  not_sated.appetite = state.appetite.copy()
+  not_sated.shown_category_counts = state.shown_category_counts.copy()
+  unsated = beh.truth(3, not_sated, host, t + 31, False, 1)
+  # The satiation lowers the item clicks given a view by the trap's strength, nothing else.
+  assert world.config.trap.satiation > 0
+  assert unsated.p_effective_view == full.p_effective_view
+  np.testing.assert_allclose(
+      np.log(full.p_click_given_view / (1 - full.p_click_given_view)),
+      np.log(unsated.p_click_given_view / (1 - unsated.p_click_given_view))
+      - world.config.trap.satiation * 1.0)
   none = beh.truth(3, state, host, t + 31, False, 1, appetite=bh.APPETITE_NONE)
   assert none.p_effective_view < trig.p_effective_view < full.p_effective_view
   with pytest.raises(ValueError, match="'stale'"):

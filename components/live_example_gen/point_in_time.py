@@ -104,7 +104,7 @@ class FeedbackIndex:
     """Positive and negative sequences of feedback completed strictly before ``ts``, most recent
     first (ties: the larger impression id first), each padded to ``seq_len``; each event with the
     number of the index's impressions that ended after it and before ``ts``, and whether it was
-    liked."""
+    liked and whether the user bought in it."""
     out: Dict[str, list] = {}
     ended = bisect.bisect_left(self._all_leave_ts, ts)  # the user's impressions ended before ts
     for prefix in (F.RT_POS, F.RT_NEG):
@@ -120,6 +120,7 @@ class FeedbackIndex:
           F.RT_IMPRESSIONS_SINCE: [ended - bisect.bisect_right(self._all_leave_ts, h.leave_ts)
                                    for h in seq],
           F.RT_LIKED: [int(h.has(r.LIKE)) for h in seq],
+          F.RT_PURCHASED: [int(h.has(r.PURCHASE)) for h in seq],
       }
       for field in F.RT_FIELDS:
         out[F.seq_key(prefix, field)] = _pad(cols[field], F.rt_field_length(field, seq_len))

@@ -12,8 +12,9 @@ from what any model sees: the raw tf.Examples. The features follow the simulator
 - real-time: category overlaps of the positive and negative sequences with the room (counts,
   decayed by time with the simulator's 4 h half-life, by position with its x0.85 per slot, and by
   the x0.85 per impression since the event, which is the simulator's rule), a signed decayed sum
-  (+.5 per positive, -.7 per negative hit, decayed per impression since) and the trigger-category
-  hit;
+  (+.5 per positive, +.3 more if liked, -.7 per negative hit, decayed per impression since), the
+  trigger-category hit, and the satiation of the rooms the user bought in (x0.9 per impression
+  since, halved every 24 h);
 - session fatigue (shown categories that repeat the room's), slot, hour, activity level;
 - the room: id (one-hot for the regression, categorical for the trees), window statistics, flash
   sale, displayed products and prices.
@@ -59,7 +60,6 @@ from models import signatures as S
 from serving.examples_io import latest_examples_dir, read_examples
 
 # The simulator's appetite moves (data_gen/README.md "Real-time state and sessions").
-POSITIVE_BUMP, NEGATIVE_BUMP = 0.5, -0.7
 DIRICHLET_PRIOR = 0.25
 
 
@@ -109,7 +109,7 @@ def build_features(c: Dict[str, np.ndarray], n_categories: int) -> Tuple[np.ndar
   """[N, D] numeric features and their names (the room id is added separately)."""
   room = c[F.HOST_CATEGORY_IDS]  # [B, 3]
   cols: Dict[str, np.ndarray] = {}
-  for prefix, bump in ((F.RT_POS, POSITIVE_BUMP), (F.RT_NEG, NEGATIVE_BUMP)):
+  for prefix, bump in ((F.RT_POS, bh.VIEW_APPETITE_BUMP), (F.RT_NEG, bh.QUICK_SWIPE_APPETITE_BUMP)):
     n = c[F.len_key(prefix)][:, 0]
     cats = c[F.seq_key(prefix, "category_ids")]
     length = cats.shape[1] // F.HOST_MAX_CATEGORIES
@@ -128,6 +128,17 @@ def build_features(c: Dict[str, np.ndarray], n_categories: int) -> Tuple[np.ndar
     cols[f"{prefix}_hits_decayed"] = (hits * by_time * by_position).sum(1)
     cols[f"{prefix}_hits_since_decayed"] = (hits * by_time * by_impressions).sum(1)
     cols[f"{prefix}_signed"] = bump * cols[f"{prefix}_hits_since_decayed"]
+    if prefix == F.RT_POS:
+      # A like moves the appetite further; a purchase sates (the simulator's satiation: x0.9 per
+      # impression since, halved every 24 h).
+      liked = c[F.seq_key(prefix, F.RT_LIKED)] * valid
+      cols[f"{prefix}_liked_hits_since_decayed"] = (hits * liked * by_time * by_impressions).sum(1)
+      cols[f"{prefix}_signed"] += (bh.LIKE_APPETITE_BUMP
+                                   * cols[f"{prefix}_liked_hits_since_decayed"])
+      purchased = c[F.seq_key(prefix, F.RT_PURCHASED)] * valid
+      cols[f"{prefix}_satiation"] = (
+          hits * purchased * 0.5 ** (age / bh.SATIATION_HALF_LIFE_SECONDS)
+          * bh.SATIATION_DECAY_PER_SLOT ** c[F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE)]).sum(1)
     cols[f"{prefix}_any_hit"] = (hits.sum(1) > 0).astype(float)
     cols[f"{prefix}_log_len"] = np.log1p(n)
   trigger_hit = (c[F.TRIGGER_CATEGORY_ID] == room).any(1).astype(float)

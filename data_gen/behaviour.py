@@ -18,6 +18,9 @@ from data_gen.world import TrapConfig, World
 
 APPETITE_DECAY_PER_SLOT = 0.85
 TRIGGER_APPETITE_BUMP = 0.8  # a session's trigger item raises the appetite for its category
+# Feedback moves the appetite on the room's categories: an effective view (or an interaction)
+# raises it, a like raises it further, a quick swipe-away lowers it.
+VIEW_APPETITE_BUMP, LIKE_APPETITE_BUMP, QUICK_SWIPE_APPETITE_BUMP = 0.5, 0.3, -0.7
 # Which real-time appetite a truth is computed with (the reachable ceilings' ablations): all of it,
 # none, or only the part the session's trigger item put there (what a model that sees the trigger
 # but no feedback sequence can know). The appetite is linear in its sources, so the trigger part
@@ -346,9 +349,9 @@ class Behaviour:
     if state.trigger_appetite is not None:
       state.trigger_appetite *= APPETITE_DECAY_PER_SLOT
     if outcome.effective_view or outcome.like:
-      state.appetite += cats * (0.5 + (0.3 if outcome.like else 0.0))
+      state.appetite += cats * (VIEW_APPETITE_BUMP + (LIKE_APPETITE_BUMP if outcome.like else 0.0))
     elif outcome.stay_seconds < QUICK_SWIPE_SECONDS:
-      state.appetite -= cats * 0.7
+      state.appetite += cats * QUICK_SWIPE_APPETITE_BUMP
     state.shown_category_counts += cats
     state.satiation *= SATIATION_DECAY_PER_SLOT
     if outcome.purchase:

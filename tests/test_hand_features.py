@@ -33,6 +33,8 @@ def test_features_follow_the_simulator_equations():
       F.seq_key(F.RT_POS, "age_seconds"): [hour4, 0.0],
       # Impressions since each (hand values: any impressions count, in either sequence or none).
       F.seq_key(F.RT_POS, F.RT_IMPRESSIONS_SINCE): [1, 3],
+      # The second liked, the first bought in; the flags at the third position are padding.
+      F.seq_key(F.RT_POS, F.RT_LIKED): [0, 1, 1], F.seq_key(F.RT_POS, F.RT_PURCHASED): [1, 0, 1],
       # One negative position beyond its length: must not count.
       F.len_key(F.RT_NEG): [0], F.seq_key(F.RT_NEG, "category_ids"): [5, 7, 0],
       F.SESSION_CATEGORY_IDS: [5, 9, 0, 7, 0, 0],
@@ -47,11 +49,16 @@ def test_features_follow_the_simulator_equations():
   assert got["rt_pos_hits_decayed"] == pytest.approx(0.5 + 2 * 0.85)
   since_decayed = 1 * 0.5 * 0.85 + 2 * 1.0 * 0.85 ** 3
   assert got["rt_pos_hits_since_decayed"] == pytest.approx(since_decayed)
-  assert got["rt_pos_signed"] == pytest.approx(0.5 * since_decayed)
+  liked_decayed = 2 * 1.0 * 0.85 ** 3
+  assert got["rt_pos_liked_hits_since_decayed"] == pytest.approx(liked_decayed)
+  signed = 0.5 * since_decayed + 0.3 * liked_decayed
+  assert got["rt_pos_signed"] == pytest.approx(signed)
+  # The bought-in room shares 1 category, 4 h ago (half-life 24 h), 1 impression since (x0.9).
+  assert got["rt_pos_satiation"] == pytest.approx(1 * 0.5 ** (4 / 24) * 0.9)
   assert got["rt_neg_hits"] == 0 and got["rt_neg_signed"] == 0
   assert got["trigger_hit"] == 1
   assert got["trigger_hit_decayed"] == pytest.approx(0.8 * 0.85 ** 2)
-  assert got["appetite_estimate"] == pytest.approx(0.5 * since_decayed + 0.8 * 0.85 ** 2)
+  assert got["appetite_estimate"] == pytest.approx(signed + 0.8 * 0.85 ** 2)
   assert got["fatigue"] == 2
   assert got["ll_room_category_share"] == pytest.approx(2 / 3)
   # Dirichlet(.25) posterior over 10 categories: (.25 + 2) / (2.5 + 3) for 5, .25 / 5.5 for 7.

@@ -59,8 +59,8 @@ from models import features as F
 from models import signatures as S
 from serving.examples_io import latest_examples_dir, read_examples
 
-# The simulator's appetite moves (data_gen/README.md "Real-time state and sessions").
-DIRICHLET_PRIOR = 0.25
+# The world's category preference prior, the one the reachable ceiling's posterior uses.
+DIRICHLET_PRIOR = rc.CATEGORY_PRIOR
 
 
 def split_batches(split_dir: str, batch_size: int) -> tf.data.Dataset:

@@ -120,8 +120,8 @@ def build_features(c: Dict[str, np.ndarray], n_categories: int) -> Tuple[np.ndar
     by_time = 0.5 ** (age / bh.APPETITE_HALF_LIFE_SECONDS)
     by_position = bh.APPETITE_DECAY_PER_SLOT ** np.arange(length)[None, :]
     # The simulator decays the appetite per impression, any impression: the events' distance.
-    by_impressions = bh.APPETITE_DECAY_PER_SLOT ** c[
-        F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE)].astype(np.float64)
+    since = c[F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE)].astype(np.float64)
+    by_impressions = bh.APPETITE_DECAY_PER_SLOT ** since
     cols[f"{prefix}_hits"] = hits.sum(1)
     cols[f"{prefix}_hits_time_decayed"] = (hits * by_time).sum(1)
     cols[f"{prefix}_hits_position_decayed"] = (hits * by_position).sum(1)
@@ -138,7 +138,7 @@ def build_features(c: Dict[str, np.ndarray], n_categories: int) -> Tuple[np.ndar
       purchased = c[F.seq_key(prefix, F.RT_PURCHASED)] * valid
       cols[f"{prefix}_satiation"] = (
           hits * purchased * 0.5 ** (age / bh.SATIATION_HALF_LIFE_SECONDS)
-          * bh.SATIATION_DECAY_PER_SLOT ** c[F.seq_key(prefix, F.RT_IMPRESSIONS_SINCE)]).sum(1)
+          * bh.SATIATION_DECAY_PER_SLOT ** since).sum(1)
     cols[f"{prefix}_any_hit"] = (hits.sum(1) > 0).astype(float)
     cols[f"{prefix}_log_len"] = np.log1p(n)
   trigger_hit = (c[F.TRIGGER_CATEGORY_ID] == room).any(1).astype(float)

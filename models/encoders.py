@@ -227,17 +227,18 @@ def realtime_match(x: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
       parts.append(DecayedMatchSum(name=f"decayed_{prefix}_{field}")(
           [hits] + decay_inputs))  # [B, 3]
       if prefix == F.RT_POS and field == "category_ids":
+        category_hits = tf.cast(hits, tf.float32)  # [B, L]
         # Liked rooms move the appetite further than viewed ones, and the share of liked events
         # is the user's taste for the rooms they like (negative events are never liked).
         liked = tf.cast(x[xf(F.seq_key(prefix, F.RT_LIKED))], tf.float32)  # [B, L]
         parts.append(DecayedMatchSum(name=f"decayed_{prefix}_liked_{field}")(
-            [tf.cast(hits, tf.float32) * liked] + decay_inputs))  # [B, 3]
+            [category_hits * liked] + decay_inputs))  # [B, 3]
         parts.append(MatchSummary(decay=0.85, num_buckets=AGE_BUCKETS,
                                   name=f"summary_{prefix}_liked")([liked, length, age]))  # [B, 6]
         # A purchase sates: later rooms in its categories get fewer item clicks for a while.
         purchased = tf.cast(x[xf(F.seq_key(prefix, F.RT_PURCHASED))], tf.float32)  # [B, L]
         parts.append(DecayedMatchSum(name=f"decayed_{prefix}_purchased_{field}")(
-            [tf.cast(hits, tf.float32) * purchased] + decay_inputs))  # [B, 3]
+            [category_hits * purchased] + decay_inputs))  # [B, 3]
   return [_normalized("realtime_match", parts)]
 
 

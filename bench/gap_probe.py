@@ -23,6 +23,7 @@ from sklearn.model_selection import cross_val_predict
 
 from bench import quality_report as qr
 from bench.common import define_run_flags, write_json
+from bench.hand_features import logit
 from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
 from data_gen.world import World, WorldConfig
@@ -30,11 +31,6 @@ from models import features as F
 from serving.examples_io import latest_examples_dir, read_examples
 
 FOLDS = 5
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-  p = np.clip(p, 1e-6, 1 - 1e-6)
-  return np.log(p / (1 - p))
 
 
 def room_terms(world: World, hosts: np.ndarray, ts: np.ndarray) -> Dict[str, np.ndarray]:
@@ -75,12 +71,12 @@ def run(work: str, pipeline_name: str, model_dir: str, out_dir: str) -> dict:
                                               "+room all", "+reachable"))]
   for head, field in qr.ORACLE_FIELD.items():
     keep = has_products if head == F.HEAD_BUY else np.ones(len(ids), bool)
-    column = lambda name: _logit(qr.truth_column(truth, ids, name))  # noqa: E731
+    column = lambda name: logit(qr.truth_column(truth, ids, name))  # noqa: E731
     reach = column(rc.field_name(field, rc.REACHABLE))
     terms = {"appetite": reach - column(rc.field_name(field, rc.NO_APPETITE)),
              "lifelong": reach - column(rc.field_name(field, rc.NO_LIFELONG)),
              **room, "room all": np.column_stack(list(room.values())), "reachable": reach}
-    res = probe(get(F.HEADS[head])[keep], _logit(scores[head])[keep],
+    res = probe(get(F.HEADS[head])[keep], logit(scores[head])[keep],
                 {k: v[keep] for k, v in terms.items()})
     out["heads"][head] = dict(res, n=int(keep.sum()))
     lines.append(f"{head:<16}{int(keep.sum()):>7}" + "".join(f"{v:>13.4f}" for v in res.values()))

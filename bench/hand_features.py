@@ -24,11 +24,14 @@ the room one-hot included); with ``--stacking`` a regression on the pushed model
 features, cross-validated on the test split by user, shows what the features add to the model.
 With ``--model_features`` the regression is fitted on the model's own numeric inputs instead (its
 encoders' match features and the room's numbers, through the pushed model's Transform graph), and
-re-fitted with each hand feature added: what the model's inputs lack in a linear form.
+re-fitted with each hand feature added: what the model's inputs lack in a linear form. With
+``--bootstrap N`` the pushed model's test AUC minus the regression's, per head, comes with a 95%
+interval over N resamples of the test split's users (the sample's noise, paired).
 
     python -m bench.hand_features --work /work/w7f --name hand_features_seed7
     python -m bench.hand_features --work /work/w7h --group_drops --stacking --name hand_probes_seed7
     python -m bench.hand_features --work /work/w9 --model_features --name hand_model_features_seed7
+    python -m bench.hand_features --work /work/w9 --bootstrap 500 --name hand_features_seed7
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from sklearn.preprocessing import StandardScaler
 
 from bench import quality_report as qr
 from bench.common import define_run_flags, pyplot, save_figure, write_json
-from bench.metrics import auc
+from bench.metrics import auc, paired_auc_difference
 from bench.quality_report import ORACLE_FIELD, truth_column
 from data_gen import behaviour as bh
 from data_gen import reachable as rc
@@ -209,13 +212,13 @@ FEATURE_GROUPS: Dict[str, Callable[[str], bool]] = {
 LOGISTIC_C = 1.0
 
 
-def _head_rows(cols: Dict[str, np.ndarray], head: str) -> np.ndarray:
+def head_rows(cols: Dict[str, np.ndarray], head: str) -> np.ndarray:
   """The rows a head is trained and scored on: buy only where the room displays products."""
   n = len(cols[F.DISPLAY_LEN])
   return cols[F.DISPLAY_LEN][:, 0] > 0 if head == F.HEAD_BUY else np.ones(n, bool)
 
 
-def _regression_scores(x_train: np.ndarray, x_test: np.ndarray, train: Dict[str, np.ndarray],
+def regression_scores(x_train: np.ndarray, x_test: np.ndarray, train: Dict[str, np.ndarray],
                        test: Dict[str, np.ndarray], with_room_id: bool = True
                        ) -> Dict[str, np.ndarray]:
   """{head: test scores} of a logistic regression on standardised columns (+ the room one-hot)."""
@@ -227,7 +230,7 @@ def _regression_scores(x_train: np.ndarray, x_test: np.ndarray, train: Dict[str,
     lr_test = np.hstack([lr_test, _one_hot(test[F.HOST_ID][:, 0], rooms)])
   out = {}
   for head, label in F.HEADS.items():
-    rows = _head_rows(train, head)
+    rows = head_rows(train, head)
     lr = LogisticRegression(C=LOGISTIC_C, max_iter=2000).fit(lr_train[rows], train[label][rows, 0])
     out[head] = lr.predict_proba(lr_test)[:, 1]
   return out
@@ -259,9 +262,9 @@ def fit_and_score(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray], des
   categorical = np.zeros(gbt_train.shape[1], bool)
   categorical[-1] = True
   out: Dict[str, Dict[str, np.ndarray]] = {
-      "logistic_regression": _regression_scores(x_train, x_test, train, test), "gbt": {}}
+      "logistic_regression": regression_scores(x_train, x_test, train, test), "gbt": {}}
   for head, label in F.HEADS.items():
-    rows = _head_rows(train, head)
+    rows = head_rows(train, head)
     gbt = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05,
                                          categorical_features=categorical,
                                          early_stopping=True, validation_fraction=0.1,
@@ -274,7 +277,7 @@ def fit_and_score(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray], des
 def _test_auc(test: Dict[str, np.ndarray], scores: Dict[str, np.ndarray]) -> Dict[str, float]:
   aucs = {}
   for head, label in F.HEADS.items():
-    rows = _head_rows(test, head)
+    rows = head_rows(test, head)
     aucs[head] = auc(test[label][rows, 0], scores[head][rows])
   return aucs
 
@@ -288,7 +291,7 @@ def group_drops(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray], desig
   out = {"all": {"columns": [], "heads": {h: {"auc": a, "delta": 0.0} for h, a in full.items()}}}
   for group, member in FEATURE_GROUPS.items():
     keep = np.array([not member(n) for n in names])
-    got = _test_auc(test, _regression_scores(x_train[:, keep], x_test[:, keep], train, test,
+    got = _test_auc(test, regression_scores(x_train[:, keep], x_test[:, keep], train, test,
                                              with_room_id=group != ROOM_ID))
     out[group] = {"columns": [n for n, k in zip(names, keep) if not k] or [ROOM_ID],
                   "heads": {h: {"auc": a, "delta": a - full[h]} for h, a in got.items()}}
@@ -297,18 +300,24 @@ def group_drops(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray], desig
   return out
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
   p = np.clip(p.astype(np.float64), 1e-6, 1 - 1e-6)
   return np.log(p / (1 - p))
 
 
-def out_of_fold_auc(design: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> float:
-  """AUC of a logistic regression's out-of-fold scores, with folds grouped by ``groups``."""
+def out_of_fold_scores(design: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                       folds: int) -> np.ndarray:
+  """[N] a logistic regression's out-of-fold logits, with folds grouped by ``groups``."""
   pred = np.zeros(len(y))
   for fit_rows, score_rows in GroupKFold(folds).split(design, y, groups):
     lr = LogisticRegression(C=LOGISTIC_C, max_iter=2000).fit(design[fit_rows], y[fit_rows])
     pred[score_rows] = lr.decision_function(design[score_rows])
-  return auc(y, pred)
+  return pred
+
+
+def out_of_fold_auc(design: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int) -> float:
+  """AUC of a logistic regression's out-of-fold scores, with folds grouped by ``groups``."""
+  return auc(y, out_of_fold_scores(design, y, groups, folds))
 
 
 def stacking_probe(test: Dict[str, np.ndarray], x_test: np.ndarray, names: List[str],
@@ -327,17 +336,19 @@ def stacking_probe(test: Dict[str, np.ndarray], x_test: np.ndarray, names: List[
   users = test[F.USER_ID][:, 0]
   out = {}
   for head, label in F.HEADS.items():
-    rows = _head_rows(test, head)
-    y, logit, groups = test[label][rows, 0], _logit(model_scores[head][rows])[:, None], users[rows]
+    rows = head_rows(test, head)
+    y, groups = test[label][rows, 0], users[rows]
+    model_logit = logit(model_scores[head][rows])[:, None]
     out_of_fold = lambda design: out_of_fold_auc(design, y, groups, folds)  # noqa: E731,B023
-    base = out_of_fold(logit)
-    row = {"logit_only": base, "with_all_features": out_of_fold(np.hstack([logit, x[rows]]))}
+    base = out_of_fold(model_logit)
+    row = {"logit_only": base,
+           "with_all_features": out_of_fold(np.hstack([model_logit, x[rows]]))}
     row["gain"] = row["with_all_features"] - base
     row["gain_by_group"] = {}
     for group, member in FEATURE_GROUPS.items():
       cols = np.array([member(n) for n in names])
       if cols.any():
-        row["gain_by_group"][group] = out_of_fold(np.hstack([logit, x[rows][:, cols]])) - base
+        row["gain_by_group"][group] = out_of_fold(np.hstack([model_logit, x[rows][:, cols]])) - base
     out[head] = row
   return out
 
@@ -374,10 +385,10 @@ def model_features_probe(train: Dict[str, np.ndarray], test: Dict[str, np.ndarra
   """
   keep = g_train.std(axis=0) > 0
   g_train, g_test = g_train[:, keep], g_test[:, keep]
-  base = _test_auc(test, _regression_scores(g_train, g_test, train, test))
+  base = _test_auc(test, regression_scores(g_train, g_test, train, test))
   gains = {}
   for i, name in enumerate(design.names):
-    got = _test_auc(test, _regression_scores(np.hstack([g_train, design.x_train[:, i:i + 1]]),
+    got = _test_auc(test, regression_scores(np.hstack([g_train, design.x_train[:, i:i + 1]]),
                                              np.hstack([g_test, design.x_test[:, i:i + 1]]),
                                              train, test))
     gains[name] = {h: got[h] - base[h] for h in got}
@@ -387,13 +398,27 @@ def model_features_probe(train: Dict[str, np.ndarray], test: Dict[str, np.ndarra
           "hand_feature_gain": {n: gains[n] for n in ranked}}
 
 
+def model_minus_regression(test: Dict[str, np.ndarray], model_scores: Dict[str, np.ndarray],
+                           regression_scores: Dict[str, np.ndarray],
+                           resamples: int) -> Dict[str, dict]:
+  """Per head, the model's test AUC minus the regression's, paired, with a bootstrap over the
+  test split's users (:func:`bench.metrics.paired_auc_difference`)."""
+  out = {}
+  for head, label in F.HEADS.items():
+    rows = head_rows(test, head)
+    out[head] = paired_auc_difference(test[label][rows, 0], model_scores[head][rows],
+                                      regression_scores[head][rows], test[F.USER_ID][rows, 0],
+                                      resamples)
+  return out
+
+
 def report(test: Dict[str, np.ndarray], scores: Dict[str, Dict[str, np.ndarray]],
            truth: Dict[int, dict], model_report: dict | None) -> dict:
   """Test AUC per head: each baseline, the pipeline's model (if reported), reachable, oracle."""
   ids = test[F.IMPRESSION_ID][:, 0]
   out = {"n_test": int(len(ids)), "heads": {}}
   for head, label in F.HEADS.items():
-    rows = _head_rows(test, head)
+    rows = head_rows(test, head)
     y = test[label][rows, 0]
     row = {name: auc(y, s[head][rows]) for name, s in scores.items()}
     field = ORACLE_FIELD[head]
@@ -483,15 +508,25 @@ def main(argv):
     for group, row in result["group_drops"].items():
       print(f"{group:<26}" + "".join(f"{c['auc']:>9.4f} ({c['delta']:+.4f})"
                                      for c in row["heads"].values()))
-  if fl.stacking:
+  model_scores = None
+  if fl.stacking or fl.bootstrap:
     model_dir = fl.model_dir or qr.pushed_model_dir(fl.work, fl.pipeline_name)
     examples = read_examples(test_dir, limit=10**9)
     ids = np.array([e.features.feature[F.IMPRESSION_ID].int64_list.value[0] for e in examples])
     if not np.array_equal(ids, test[F.IMPRESSION_ID][:, 0]):
       raise ValueError(f"{test_dir}: examples read in two orders")
-    result["stacking_model"] = model_dir
-    result["stacking"] = stacking_probe(test, design.x_test, design.names,
-                                        qr.score_examples(model_dir, examples))
+    model_scores = qr.score_examples(model_dir, examples)
+    result["scored_model"] = model_dir
+  if fl.bootstrap:
+    result["model_minus_regression"] = model_minus_regression(
+        test, model_scores, scores["logistic_regression"], fl.bootstrap)
+    print(f"\nmodel ({model_dir}) minus the regression, 95% interval over {fl.bootstrap} "
+          "resamples of the eval split's users:")
+    for head, row in result["model_minus_regression"].items():
+      print(f"{head:<16}{row['difference']:+.4f}  [{row['lo']:+.4f}, {row['hi']:+.4f}]  "
+            f"model ahead in {row['share_above_zero']:.0%} of resamples")
+  if fl.stacking:
+    result["stacking"] = stacking_probe(test, design.x_test, design.names, model_scores)
     print(f"\nstacking on {model_dir} (out-of-fold AUC by user folds): logit only -> + features")
     for head, row in result["stacking"].items():
       print(f"{head:<16}{row['logit_only']:.4f} -> {row['with_all_features']:.4f} "
@@ -521,6 +556,10 @@ if __name__ == "__main__":
   flags.DEFINE_bool("stacking", False, "Also probe what the features add to the model's logit.")
   flags.DEFINE_bool("model_features", False,
                     "Also fit the regression on the model's own inputs, with each hand feature added.")
+  flags.DEFINE_integer("bootstrap", 0,
+                       "Also compare the model with the regression: this many resamples of the "
+                       "test split's users (0: off).")
   flags.DEFINE_string("model_dir", None,
-                      "SavedModel for --stacking and --model_features (default: the pushed one).")
+                      "SavedModel for --stacking, --bootstrap and --model_features (default: the "
+                      "pushed one).")
   app.run(main)

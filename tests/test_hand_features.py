@@ -5,6 +5,10 @@ import pytest
 import tensorflow as tf
 
 from bench import hand_features as hf
+from bench import mechanism_caps as mc
+from bench import quality_report as qr
+from bench.ablation_feedback import MECHANISMS
+from data_gen import reachable as rc
 from models import features as F
 from models.spec import ModelSpec
 
@@ -135,3 +139,64 @@ def test_model_feature_columns_are_the_encoders_matches_and_the_room_numbers():
   # The last columns are the room's statistics and flash sale, as transformed.
   room_numbers = [batch[F.transformed_name(k)] for k in (*F.HOST_STAT_KEYS, F.HOST_FLASH_SALE)]
   np.testing.assert_allclose(cols[:, -len(room_numbers):], np.concatenate(room_numbers, 1))
+
+
+def _signal_world(n=120):
+  """Rows no hand feature tells apart (one room, no history), labelled y = 1 on every third row,
+  from 20 users; and a ground truth whose reachable ceiling knows y and whose ceiling without the
+  lifelong signal does not (0.5 everywhere)."""
+  rows, truth = [], {}
+  for i in range(n):
+    y = int(i % 3 == 0)
+    rows.append(_row(**{F.HOST_CATEGORY_IDS: [5, 0, 0], F.HOST_ID: [1], F.USER_ID: [i % 20],
+                        F.DISPLAY_LEN: [1], F.IMPRESSION_ID: [i],
+                        **{label: [y] for label in F.HEADS.values()}}))
+    truth[i] = {}
+    for field in rc.HEAD_FIELDS:
+      for variant in rc.VARIANTS:
+        truth[i][rc.field_name(field, variant)] = (
+            0.5 if variant == rc.NO_LIFELONG else 0.2 + 0.6 * y)
+  cols = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+  cols[F.ACTIVITY_LEVEL] = cols[F.ACTIVITY_LEVEL].astype(bytes)
+  return cols, truth
+
+
+def test_exact_terms_are_the_ceilings_logit_difference():
+  truth = {7: {rc.field_name(f, v): p for f in rc.HEAD_FIELDS
+               for v, p in ((rc.REACHABLE, 0.5), (rc.NO_LIFELONG, 0.25))}}
+  got = mc.exact_terms(truth, np.array([7]), rc.NO_LIFELONG)
+  np.testing.assert_allclose(got, [[np.log(3.0)] * len(rc.HEAD_FIELDS)])
+
+
+def test_mechanism_caps_credit_the_exact_signal_and_not_the_blind_features():
+  cols, truth = _signal_world()
+  design = hf.Design.build(cols, cols)
+  masks = mc.slice_masks(cols)
+  full = mc.slice_aucs(cols, hf.regression_scores(design.x_train, design.x_test, cols, cols), masks)
+  lifelong = [m for m in MECHANISMS if m.without == rc.NO_LIFELONG]
+  ablation = {"mechanisms": {lifelong[0].name: {"seeds": ["1", "2"], "heads": {
+      h: {sl: {"share_of_bound": 0.3} for sl in qr.SLICES} for h in F.HEADS}}},
+      "variants": {lifelong[0].reference: {"summary": {
+          h: {sl: {"auc_mean": 0.6} for sl in qr.SLICES} for h in F.HEADS}}}}
+  caps = mc.mechanism_caps(cols, cols, design, truth, full, ablation, mechanisms=lifelong)
+  for head in F.HEADS:
+    row = caps[lifelong[0].name]["heads"][head]["all"]
+    assert row["bound"] == pytest.approx(0.5), head  # the ceiling ranks perfectly, without: 0.5
+    assert row["hand"] == pytest.approx(0.5) and row["hand_share"] == pytest.approx(0.0), head
+    assert row["exact"] == pytest.approx(1.0) and row["exact_share"] == pytest.approx(1.0), head
+    assert row["ceiling_share"] == pytest.approx((1.0 - 0.6) / 0.5), head
+    assert row["measured_share"] == 0.3
+    assert np.isnan(caps[lifelong[0].name]["heads"][head]["high"]["bound"])  # an empty slice
+  # A blind reference stacked with the exact term earns the whole bound; a model that already
+  # ranks by y leaves the term nothing.
+  y = {h: cols[label][:, 0].astype(float) for h, label in F.HEADS.items()}
+  scores = {lifelong[0].reference: {h: np.full(len(v), 0.3) for h, v in y.items()},
+            lifelong[0].model: {h: 0.2 + 0.6 * v for h, v in y.items()}}
+  mc.stacked_caps(caps, cols, truth, ablation, lambda variant, seed: scores[variant],
+                  mechanisms=lifelong)
+  for head in F.HEADS:
+    row = caps[lifelong[0].name]["heads"][head]["all"]
+    assert row["reference_stacked_share"] == pytest.approx(1.0), head
+    assert row["reference_stacked_share_sd"] == pytest.approx(0.0), head
+    assert row["model_stacked_gain"] == pytest.approx(0.0), head
+  assert any("lifelong_extraction" in line for line in mc.table_lines(caps))

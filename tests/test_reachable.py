@@ -161,6 +161,34 @@ def test_auc_by_hand():
   assert math.isnan(metrics.auc(np.array([], int), np.array([])))
 
 
+def test_paired_auc_difference_by_hand():
+  labels = np.array([0, 0, 1, 1])
+  a = np.array([0.1, 0.4, 0.35, 0.8])  # AUC .75 (above)
+  b = np.array([0.9, 0.1, 0.2, 0.3])  # positives beat one negative of two: .5
+  # One group: every resample draws it once per draw, so every resample is the whole set.
+  got = metrics.paired_auc_difference(labels, a, b, np.zeros(4), resamples=20)
+  assert got["difference"] == pytest.approx(0.25)
+  assert got["lo"] == pytest.approx(0.25) and got["hi"] == pytest.approx(0.25)
+  assert got["share_above_zero"] == 1.0
+  same = metrics.paired_auc_difference(labels, a, a.copy(), np.arange(4) % 2, resamples=50)
+  assert same["difference"] == 0 and same["lo"] == same["hi"] == 0
+  assert same["share_above_zero"] == 0
+  with pytest.raises(ValueError, match="resamples must be >= 1, got 0"):
+    metrics.paired_auc_difference(labels, a, b, np.zeros(4), resamples=0)
+
+
+def test_paired_auc_difference_separates_a_better_scorer_by_users():
+  rng = np.random.default_rng(0)
+  users = np.repeat(np.arange(100), 10)
+  labels = rng.random(1000) < 0.3
+  better = labels + rng.normal(0, 1.0, 1000)  # informative
+  worse = labels + rng.normal(0, 3.0, 1000)  # less so
+  got = metrics.paired_auc_difference(labels, better, worse, users, resamples=200)
+  assert got["difference"] > 0.1
+  assert 0 < got["lo"] < got["difference"] < got["hi"]
+  assert got["share_above_zero"] == 1.0
+
+
 def test_gauc_by_hand():
   labels = np.array([0, 0, 1, 1, 0, 1, 1])
   scores = np.array([0.1, 0.4, 0.35, 0.8, 0.9, 0.2, 0.3])

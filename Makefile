@@ -101,8 +101,11 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 # runs the simulator's closed loop on the truth). Run alone:
 # they time this machine. Figures: BUILD_NOTES.md.
 bench: $(VENV)/.bench-installed
-	$(PY) -m bench.ablation_feedback --work $(WORK) --out_dir bench/results
-	$(PY) -m bench.hand_features --work $(WORK) --out_dir bench/results
+	$(PY) -m bench.ablation_feedback --work $(WORK) --out_dir bench/results \
+		--export_base $(WORK)/ablation_models
+	$(PY) -m bench.hand_features --work $(WORK) --out_dir bench/results --bootstrap 500
+	$(PY) -m bench.mechanism_caps --work $(WORK) --out_dir bench/results \
+		--ablation bench/results/ablation_feedback.json --export_base $(WORK)/ablation_models
 	$(PY) -m bench.throughput_ple --work $(WORK) --out_dir bench/results
 	$(PY) -m bench.serving_latency --out_dir bench/results
 	$(PY) -m bench.lifelong_cost --out_dir bench/results

@@ -272,9 +272,13 @@ def main(argv):
     if not np.array_equal(qr.int_feature(examples, F.IMPRESSION_ID), test[F.IMPRESSION_ID][:, 0]):
       raise ValueError(f"{fl.work}: the eval examples were read in two orders")
 
+    scored: Dict[tuple, Dict[str, np.ndarray]] = {}  # two mechanisms can share a pair
+
     def score(variant: str, seed: str) -> Dict[str, np.ndarray]:
-      path = os.path.join(export_dir(fl.export_base, variant, int(seed)), "1")
-      return qr.score_examples(path, examples)
+      if (variant, seed) not in scored:
+        path = os.path.join(export_dir(fl.export_base, variant, int(seed)), "1")
+        scored[variant, seed] = qr.score_examples(path, examples)
+      return scored[variant, seed]
 
     stacked_caps(caps, test, truth, ablation, score)
   print("\n".join(table_lines(caps)))

@@ -25,7 +25,7 @@ from absl import app, flags, logging
 
 from bench import lifelong_relevance
 from bench import quality_report as qr
-from bench.common import define_run_flags, write_json
+from bench.common import define_run_flags, grouped_bars, write_json
 from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
 from models import features as F
@@ -165,19 +165,15 @@ def plot(results: Dict[str, dict], path: str) -> None:
   slices = qr.SLICES
   heads = list(F.HEADS)
   fig, axes = plt.subplots(1, len(heads), figsize=(5.2 * len(heads), 4.2), sharey=False)
-  width = 0.8 / len(results)
   first = next(iter(results.values()))["summary"]
   for ax, head in zip(axes, heads):
-    x = np.arange(len(slices))
-    for i, (name, res) in enumerate(results.items()):
-      rows = res["summary"][head]
-      ax.bar(x + i * width - 0.4 + width / 2, [rows[s]["auc_mean"] for s in slices], width,
-             yerr=[rows[s]["auc_sd"] for s in slices], capsize=2, label=name)
+    rows = {name: res["summary"][head] for name, res in results.items()}
+    x = grouped_bars(ax, slices, {n: [r[s]["auc_mean"] for s in slices] for n, r in rows.items()},
+                     errors={n: [r[s]["auc_sd"] for s in slices] for n, r in rows.items()})
     for key, marker, label in (("oracle_auc", "_", "oracle (truth)"),
                                (f"{rc.REACHABLE}_auc", "x", "reachable")):
       ax.scatter(x, [first[head][s][key] for s in slices], marker=marker, s=300 if marker == "_"
                  else 40, color="black", label=label, zorder=3)
-    ax.set_xticks(x, slices)
     ax.set_title(f"{head}: test AUC (mean ± sd over seeds)")
     lo = min(min(res["summary"][head][s]["auc_mean"] for s in slices) for res in results.values())
     ax.set_ylim(max(0.5, lo - 0.03), max(first[head][s]["oracle_auc"] for s in slices) + 0.02)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 from absl import flags
@@ -48,6 +48,35 @@ def pyplot():
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   return plt
+
+
+def grouped_bars(ax, groups: Sequence[str], series: Dict[str, Sequence[float]],
+                 errors: Dict[str, Sequence[float]] | None = None,
+                 horizontal: bool = False) -> np.ndarray:
+  """One bar per series side by side in each group, labelled for a legend; ticks on the groups.
+
+  Args:
+    ax: a matplotlib Axes.
+    groups: the tick labels, one per group.
+    series: legend label -> one value per group.
+    errors: legend label -> one error bar per group (optional, per series).
+    horizontal: bars along x (``barh``), groups down the y axis.
+
+  Returns:
+    [G] the groups' centres on the axis (where the ticks are).
+  """
+  errors = errors or {}
+  for label, values in list(series.items()) + list(errors.items()):
+    if len(values) != len(groups):
+      raise ValueError(f"series {label!r} has {len(values)} values for {len(groups)} groups")
+  size = 0.8 / max(len(series), 1)
+  centres = np.arange(len(groups), dtype=float)
+  for i, (label, values) in enumerate(series.items()):
+    at = centres + (i - (len(series) - 1) / 2) * size
+    err = {("xerr" if horizontal else "yerr"): errors[label], "capsize": 2} if label in errors else {}
+    (ax.barh if horizontal else ax.bar)(at, values, size, label=label, **err)
+  (ax.set_yticks if horizontal else ax.set_xticks)(centres, groups)
+  return centres
 
 
 def save_figure(fig, path: str) -> str:

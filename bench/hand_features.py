@@ -51,7 +51,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
 from bench import quality_report as qr
-from bench.common import define_run_flags, pyplot, save_figure, write_json
+from bench.common import define_run_flags, grouped_bars, pyplot, save_figure, write_json
 from bench.metrics import auc, paired_auc_difference
 from bench.quality_report import ORACLE_FIELD, truth_column
 from data_gen import behaviour as bh
@@ -435,11 +435,7 @@ def plot(result: dict, path: str) -> None:
   heads = list(result["heads"])
   names = list(next(iter(result["heads"].values())))
   fig, ax = plt.subplots(figsize=(8, 4))
-  width = 0.8 / len(names)
-  for i, name in enumerate(names):
-    ax.bar(np.arange(len(heads)) + i * width, [result["heads"][h][name] for h in heads], width,
-           label=name)
-  ax.set_xticks(np.arange(len(heads)) + 0.4 - width / 2, heads)
+  grouped_bars(ax, heads, {name: [result["heads"][h][name] for h in heads] for name in names})
   ax.set_ylim(0.5, 0.8)
   ax.set_ylabel("test AUC (eval split)")
   ax.set_title("Hand-feature baselines vs the model, reachable and oracle")
@@ -459,7 +455,6 @@ def plot_probes(result: dict, path: str) -> None:
       if key in result]
   fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
   heads = list(F.HEADS)
-  height = 0.8 / len(heads)
   for ax, (key, title) in zip(axes[0], panels):
     if key == "group_drops":
       groups = [g for g in result[key] if g != "all"]
@@ -472,9 +467,7 @@ def plot_probes(result: dict, path: str) -> None:
       groups = ["all"] + list(next(iter(result[key].values()))["gain_by_group"])
       values = {h: [result[key][h]["gain"]] + list(result[key][h]["gain_by_group"].values())
                 for h in heads}
-    for i, head in enumerate(heads):
-      ax.barh(np.arange(len(groups)) + i * height, values[head], height, label=head)
-    ax.set_yticks(np.arange(len(groups)) + 0.4 - height / 2, groups)
+    grouped_bars(ax, groups, {head: values[head] for head in heads}, horizontal=True)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)

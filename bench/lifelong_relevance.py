@@ -13,6 +13,7 @@ from typing import Dict, List
 import numpy as np
 import tensorflow as tf
 
+from bench.common import grouped_bars
 from models import features as F
 from models import lifelong
 
@@ -82,12 +83,9 @@ def plot(variant: str, summary: Dict[str, dict], path: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   fig, ax = plt.subplots(figsize=(11, 4.2))
-  width = 0.8 / len(SLICES)
-  x = np.arange(len(WAYS))
-  for i, sl in enumerate(SLICES):
-    ax.bar(x + i * width - 0.4 + width / 2, [summary[sl][w]["relevance_mean"] for w in WAYS],
-           width, yerr=[summary[sl][w]["relevance_sd"] for w in WAYS], capsize=2, label=sl)
-  ax.set_xticks(x, WAYS, rotation=20, ha="right")
+  grouped_bars(ax, WAYS, {sl: [summary[sl][w]["relevance_mean"] for w in WAYS] for sl in SLICES},
+               errors={sl: [summary[sl][w]["relevance_sd"] for w in WAYS] for sl in SLICES})
+  plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
   ax.set_ylabel("share of extracted purchases\nin the target room's categories")
   ax.set_title(f"Lifelong extraction relevance ({variant})")
   ax.legend(fontsize=8)

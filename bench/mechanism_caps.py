@@ -52,7 +52,7 @@ from absl import app, flags, logging
 from bench import hand_features as hf
 from bench import quality_report as qr
 from bench.ablation_feedback import BOUND_SHARE_BAR, MECHANISMS, export_dir
-from bench.common import define_run_flags, pyplot, save_figure, write_json
+from bench.common import define_run_flags, grouped_bars, pyplot, save_figure, write_json
 from bench.metrics import auc
 from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
@@ -234,13 +234,10 @@ def plot(caps: Dict[str, dict], path: str) -> None:
            ("ceiling_share", "hand + exact over the reference"),
            ("reference_stacked_share", "reference + exact over the reference"))
   heads = list(F.HEADS)
-  width = 0.8 / len(kinds)
   for ax, (name, mech) in zip(axes[0], caps.items()):
-    for i, (key, label) in enumerate(kinds):
-      values = [mech["heads"][h]["all"].get(key, np.nan) for h in heads]
-      ax.bar(np.arange(len(heads)) + i * width, values, width, label=label)
+    grouped_bars(ax, heads, {label: [mech["heads"][h]["all"].get(key, np.nan) for h in heads]
+                             for key, label in kinds})
     ax.axhline(BOUND_SHARE_BAR, color="black", lw=0.8, ls="--")
-    ax.set_xticks(np.arange(len(heads)) + 0.4 - width / 2, heads)
     ax.set_title(f"{name} (vs {mech['without']})", fontsize=9)
     ax.set_ylabel("share of the reachable bound")
     ax.grid(axis="y", alpha=0.3)

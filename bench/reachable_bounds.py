@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from absl import app, flags
 
-from bench.common import define_output_flags, write_json
+from bench.common import define_output_flags, grouped_bars, write_json
 from bench.metrics import auc
 from data_gen import log_format as lf
 from data_gen import reachable as rc
@@ -115,12 +115,8 @@ def plot(out: dict, path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   heads = list(out["heads"])
   fig, ax = plt.subplots(figsize=(8, 3.8))
-  x = np.arange(len(heads))
-  width = 0.8 / len(BOUNDS)
-  for k, b in enumerate(BOUNDS):
-    ax.bar(x + (k - (len(BOUNDS) - 1) / 2) * width,
-           [out["heads"][h]["all"][f"{b}_auc"] for h in heads], width, label=b)
-  ax.set_xticks(x, [f"{h}\nn={out['heads'][h]['all']['n']}" for h in heads])
+  grouped_bars(ax, [f"{h}\nn={out['heads'][h]['all']['n']}" for h in heads],
+               {b: [out["heads"][h]["all"][f"{b}_auc"] for h in heads] for b in BOUNDS})
   ax.set_ylim(0.5, 0.85)
   ax.set_ylabel("AUC (all impressions)")
   ax.grid(axis="y", alpha=0.3)

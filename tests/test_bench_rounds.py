@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.common import spread_summary, timed_rounds
+from bench.common import grouped_bars, pyplot, spread_summary, timed_rounds
 
 
 def test_spread_summary_by_hand():
@@ -100,3 +100,31 @@ def test_median_and_range_gives_bar_heights_and_error_bars():
   meds, err = median_and_range([spread_summary([1.0, 2.0, 6.0]), spread_summary([5.0])])
   assert meds == [2.0, 5.0]
   assert err == [[1.0, 0.0], [4.0, 0.0]]
+
+
+def test_grouped_bars_centres_each_group_and_draws_every_series():
+  plt = pyplot()
+  fig, ax = plt.subplots()
+  centres = grouped_bars(ax, ["view", "buy"], {"a": [0.7, 0.6], "b": [0.5, 0.4]},
+                         errors={"b": [0.01, 0.02]})
+  assert list(centres) == [0.0, 1.0]
+  bars = sorted(ax.patches, key=lambda r: r.get_x())
+  # Two series share 0.8 of each group: 0.4 wide, the first left of the centre.
+  assert [round(r.get_x(), 6) for r in bars] == [-0.4, 0.0, 0.6, 1.0]
+  assert [r.get_height() for r in bars] == [0.7, 0.5, 0.6, 0.4]
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["view", "buy"]
+  from matplotlib.container import BarContainer  # pylint: disable=import-outside-toplevel
+  by_label = {c.get_label(): c for c in ax.containers if isinstance(c, BarContainer)}
+  assert by_label["a"].errorbar is None
+  (b_errors,) = by_label["b"].errorbar.lines[2]  # vertical segments, one per group
+  assert [seg[:, 1].tolist() for seg in b_errors.get_segments()] == [
+      pytest.approx([0.49, 0.51]), pytest.approx([0.38, 0.42])]
+  plt.close(fig)
+
+
+def test_grouped_bars_names_a_series_of_the_wrong_length():
+  plt = pyplot()
+  fig, ax = plt.subplots()
+  with pytest.raises(ValueError, match="series 'a' has 1 values for 2 groups"):
+    grouped_bars(ax, ["view", "buy"], {"a": [0.7]})
+  plt.close(fig)

@@ -11,7 +11,7 @@ from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
 from models import features as F  # noqa: E402
-from pipeline import beam_presets, configs  # noqa: E402
+from pipeline import beam_presets, configs, run_outputs  # noqa: E402
 from pipeline import pipeline as pipeline_lib  # noqa: E402
 from pipeline.code_version import code_version  # noqa: E402
 from schemas.make_schema import SCHEMA_PATH, content_addressed_name  # noqa: E402
@@ -46,7 +46,7 @@ def paths(work: str, pipeline_name: str = configs.PIPELINE_NAME) -> dict:
   return {
       "log_dir": os.path.join(work, "logs"),
       "pipeline_root": os.path.join(work, "tfx", pipeline_name),
-      "metadata": os.path.join(work, "tfx", "metadata", pipeline_name, "metadata.db"),
+      "metadata": run_outputs.metadata_path(work, pipeline_name),
       "serving_dir": os.path.join(work, "serving"),
   }
 

@@ -13,7 +13,6 @@ user-activity slice; the seesaw check against shared-bottom; epochs trained and 
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import time
 from typing import Dict, List
@@ -30,6 +29,7 @@ from data_gen import reachable as rc
 from data_gen.simulator import read_ground_truth
 from models import features as F
 from models import trainer
+from pipeline import run_outputs
 from serving.examples_io import latest_examples_dir, read_examples
 
 VARIANTS = ["dnn", "shared_bottom", "dcn", "mmoe", "ple", "baseline", "feedback_no_realtime",
@@ -65,13 +65,15 @@ MECHANISMS = (
 
 
 def latest_transform_dirs(work: str, pipeline_name: str) -> Dict[str, str]:
-  root = os.path.join(work, "tfx", pipeline_name, "Transform")
-  graph = sorted(glob.glob(os.path.join(root, "transform_graph", "*")), key=os.path.getmtime)
-  examples = sorted(glob.glob(os.path.join(root, "transformed_examples", "*")),
-                    key=os.path.getmtime)
-  if not graph or not examples:
-    raise FileNotFoundError(f"no Transform outputs under {root}; run the pipeline first")
-  return {"graph": graph[-1], "examples": examples[-1]}
+  """The transform graph and transformed examples of Transform's newest finished run (one run).
+
+  Raises:
+    FileNotFoundError: Transform never finished under ``work``.
+  """
+  outputs = run_outputs.latest_outputs(
+      run_outputs.open_store(run_outputs.metadata_path(work, pipeline_name)), pipeline_name,
+      run_outputs.TRANSFORM)
+  return {"graph": outputs["transform_graph"][0], "examples": outputs["transformed_examples"][0]}
 
 
 def train_variant(name: str, tft_output, examples_dir: str, seed: int, cfg: trainer.TrainConfig):

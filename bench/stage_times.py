@@ -8,15 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from ml_metadata import metadata_store
-from ml_metadata.proto import metadata_store_pb2
+from pipeline.run_outputs import open_store
 
 
 def stage_seconds(metadata_path: str) -> dict:
   """{component: seconds} for the most recent execution of each component type."""
-  cfg = metadata_store_pb2.ConnectionConfig()
-  cfg.sqlite.filename_uri = metadata_path
-  store = metadata_store.MetadataStore(cfg)
+  store = open_store(metadata_path)
   types = {t.id: t.name for t in store.get_execution_types()}
   latest = {}
   for ex in store.get_executions():

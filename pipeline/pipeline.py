@@ -14,6 +14,7 @@ from models import preprocessing as P
 from models.signatures import SERVING_SIGNATURE
 from models.tasks import Head
 from models.trainer import TrainConfig, model_tasks
+from pipeline.run_outputs import EXAMPLE_GEN, TRANSFORM
 from schemas.make_schema import check_schema_lengths
 
 LATEST_BLESSED_MODEL_RESOLVER = "latest_blessed_model_resolver"
@@ -117,7 +118,7 @@ def create_pipeline(
   config = eval_config(min_effective_view_auc, served_heads, max_auc_drop)
   example_gen = LiveLogExampleGen(input_base=log_dir, realtime_seq_len=realtime_seq_len,
                                   lifelong_seq_len=lifelong_seq_len, eval_days=eval_days,
-                                  code_version=code_version or None)
+                                  code_version=code_version or None).with_id(EXAMPLE_GEN)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
   schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
   example_validator = tfx.components.ExampleValidator(
@@ -131,7 +132,7 @@ def create_pipeline(
       # StatisticsGen and ExampleValidator already check the raw examples against the schema;
       # Transform's own pre- and post-transform statistics would compute them again (and over
       # every padded lifelong value): BUILD_NOTES "Demo time".
-      disable_statistics=True)
+      disable_statistics=True).with_id(TRANSFORM)
   transform.add_upstream_node(anomaly_gate)
   latest_blessed = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,

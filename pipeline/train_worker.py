@@ -33,8 +33,8 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.utils import path_utils, proto_utils  # noqa: E402
 
 from pipeline import configs  # noqa: E402
+from pipeline.run_outputs import TRANSFORM  # noqa: E402
 
-TRANSFORM = "Transform"
 SPLITS = ("train", "eval")
 
 

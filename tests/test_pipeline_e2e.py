@@ -16,7 +16,7 @@ from data_gen import simulator
 from models import distribution
 from models import features as F
 from models import signatures as S
-from pipeline import train_worker
+from pipeline import run_outputs, train_worker
 from serving import client
 from serving.examples_io import latest_examples_dir, read_examples
 from serving.model_server import ModelServer
@@ -127,12 +127,9 @@ def test_schema_anomaly_stops_the_run_before_transform(tmp_path):
 
 def _execution_states(work) -> dict:
   """Component type name -> the state of each of its executions, oldest first (from MLMD)."""
-  from ml_metadata import metadata_store
   from ml_metadata.proto import metadata_store_pb2
 
-  cfg = metadata_store_pb2.ConnectionConfig()
-  cfg.sqlite.filename_uri = local_runner.paths(str(work))["metadata"]
-  store = metadata_store.MetadataStore(cfg)
+  store = run_outputs.open_store(local_runner.paths(str(work))["metadata"])
   types = {t.id: t.name.split(".")[-1] for t in store.get_execution_types()}
   states: dict = {}
   for ex in sorted(store.get_executions(), key=lambda e: (e.create_time_since_epoch, e.id)):

@@ -84,7 +84,8 @@ def train_variant(name: str, tft_output, examples_dir: str, seed: int, cfg: trai
   data = lambda split, shuffle, batch=cfg.batch_size: trainer.transformed_dataset(  # noqa: E731
       os.path.join(examples_dir, f"Split-{split}", "*.gz"), tft_output, batch,
       model.tasks, shuffle_seed=seed if shuffle else None, repeat=False)
-  trainer.start_linear_path(model, data("train", False, trainer.LINEAR_START_BATCH), cfg)
+  trainer.start_linear_path(model, data("train", False, trainer.LINEAR_START_BATCH), cfg,
+                            data("eval", False, trainer.LINEAR_START_BATCH))
   start = time.perf_counter()
   history = trainer.fit(model, data("train", True), data("eval", False), cfg, verbose=0)
   seconds = time.perf_counter() - start

@@ -52,7 +52,8 @@ def run(work: str, pipeline_name: str, variant: str, overrides: Dict[str, object
   data = lambda split, shuffle, batch=cfg.batch_size: trainer.transformed_dataset(  # noqa: E731
       os.path.join(dirs["examples"], f"Split-{split}", "*.gz"), tft_output, batch,
       model.tasks, shuffle_seed=seed if shuffle else None, repeat=False)
-  trainer.start_linear_path(model, data("train", False, trainer.LINEAR_START_BATCH), cfg)
+  trainer.start_linear_path(model, data("train", False, trainer.LINEAR_START_BATCH), cfg,
+                            data("eval", False, trainer.LINEAR_START_BATCH))
   log = EpochLog()
   original_fit = model.fit
   model.fit = lambda *a, **k: original_fit(*a, **dict(k, callbacks=k["callbacks"] + [log]))

@@ -8,7 +8,9 @@ a wide path (``multitask.task_heads(wide=...)``) starts from the regression itse
    statistics, so the normalised features the linear path reads are fixed and standardised;
 2. per head, an L2-penalised logistic regression on the wide features, the room one-hot and an
    intercept is solved by Newton's method (the room block of the Hessian is diagonal, so it is
-   eliminated by its Schur complement: the cost does not grow with the number of rooms);
+   eliminated by its Schur complement: the cost does not grow with the number of rooms); given
+   several penalties, each head keeps the one whose fit has the lowest log loss on the eval split
+   (the split early stopping reads): a penalty that suits 80,000 examples overfits 500;
 3. its coefficients go into ``<head>_wide`` and the ``room_offset`` table, and the output layers
    of each deep tower and of a Bias Net (``multitask.BIAS_NET``) are zeroed, so the network's
    scores are the regression's.
@@ -149,6 +151,55 @@ def fit_logistic(x: np.ndarray, ids: np.ndarray, num_ids: int, labels: np.ndarra
                      iterations=iterations)
 
 
+def log_loss(fit: LogisticFit, x: np.ndarray, ids: np.ndarray, labels: np.ndarray,
+             weights: np.ndarray) -> float:
+  """The weighted mean log loss of ``fit``'s probabilities on ``(x, ids)``."""
+  logit = np.asarray(x, np.float64) @ fit.coef + fit.intercept + fit.id_coef[ids]  # [N]
+  y = np.asarray(labels, np.float64).reshape(-1)
+  w = np.asarray(weights, np.float64).reshape(-1)
+  # log(1 + e^-z) for a positive, log(1 + e^z) for a negative: logaddexp stays finite.
+  losses = np.logaddexp(0.0, np.where(y > 0.5, -logit, logit))
+  return float((w * losses).sum() / w.sum())
+
+
+@dataclasses.dataclass
+class HeadStart:
+  """What the linear start chose for one head."""
+  l2: float
+  iterations: int
+  eval_log_loss: Dict[float, float]  # per penalty tried ({} when only one was given)
+
+
+def choose_fit(train: Tuple[np.ndarray, ...], evaluation: Tuple[np.ndarray, ...] | None,
+               num_ids: int, penalties: Sequence[float]) -> Tuple[LogisticFit, HeadStart]:
+  """Fits each penalty on ``train`` and keeps the one with the lowest log loss on ``evaluation``.
+
+  Args:
+    train: ``(x, ids, labels, weights)`` of the train split.
+    evaluation: the same of the eval split; may be None when there is one penalty.
+    num_ids: the id vocabulary size.
+    penalties: the L2 penalties to try (each > 0); ties keep the first.
+
+  Returns:
+    The chosen fit and what was tried.
+  """
+  if not penalties:
+    raise ValueError("choose_fit needs at least one penalty")
+  if len(penalties) > 1 and evaluation is None:
+    raise ValueError(f"choose_fit: {len(penalties)} penalties {list(penalties)} and no eval split "
+                     "to choose among them")
+  best, losses = None, {}
+  for l2 in penalties:
+    fit = fit_logistic(*train[:2], num_ids, *train[2:], l2)
+    if len(penalties) == 1:
+      return fit, HeadStart(l2=float(l2), iterations=fit.iterations, eval_log_loss={})
+    losses[float(l2)] = log_loss(fit, *evaluation)
+    if best is None or losses[float(l2)] < losses[best[0]]:
+      best = (float(l2), fit)
+  l2, fit = best
+  return fit, HeadStart(l2=l2, iterations=fit.iterations, eval_log_loss=losses)
+
+
 def _wide_path(network: tf.keras.Model) -> tf.keras.Model:
   """The part of ``network`` from its inputs to the wide features (its layers are shared)."""
   return tf.keras.Model(network.inputs, network.get_layer(multitask.WIDE_FEATURES).output)
@@ -180,41 +231,54 @@ def _zero(layer: tf.keras.layers.Layer) -> None:
 
 
 def linear_start(network: tf.keras.Model, batches: Iterable[Tuple[dict, dict, dict]],
-                 l2: float) -> Dict[str, int]:
+                 penalties: Sequence[float],
+                 eval_batches: Iterable[Tuple[dict, dict, dict]] | None = None
+                 ) -> Dict[str, HeadStart]:
   """Sets ``network``'s linear path to each head's penalised logistic regression (module doc).
 
   Args:
     network: a network with a linear path (:func:`has_linear_path`).
     batches: the train split's ``(features, labels, weights)`` batches; iterated twice.
-    l2: the regression's penalty (scikit-learn's ``1 / C``).
+    penalties: the regression's L2 penalties to try (scikit-learn's ``1 / C``), each > 0.
+    eval_batches: the eval split's batches, read once to choose among several penalties.
 
   Returns:
-    Newton iterations per head.
+    Per head, the chosen penalty, its Newton iterations and the eval log loss of each penalty.
   """
   if not has_linear_path(network):
     raise ValueError(f"network {network.name!r} has no linear path (a {multitask.WIDE_FEATURES!r} "
                      f"layer, <head>_wide layers and {multitask.ROOM_OFFSET!r})")
+  if not penalties or (len(penalties) > 1 and eval_batches is None):
+    raise ValueError(f"linear_start: {len(penalties)} penalties {list(penalties)} and "
+                     f"{'no' if eval_batches is None else 'an'} eval split: one penalty, or "
+                     "several and an eval split to choose among them")
   examples = set_batch_norm_statistics(network, batches)
   heads = multitask.linear_heads(network)
-  x, ids, labels, weights = _collect(network, batches, heads,
-                                     F.transformed_name(F.HOST_ID))
+  id_key = F.transformed_name(F.HOST_ID)
+  x, ids, labels, weights = _collect(network, batches, heads, id_key)
+  held_out = (_collect(network, eval_batches, heads, id_key)
+              if eval_batches is not None and len(penalties) > 1 else None)
   offset = network.get_layer(multitask.ROOM_OFFSET)
   table = offset.table.numpy()  # [V, H], read as rate × table
-  iterations = {}
+  chosen = {}
   for head in heads:
     column = list(F.HEADS).index(head)  # the offsets' columns follow the heads, F.HEADS first
-    fit = fit_logistic(x, ids, offset.num_ids, labels[head], weights[head], l2)
+    fit, chosen[head] = choose_fit(
+        (x, ids, labels[head], weights[head]),
+        None if held_out is None else (held_out[0], held_out[1], held_out[2][head],
+                                       held_out[3][head]),
+        offset.num_ids, penalties)
     network.get_layer(multitask.wide_layer_name(head)).set_weights(
         [fit.coef[:, None].astype(np.float32), np.array([fit.intercept], np.float32)])
     table[:, column] = fit.id_coef / offset.rate_multiplier
     _zero(network.get_layer(multitask.deep_tower_name(head)).output_layer)
-    iterations[head] = fit.iterations
   offset.table.assign(table)
   if multitask.BIAS_NET in {layer.name for layer in network.layers}:
     _zero(network.get_layer(multitask.BIAS_NET).output_layer)
-  logging.info("linear start: %d examples, %d wide features, %d rooms; Newton iterations %s",
-               examples, x.shape[1], offset.num_ids, iterations)
-  return iterations
+  logging.info("linear start: %d examples, %d wide features, %d rooms; per head L2 (Newton "
+               "iterations) %s", examples, x.shape[1], offset.num_ids,
+               {h: f"{c.l2:g} ({c.iterations})" for h, c in chosen.items()})
+  return chosen
 
 
 def linear_layers(network: tf.keras.Model) -> List[tf.keras.layers.Layer]:

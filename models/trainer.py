@@ -132,6 +132,9 @@ class TrainConfig:
   # fixed while the rest trains; 0: the linear path trains with the rest from its initial values.
   # 10 against 1 and 30 in a one-seed screen at world seeds 7 and 8 (BUILD_NOTES "A linear start").
   linear_start_l2: float = 10.0
+  # The penalties tried are linear_start_l2 × 10^k, k = 0..steps; each head keeps the one with
+  # the lowest eval log loss (10 at the default scale; the tiny scale's 500 examples need more).
+  linear_start_l2_steps: int = 2
   triplet_weight: float = 0.1
   triplet_margin: float = 0.2
   lifelong_aux_weight: float = 0.1  # the lifelong model's auxiliary head (0: none)
@@ -193,6 +196,9 @@ class TrainConfig:
       raise ValueError(f"trainer room_offset_rate must be >= 0, got {cfg.room_offset_rate}")
     if cfg.linear_start_l2 < 0:
       raise ValueError(f"trainer linear_start_l2 must be >= 0, got {cfg.linear_start_l2}")
+    if cfg.linear_start_l2_steps < 0:
+      raise ValueError(f"trainer linear_start_l2_steps must be >= 0, got "
+                       f"{cfg.linear_start_l2_steps}")
     if cfg.lifelong_aux_weight < 0:
       raise ValueError(f"trainer lifelong_aux_weight must be >= 0, got {cfg.lifelong_aux_weight}")
     cfg.moc_rules()  # raises on a bad rule, naming it
@@ -306,22 +312,31 @@ def fit(model: tf.keras.Model, train_ds: tf.data.Dataset, eval_ds: tf.data.Datas
 LINEAR_START_BATCH = 4096
 
 
-def start_linear_path(model: tasks_lib.RankingModel, train_batches, cfg: TrainConfig) -> bool:
+def start_linear_path(model: tasks_lib.RankingModel, train_batches, cfg: TrainConfig,
+                      eval_batches=None) -> Dict[str, linear_start.HeadStart]:
   """Solves the network's linear path on ``train_batches`` (models/linear_start.py) and freezes it,
   when the config asks for it and the network has one; call before :func:`fit`.
 
+  Args:
+    model: the model to start.
+    train_batches: the train split's batches.
+    cfg: the training config (``linear_start_l2``, ``linear_start_l2_steps``).
+    eval_batches: the eval split's batches, to choose each head's penalty among
+      ``linear_start_l2 × 10^k``; needed when ``linear_start_l2_steps > 0``.
+
   Returns:
-    Whether it ran.
+    What each head chose ({} when it did not run).
   """
   if not cfg.linear_start_l2 or not linear_start.has_linear_path(model.network):
-    return False
-  linear_start.linear_start(model.network, train_batches, cfg.linear_start_l2)
+    return {}
+  penalties = [cfg.linear_start_l2 * 10.0 ** k for k in range(cfg.linear_start_l2_steps + 1)]
+  chosen = linear_start.linear_start(model.network, train_batches, penalties, eval_batches)
   for layer in (linear_start.linear_layers(model.network)
                 + linear_start.wide_feature_layers(model.network)):
     layer.trainable = False
   # Keras reads the trainable flags when the model is compiled; the optimizer has no state yet.
   model.compile(optimizer=model.optimizer)
-  return True
+  return chosen
 
 
 def build_model(spec: ModelSpec, cfg: TrainConfig) -> tasks_lib.RankingModel:
@@ -546,11 +561,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
           files, fn_args.data_accessor, tf_transform_output, cfg.batch_size, model.tasks,
           cfg.seed, num_epochs=1))
       for files in (fn_args.train_files, fn_args.eval_files))
-  # Every worker reads the whole train split here (not its shard), so all solve the same path.
-  if start_linear_path(model, make_dataset(fn_args.train_files, fn_args.data_accessor,
-                                           tf_transform_output, LINEAR_START_BATCH, model.tasks,
-                                           cfg.seed, num_epochs=1), cfg):
-    logging.info("%s: linear path solved (L2 %s) and frozen", cfg.model_name, cfg.linear_start_l2)
+  # Every worker reads the whole train and eval splits here (not its shard), so all solve the
+  # same path.
+  whole = lambda files: make_dataset(files, fn_args.data_accessor, tf_transform_output,  # noqa: E731
+                                     LINEAR_START_BATCH, model.tasks, cfg.seed, num_epochs=1)
+  chosen = start_linear_path(model, whole(fn_args.train_files), cfg, whole(fn_args.eval_files))
+  if chosen:
+    logging.info("%s: linear path solved (per head L2 %s) and frozen", cfg.model_name,
+                 {h: c.l2 for h, c in chosen.items()})
   logging.info("training %s: up to %d epochs (patience %d), at most %s steps, %d replica(s) "
                "(%s)", cfg.model_name, cfg.max_epochs, cfg.patience, fn_args.train_steps,
                strategy.num_replicas_in_sync, cfg.distribution)

@@ -467,6 +467,40 @@ def test_fit_logistic_rejects_bad_arguments(change, fragment):
     linear_start.fit_logistic(x, ids, args["num_ids"], y, np.full(50, args["weights"]), args["l2"])
 
 
+def test_log_loss_by_hand():
+  fit = linear_start.LogisticFit(coef=np.array([1.0]), intercept=0.0, id_coef=np.array([0.0, 2.0]),
+                                 iterations=1)
+  x, ids = np.array([[0.0], [1.0], [-1.0]]), np.array([0, 0, 1])  # logits 0, 1, 1
+  y, w = np.array([1.0, 0.0, 1.0]), np.array([1.0, 2.0, 0.0])
+  by_hand = (np.log(2.0) + 2.0 * np.log(1.0 + np.e)) / 3.0  # the third example weighs nothing
+  assert linear_start.log_loss(fit, x, ids, y, w) == pytest.approx(by_hand)
+
+
+def test_choose_fit_keeps_the_penalty_the_eval_split_prefers():
+  # 40 examples and 30 noise features: a weak penalty fits the noise, a strong one does not.
+  rng = np.random.default_rng(0)
+  x_signal = rng.normal(size=(2040, 1))
+  x = np.hstack([x_signal, rng.normal(size=(2040, 30))])
+  y = (rng.random(2040) < 1 / (1 + np.exp(-1.5 * x_signal[:, 0]))).astype(float)
+  ids, w = np.zeros(2040, int), np.ones(2040)
+  train = (x[:40], ids[:40], y[:40], w[:40])
+  held_out = (x[40:], ids[40:], y[40:], w[40:])
+  fit, start = linear_start.choose_fit(train, held_out, 1, [0.01, 10.0, 1e4])
+  losses = {l2: linear_start.log_loss(linear_start.fit_logistic(*train[:2], 1, *train[2:], l2),
+                                      *held_out) for l2 in (0.01, 10.0, 1e4)}
+  assert start.eval_log_loss == pytest.approx(losses)
+  assert start.l2 == min(losses, key=losses.get) == 10.0  # neither extreme
+  np.testing.assert_allclose(fit.coef, linear_start.fit_logistic(*train[:2], 1, *train[2:],
+                                                                 10.0).coef)
+  # One penalty needs no eval split and reports no losses.
+  _, single = linear_start.choose_fit(train, None, 1, [3.0])
+  assert (single.l2, single.eval_log_loss) == (3.0, {})
+  with pytest.raises(ValueError, match=r"2 penalties \[1.0, 2.0\] and no eval split"):
+    linear_start.choose_fit(train, None, 1, [1.0, 2.0])
+  with pytest.raises(ValueError, match="at least one penalty"):
+    linear_start.choose_fit(train, held_out, 1, [])
+
+
 def test_batch_norm_statistics_are_the_inputs_moments():
   inputs = tf.keras.Input((2,))
   network = tf.keras.Model(inputs, tf.keras.layers.BatchNormalization()(inputs))
@@ -493,11 +527,11 @@ def test_linear_start_scores_are_each_heads_regression(name):
   network = model.network
   assert linear_start.has_linear_path(network)
   assert not linear_start.has_linear_path(_build("shared_bottom", _spec()).network)
-  iterations = linear_start.linear_start(network, data, l2=1.0)
+  chosen = linear_start.linear_start(network, data, [1.0])
   if name == "lifelong":  # the Bias Net's logits start at zero with the deep towers'
     bias_net = network.get_layer(multitask.BIAS_NET).output_layer
     assert bias_net.get_weights() and all(not w.any() for w in bias_net.get_weights())
-  assert set(iterations) == set(F.HEADS)
+  assert set(chosen) == set(F.HEADS) and {c.l2 for c in chosen.values()} == {1.0}
   features, labels, weights = model.tasks.split(batch)
   wide = tf.keras.Model(network.inputs, network.get_layer(multitask.WIDE_FEATURES).output)
   x = wide(features, training=False).numpy()
@@ -532,7 +566,13 @@ def test_start_linear_path_freezes_the_path_and_the_rest_trains():
   cfg = trainer.TrainConfig()
   assert not trainer.start_linear_path(model, data, dataclasses.replace(cfg, linear_start_l2=0.0))
   assert all(layer.trainable for layer in linear_start.linear_layers(model.network))
-  assert trainer.start_linear_path(model, data, cfg)
+  with pytest.raises(ValueError, match="no eval split"):  # three penalties to choose among
+    trainer.start_linear_path(model, data, cfg)
+  chosen = trainer.start_linear_path(model, data, cfg, eval_batches=data)
+  assert set(chosen) == set(F.HEADS)
+  for start in chosen.values():
+    assert set(start.eval_log_loss) == {10.0, 100.0, 1000.0}
+    assert start.eval_log_loss[start.l2] == min(start.eval_log_loss.values())
   solved = linear_start.linear_layers(model.network)
   assert len(solved) == len(F.HEADS) + 1
   # What computes the wide features is frozen too: batch normalisation (which, frozen, also

@@ -403,7 +403,9 @@ def test_fit_scores_and_keeps_the_averaged_weights_and_trains_on_the_raw_ones():
                                              ({"patience": -1}, "patience must be >= 0"),
                                              ({"learning_rate": 0.0}, "learning_rate must be > 0"),
                                              ({"linear_start_l2": -1.0},
-                                              "linear_start_l2 must be >= 0, got -1.0")])
+                                              "linear_start_l2 must be >= 0, got -1.0"),
+                                             ({"linear_start_l2_steps": -1},
+                                              "linear_start_l2_steps must be >= 0, got -1")])
 def test_train_config_rejects_bad_values(custom, fragment):
   with pytest.raises(ValueError, match=fragment):
     trainer.TrainConfig.from_custom_config(custom)

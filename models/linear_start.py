@@ -10,7 +10,7 @@ a wide path (``multitask.task_heads(wide=...)``) starts from the regression itse
    intercept is solved by Newton's method (the room block of the Hessian is diagonal, so it is
    eliminated by its Schur complement: the cost does not grow with the number of rooms); given
    several penalties, each head keeps the one whose fit has the lowest log loss on the eval split
-   (the split early stopping reads): a penalty that suits 80,000 examples overfits 500;
+   (the split early stopping reads): a penalty that suits 60,000 examples overfits 500;
 3. its coefficients go into ``<head>_wide`` and the ``room_offset`` table, and the output layers
    of each deep tower and of a Bias Net (``multitask.BIAS_NET``) are zeroed, so the network's
    scores are the regression's.

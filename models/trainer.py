@@ -563,8 +563,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       for files in (fn_args.train_files, fn_args.eval_files))
   # Every worker reads the whole train and eval splits here (not its shard), so all solve the
   # same path.
-  whole = lambda files: make_dataset(files, fn_args.data_accessor, tf_transform_output,  # noqa: E731
-                                     LINEAR_START_BATCH, model.tasks, cfg.seed, num_epochs=1)
+  def whole(files):
+    return make_dataset(files, fn_args.data_accessor, tf_transform_output, LINEAR_START_BATCH,
+                        model.tasks, cfg.seed, num_epochs=1)
+
   chosen = start_linear_path(model, whole(fn_args.train_files), cfg, whole(fn_args.eval_files))
   if chosen:
     logging.info("%s: linear path solved (per head L2 %s) and frozen", cfg.model_name,

@@ -70,10 +70,9 @@ def latest_transform_dirs(work: str, pipeline_name: str) -> Dict[str, str]:
   Raises:
     FileNotFoundError: Transform never finished under ``work``.
   """
-  outputs = run_outputs.latest_outputs(
-      run_outputs.open_store(run_outputs.metadata_path(work, pipeline_name)), pipeline_name,
-      run_outputs.TRANSFORM)
-  return {"graph": outputs["transform_graph"][0], "examples": outputs["transformed_examples"][0]}
+  dirs = run_outputs.latest_output_dirs(work, pipeline_name, run_outputs.TRANSFORM,
+                                        ("transform_graph", "transformed_examples"))
+  return {"graph": dirs["transform_graph"], "examples": dirs["transformed_examples"]}
 
 
 def train_variant(name: str, tft_output, examples_dir: str, seed: int, cfg: trainer.TrainConfig):

@@ -170,6 +170,15 @@ class HeadStart:
   eval_log_loss: Dict[float, float]  # per penalty tried ({} when only one was given)
 
 
+def _check_penalties(caller: str, penalties: Sequence[float], has_eval: bool) -> None:
+  """At least one penalty, and an eval split to choose among several."""
+  if not penalties:
+    raise ValueError(f"{caller} needs at least one penalty")
+  if len(penalties) > 1 and not has_eval:
+    raise ValueError(f"{caller}: {len(penalties)} penalties {list(penalties)} and no eval split "
+                     "to choose among them")
+
+
 def choose_fit(train: Tuple[np.ndarray, ...], evaluation: Tuple[np.ndarray, ...] | None,
                num_ids: int, penalties: Sequence[float]) -> Tuple[LogisticFit, HeadStart]:
   """Fits each penalty on ``train`` and keeps the one with the lowest log loss on ``evaluation``.
@@ -183,11 +192,7 @@ def choose_fit(train: Tuple[np.ndarray, ...], evaluation: Tuple[np.ndarray, ...]
   Returns:
     The chosen fit and what was tried.
   """
-  if not penalties:
-    raise ValueError("choose_fit needs at least one penalty")
-  if len(penalties) > 1 and evaluation is None:
-    raise ValueError(f"choose_fit: {len(penalties)} penalties {list(penalties)} and no eval split "
-                     "to choose among them")
+  _check_penalties("choose_fit", penalties, evaluation is not None)
   best, losses = None, {}
   for l2 in penalties:
     fit = fit_logistic(*train[:2], num_ids, *train[2:], l2)
@@ -248,10 +253,7 @@ def linear_start(network: tf.keras.Model, batches: Iterable[Tuple[dict, dict, di
   if not has_linear_path(network):
     raise ValueError(f"network {network.name!r} has no linear path (a {multitask.WIDE_FEATURES!r} "
                      f"layer, <head>_wide layers and {multitask.ROOM_OFFSET!r})")
-  if not penalties or (len(penalties) > 1 and eval_batches is None):
-    raise ValueError(f"linear_start: {len(penalties)} penalties {list(penalties)} and "
-                     f"{'no' if eval_batches is None else 'an'} eval split: one penalty, or "
-                     "several and an eval split to choose among them")
+  _check_penalties("linear_start", penalties, eval_batches is not None)  # before any pass
   examples = set_batch_norm_statistics(network, batches)
   heads = multitask.linear_heads(network)
   id_key = F.transformed_name(F.HOST_ID)

@@ -9,7 +9,7 @@ a component last produced. ML Metadata does: the newest execution of the compone
 from __future__ import annotations
 
 import os
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -75,19 +75,30 @@ def latest_outputs(store: metadata_store.MetadataStore, pipeline_name: str,
   return out
 
 
-def latest_output_dir(work: str, pipeline_name: str, component_id: str, output_key: str) -> str:
-  """The one artifact URI the component's newest finished execution wrote under ``output_key``.
+def latest_output_dirs(work: str, pipeline_name: str, component_id: str,
+                       output_keys: Sequence[str]) -> Dict[str, str]:
+  """The one artifact URI per output key that the component's newest finished execution wrote.
+
+  All keys come from the same execution (e.g. Transform's graph and the examples it made).
 
   Raises:
     FileNotFoundError: no store, no finished execution, or no such output.
-    ValueError: the output holds more than one artifact.
+    ValueError: an output holds more than one artifact.
   """
   outputs = latest_outputs(open_store(metadata_path(work, pipeline_name)), pipeline_name,
                            component_id)
-  if output_key not in outputs:
-    raise FileNotFoundError(f"{pipeline_name}.{component_id}'s newest execution has no output "
-                            f"{output_key!r} (it has {sorted(outputs)})")
-  if len(outputs[output_key]) != 1:
-    raise ValueError(f"{pipeline_name}.{component_id} output {output_key!r} holds "
-                     f"{len(outputs[output_key])} artifacts, expected 1")
-  return outputs[output_key][0]
+  out = {}
+  for key in output_keys:
+    if key not in outputs:
+      raise FileNotFoundError(f"{pipeline_name}.{component_id}'s newest execution has no output "
+                              f"{key!r} (it has {sorted(outputs)})")
+    if len(outputs[key]) != 1:
+      raise ValueError(f"{pipeline_name}.{component_id} output {key!r} holds "
+                       f"{len(outputs[key])} artifacts, expected 1")
+    out[key] = outputs[key][0]
+  return out
+
+
+def latest_output_dir(work: str, pipeline_name: str, component_id: str, output_key: str) -> str:
+  """:func:`latest_output_dirs` for one output key."""
+  return latest_output_dirs(work, pipeline_name, component_id, [output_key])[output_key]
